@@ -1,0 +1,128 @@
+"""What every bulk action declares, and the two hooks it implements.
+
+An action is a class with ``action_type``, ``display_name``, the model ``permission``
+needed to act on other users' sessions, ``check(row)`` (a reason code or ``None``) and a
+set-based ``apply(ids=…)``. The engine (``bulkops.services``) does the rest: scope,
+locking, partitioning, outcomes, counters and events. Eligibility lives only in
+``check``, so validate, the admin confirmation page and the worker agree.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from django.core.exceptions import ValidationError
+
+from bulkops.models import Session
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from bulkops.models import BulkOperation
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """The columns eligibility is decided on (fetched, under lock when executing)."""
+
+    id: str
+    owner_id: int
+    status: str
+    deleted_at: datetime.datetime | None
+    has_exports: bool = False
+
+
+ROW_FIELDS = ("id", "owner_id", "status", "deleted_at")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One action parameter: its type (bool or a choice of strings) and its default."""
+
+    default: Any
+    choices: tuple[str, ...] = ()
+
+    def clean(self, name: str, value: Any) -> Any:
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValidationError(
+                    {name: f"Must be one of: {', '.join(self.choices)}."}, code="invalid"
+                )
+            return value
+        if not isinstance(value, bool):
+            raise ValidationError({name: "Must be true or false."}, code="invalid")
+        return value
+
+
+class BulkAction:
+    action_type: ClassVar[str]
+    display_name: ClassVar[str]
+    #: Model permission (``app_label.codename``) a staff user needs to act on sessions
+    #: they do not own. Own sessions need no permission (DESIGN §4).
+    permission: ClassVar[str]
+    #: Reason codes that mean "already in the target state": the item is skipped.
+    skip_reasons: ClassVar[frozenset[str]] = frozenset()
+    #: Status a session has after the action, reported in ``sessions_updated``.
+    result_status: ClassVar[str]
+    params_spec: ClassVar[dict[str, Param]] = {}
+    #: Whether ``check`` needs ``SessionRow.has_exports``.
+    needs_exports: ClassVar[bool] = False
+    #: A read-only action changes no session, so rows are read without locks.
+    read_only: ClassVar[bool] = False
+    #: Which sessions a ``filter`` selection matches by default: live ones, or only
+    #: soft-deleted ones (restore).
+    filter_deleted: ClassVar[bool] = False
+    #: For the duration estimate: sessions per second the engine sustains, measured
+    #: on the 2-core reference machine (see docs/benchmarks.md).
+    sessions_per_second: ClassVar[float] = 20_000.0
+
+    def __init__(self, *, user: AbstractBaseUser, params: dict[str, Any]) -> None:
+        self.user = user
+        self.params = params
+
+    # --- declared by the subclass ---------------------------------------------------
+    def check(self, row: SessionRow) -> str | None:
+        """Return the reason code that makes ``row`` ineligible or skipped, or ``None``."""
+        raise NotImplementedError
+
+    def apply(self, *, ids: list[str], operation: BulkOperation, now: datetime.datetime) -> None:
+        """Apply the action to the eligible ``ids`` of one chunk, set-based."""
+        raise NotImplementedError
+
+    # --- optional hooks -----------------------------------------------------------------
+    def begin(self, operation: BulkOperation) -> None:
+        """Called before the first chunk of an execution."""
+
+    def finish(self, operation: BulkOperation) -> None:
+        """Called after the last chunk, before the operation is marked finished."""
+
+    def abort(self, operation: BulkOperation) -> None:
+        """Called when the execution stops without finishing (cancel, timeout, error)."""
+
+    # --- shared -------------------------------------------------------------------------
+    @classmethod
+    def clean_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Return the action's parameters with defaults filled in; raise ValidationError."""
+        cleaned = {}
+        for name, spec in cls.params_spec.items():
+            value = params.get(name, spec.default)
+            cleaned[name] = spec.clean(name, value)
+        return cleaned
+
+    @property
+    def atomic(self) -> bool:
+        return bool(self.params.get("atomic", False))
+
+    @property
+    def max_sessions(self) -> int:
+        from bulkops.conf import bulkops_settings
+
+        return bulkops_settings.MAX_SESSIONS_PER_OPERATION
+
+    def base_queryset(self):
+        return Session.objects.all()
+
+    def estimated_seconds(self, count: int) -> float:
+        return round(count / self.sessions_per_second + 0.2, 2)

@@ -1,0 +1,70 @@
+"""delete: soft (deleted_at set, the default) or hard (rows removed).
+
+Exports go with the sessions when ``cascade_exports``; a hard delete of a session that
+still has exports is refused (``has_exports``) otherwise. Hard delete always needs
+``bulkops.hard_delete_session``.
+"""
+
+from django.db.models import QuerySet
+
+from bulkops.actions import reasons
+from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.registry import register
+from bulkops.models import Session, SessionExport
+
+HARD_DELETE_PERMISSION = "bulkops.hard_delete_session"
+
+
+def exports_of(ids: list[str]) -> QuerySet[SessionExport]:
+    return SessionExport.objects.filter(session_id__in=ids)
+
+
+@register
+class DeleteAction(BulkAction):
+    action_type = "delete"
+    display_name = "Delete"
+    permission = "bulkops.delete_session"
+    skip_reasons = frozenset({reasons.ALREADY_DELETED})
+    result_status = "deleted"
+    params_spec = {
+        "soft_delete": Param(default=True),
+        "cascade_exports": Param(default=False),
+        "atomic": Param(default=False),
+    }
+    sessions_per_second = 50_000.0
+
+    def __init__(self, *, user, params) -> None:
+        super().__init__(user=user, params=params)
+        self.soft = bool(params.get("soft_delete", True))
+        self.cascade = bool(params.get("cascade_exports", False))
+        self.may_hard_delete = user.has_perm(HARD_DELETE_PERMISSION)
+
+    @property
+    def needs_exports(self) -> bool:  # type: ignore[override]
+        return not self.soft and not self.cascade
+
+    def check(self, row: SessionRow) -> str | None:
+        if self.soft:
+            if row.status == "processing":
+                return reasons.PROCESSING
+            if row.deleted_at is not None:
+                return reasons.ALREADY_DELETED
+            return None
+        if not self.may_hard_delete:
+            return reasons.PERMISSION_DENIED
+        if row.status == "processing":
+            return reasons.PROCESSING
+        if not self.cascade and row.has_exports:
+            return reasons.HAS_EXPORTS
+        return None
+
+    def apply(self, *, ids, operation, now) -> None:
+        if self.cascade:
+            exports_of(ids).delete()
+        if self.soft:
+            Session.objects.filter(pk__in=ids).update(deleted_at=now, updated_at=now)
+        else:
+            # No signals or cascades hang off Session (exports are PROTECTed and were
+            # handled above), so one DELETE … WHERE id IN (…) is all it takes.
+            qs = Session.objects.filter(pk__in=ids)
+            qs._raw_delete(qs.db)

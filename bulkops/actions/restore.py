@@ -1,0 +1,27 @@
+"""restore: undo a soft delete."""
+
+from bulkops.actions import reasons
+from bulkops.actions.base import BulkAction, SessionRow
+from bulkops.actions.registry import register
+from bulkops.models import Session, SessionStatus
+
+
+@register
+class RestoreAction(BulkAction):
+    action_type = "restore"
+    display_name = "Restore"
+    permission = "bulkops.change_session"
+    skip_reasons = frozenset({reasons.NOT_DELETED})
+    result_status = "restored"
+    filter_deleted = True
+    sessions_per_second = 50_000.0
+
+    def check(self, row: SessionRow) -> str | None:
+        if row.status == SessionStatus.PROCESSING:
+            return reasons.PROCESSING
+        if row.deleted_at is None:
+            return reasons.NOT_DELETED
+        return None
+
+    def apply(self, *, ids, operation, now) -> None:
+        Session.objects.filter(pk__in=ids).update(deleted_at=None, updated_at=now)

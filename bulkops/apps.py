@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class BulkopsConfig(AppConfig):
+    name = "bulkops"
+    verbose_name = "Bulk operations"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from bulkops import actions  # noqa: F401  (registers every action)

@@ -1,0 +1,45 @@
+"""The one place BULKOPS_* settings are read (defaults are DESIGN.md's)."""
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "MAX_SESSIONS_PER_OPERATION": 1000,
+    "MAX_EXPORT_SESSIONS": 10_000,
+    "MAX_ACTIVE_OPERATIONS_PER_USER": 5,
+    "MAX_REQUEST_BYTES": 1024 * 1024,
+    "CHUNK_SIZE": 1000,
+    "OPERATION_TIMEOUT_SECONDS": 300,
+    "EXPORT_RETENTION_SECONDS": 24 * 3600,
+    "OPERATION_RETENTION_DAYS": 30,
+    "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
+    "STALE_AFTER_SECONDS": 60,
+    "MAX_ATTEMPTS": 3,
+    "ARCHIVE_ZSTD_LEVEL": 3,
+    "EXPORT_DIR": Path("var/exports"),
+    "WORKER_INTERVAL": 0.1,
+    "RATE_LIMITS": {
+        "delete": "10/m",
+        "export": "30/m",
+        "close": "20/m",
+        "archive": "15/m",
+        "restore": "20/m",
+        "validate": "120/m",
+        "retry": "10/m",
+    },
+}
+
+
+class _BulkopsSettings:
+    """``bulkops_settings.CHUNK_SIZE`` reads ``settings.BULKOPS_CHUNK_SIZE`` on each access,
+    so ``override_settings`` in tests takes effect."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"unknown bulkops setting {name}")
+        return getattr(settings, f"BULKOPS_{name}", DEFAULTS[name])
+
+
+bulkops_settings = _BulkopsSettings()

@@ -1,0 +1,173 @@
+"""Operators' bulk actions from the command line, through the same services as the API."""
+
+import json
+import sys
+import time
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from bulkops.actions.export import export_path
+from bulkops.exceptions import BulkOpsError
+from bulkops.models import BulkOperation, OperationSource
+from bulkops.services import Selection, operation_create
+
+ACTIONS = ["close", "archive", "delete", "restore", "export"]
+BAR_WIDTH = 30
+
+
+def _parse_filter(pairs: list[str]) -> dict:
+    result: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--filter takes key=value, got {pair!r}.")
+        if value.lower() in ("true", "false"):
+            result[key] = value.lower() == "true"
+        elif "," in value and key == "status":
+            result[key] = value.split(",")
+        else:
+            result[key] = value
+    return result
+
+
+def _error_text(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+class Command(BaseCommand):
+    help = "Start a bulk operation (and with --wait, watch it run to the end)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=ACTIONS)
+        parser.add_argument("--user", required=True, help="Username the operation runs as.")
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--ids", nargs="+", metavar="ID", help="Session ids.")
+        target.add_argument(
+            "--filter",
+            nargs="+",
+            metavar="KEY=VALUE",
+            help="Select all that match: status, search, created_after, "
+            "created_before, owner, deleted.",
+        )
+        parser.add_argument("--hard", action="store_true", help="delete: remove the rows.")
+        parser.add_argument(
+            "--cascade-exports",
+            action="store_true",
+            help="delete: remove the sessions' exports too.",
+        )
+        parser.add_argument("--atomic", action="store_true", help="All or nothing.")
+        parser.add_argument("--format", choices=["csv", "json"], default="csv")
+        parser.add_argument("--include-details", action="store_true")
+        parser.add_argument("--reason", default="", help="Free text kept for the audit.")
+        parser.add_argument(
+            "--wait", action="store_true", help="Show a progress bar until the operation finishes."
+        )
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=900.0,
+            help="With --wait: give up waiting after this many seconds.",
+        )
+
+    def handle(self, *args, **opts):
+        try:
+            user = get_user_model().objects.get(username=opts["user"])
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"No user named {opts['user']!r}.") from None
+        action = opts["action"]
+        params: dict = {}
+        if action in ("close", "archive", "delete"):
+            params["atomic"] = opts["atomic"]
+        if action == "delete":
+            params.update(soft_delete=not opts["hard"], cascade_exports=opts["cascade_exports"])
+        if action == "export":
+            params.update(format=opts["format"], include_details=opts["include_details"])
+        selection = (
+            Selection(session_ids=opts["ids"])
+            if opts["ids"]
+            else Selection(filter=_parse_filter(opts["filter"]))
+        )
+        try:
+            op = operation_create(
+                user=user,
+                action=action,
+                selection=selection,
+                params=params,
+                source=OperationSource.CLI,
+                reason=opts["reason"],
+            )
+        except ValidationError as exc:
+            raise CommandError(_error_text(exc)) from None
+        except BulkOpsError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(f"Operation {op.pk}: {action} of {op.total} sessions ({op.status}).")
+        if not opts["wait"]:
+            self.stdout.write(f"Follow it with: GET /api/bulk/operations/{op.pk}/status")
+            return
+        op = self.watch(op, timeout=opts["timeout"])
+        self.summary(op)
+        if op.status not in ("completed", "partial"):
+            sys.exit(1)
+
+    def watch(self, op: BulkOperation, *, timeout: float) -> BulkOperation:
+        started = time.monotonic()
+        hinted = False
+        while True:
+            op.refresh_from_db()
+            self.draw(op)
+            if op.is_finished:
+                self.stdout.write("")
+                return op
+            waited = time.monotonic() - started
+            if op.status == "pending" and waited > 10 and not hinted:
+                hinted = True
+                self.stderr.write(
+                    "\nStill pending after 10 s: is a worker running? "
+                    "(python manage.py serve, or python manage.py db_worker)"
+                )
+            if waited > timeout:
+                raise CommandError(
+                    f"Gave up waiting after {timeout:.0f} s; {op.pk} is {op.status}."
+                )
+            time.sleep(0.1)
+
+    def draw(self, op: BulkOperation) -> None:
+        done = op.processed / op.total if op.total else 1.0
+        if op.is_finished:
+            done = 1.0
+        filled = int(done * BAR_WIDTH)
+        elapsed = None
+        if op.started_at:
+            end = op.finished_at or timezone.now()
+            elapsed = (end - op.started_at).total_seconds()
+        rate = op.processed / elapsed if elapsed else 0.0
+        eta = (op.total - op.processed) / rate if rate and not op.is_finished else 0.0
+        line = (
+            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done * 100:5.1f}% "
+            f"{op.processed}/{op.total}  ok {op.succeeded}  skipped {op.skipped}  "
+            f"failed {op.failed}  {rate:,.0f}/s  ETA {eta:.1f}s  {op.status:<9}"
+        )
+        self.stdout.write(line, ending="")
+        self.stdout.flush()
+
+    def summary(self, op: BulkOperation) -> None:
+        self.stdout.write(
+            f"{op.status}: {op.succeeded} succeeded, {op.skipped} skipped, {op.failed} failed, "
+            f"{op.cancelled} cancelled of {op.total}."
+        )
+        if op.error:
+            self.stdout.write(f"Error: {op.error}")
+        reasons: dict[str, int] = {}
+        for reason in op.items.filter(outcome__in=["failed", "skipped"]).values_list(
+            "reason", flat=True
+        ):
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if reasons:
+            self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
+        if op.action == "export" and op.export_file and op.status in ("completed", "partial"):
+            self.stdout.write(f"File: {export_path(op.export_file).resolve()}")

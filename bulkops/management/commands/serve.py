@@ -1,0 +1,88 @@
+"""One command for the embedded default: migrate, demo data, server and worker together."""
+
+import json
+import sys
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from bulkops.seeding import seed_demo
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the whole product in one process: migrate, create demo data on first run, "
+        "serve HTTP and WebSockets with daphne and run the task worker on a thread."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--no-demo", action="store_true", help="Do not create demo data.")
+        parser.add_argument(
+            "--no-worker",
+            action="store_true",
+            help="Do not run the in-process worker (run db_worker instead).",
+        )
+
+    def handle(self, *args, host, port, no_demo, no_worker, **options):
+        from daphne.endpoints import build_endpoint_description_strings
+        from daphne.server import Server, twisted_loop
+
+        from bulkops import events
+        from bulkops.worker import WorkerThread
+
+        call_command("migrate", interactive=False, verbosity=0)
+        if not settings.DEBUG:
+            call_command("collectstatic", interactive=False, verbosity=0)
+        credentials_file = settings.BASE_DIR / "var" / "demo_credentials.json"
+        if not no_demo:
+            seed_demo(credentials_file=credentials_file)
+
+        from project.asgi import application
+
+        worker = None if no_worker else WorkerThread()
+        base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+        def ready() -> None:
+            # The in-memory channel layer lives on this loop: the worker thread hands
+            # its events to it (bulkops.events).
+            events.set_server_loop(twisted_loop)
+            if worker is not None:
+                worker.start()
+            self.print_banner(base, credentials_file, worker is not None)
+
+        server = Server(
+            application=application,
+            endpoints=build_endpoint_description_strings(host=host, port=port),
+            ready_callable=ready,
+            verbosity=0,
+        )
+        try:
+            server.run()
+        finally:
+            if worker is not None:
+                worker.stop()
+            events.set_server_loop(None)
+
+    def print_banner(self, base: str, credentials_file, with_worker: bool) -> None:
+        ws = base.replace("http", "ws", 1)
+        worker_line = "in this process" if with_worker else "not started (run db_worker)"
+        lines = [
+            "",
+            "Bulk operations for sessions is running.",
+            f"  Admin:        {base}/admin/",
+            f"  API:          {base}/api/bulk/sessions/info",
+            f"  API docs:     {base}/api/docs/",
+            f"  OpenAPI:      {base}/api/schema/",
+            f"  WebSocket:    {ws}/ws/bulk/",
+            f"  Worker:       {worker_line}",
+        ]
+        if credentials_file.exists():
+            lines.append(f"  Demo logins ({credentials_file}):")
+            for username, password in json.loads(credentials_file.read_text()).items():
+                lines.append(f"    {username} / {password}")
+        lines += ["Press Ctrl+C to stop.", ""]
+        self.stdout.write("\n".join(lines))
+        sys.stdout.flush()

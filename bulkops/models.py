@@ -1,0 +1,223 @@
+"""Sessions, their exports, and the bulk operations run on them (DESIGN.md §3).
+
+Fields, choices and constraints only: the rules live in ``bulkops.actions`` and
+``bulkops.services``.
+"""
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+session_id_validator = RegexValidator(
+    SESSION_ID_PATTERN,
+    _("A session id is 1–64 letters, digits, '_' or '-', starting with a letter or digit."),
+)
+
+
+def new_session_id() -> str:
+    return f"session-{uuid.uuid4().hex[:16]}"
+
+
+def new_operation_id() -> str:
+    return f"op-{secrets.token_hex(16)}"
+
+
+class SessionStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    PROCESSING = "processing", _("Processing")
+    CLOSED = "closed", _("Closed")
+    ARCHIVED = "archived", _("Archived")
+
+
+class Session(models.Model):
+    id = models.CharField(
+        primary_key=True,
+        max_length=64,
+        default=new_session_id,
+        validators=[session_id_validator],
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_sessions"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    status = models.CharField(
+        max_length=16, choices=SessionStatus.choices, default=SessionStatus.ACTIVE
+    )
+    content = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    archive_blob = models.BinaryField(null=True, blank=True, editable=False)
+    archive_original_size = models.PositiveBigIntegerField(null=True, blank=True)
+    archive_compressed_size = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        permissions = [("hard_delete_session", "Can hard delete sessions (rows removed)")]
+        indexes = [
+            models.Index(fields=["owner", "status"], name="session_owner_status"),
+            models.Index(fields=["owner", "created_at"], name="session_owner_created"),
+            models.Index(fields=["created_at"], name="session_created"),
+            models.Index(fields=["deleted_at"], name="session_deleted"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=SessionStatus.values), name="session_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.id
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class ExportFormat(models.TextChoices):
+    CSV = "csv", "CSV"
+    JSON = "json", "JSON"
+
+
+class SessionExport(models.Model):
+    """A file previously produced from one session; ``cascade_exports`` decides its fate
+    when the session is deleted (PROTECT: a hard delete never removes one silently)."""
+
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="exports")
+    format = models.CharField(max_length=8, choices=ExportFormat.choices, default=ExportFormat.CSV)
+    file = models.CharField(max_length=255, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} ({self.format})"
+
+
+class OperationStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+    PARTIAL = "partial", _("Partial")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+ACTIVE_OPERATION_STATUSES = (OperationStatus.PENDING, OperationStatus.RUNNING)
+FINISHED_OPERATION_STATUSES = (
+    OperationStatus.COMPLETED,
+    OperationStatus.PARTIAL,
+    OperationStatus.FAILED,
+    OperationStatus.CANCELLED,
+)
+
+
+class OperationSource(models.TextChoices):
+    API = "api", "API"
+    ADMIN = "admin", _("Admin")
+    CLI = "cli", _("Command line")
+
+
+class BulkOperation(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_operation_id, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_operations"
+    )
+    action = models.CharField(max_length=16)
+    params = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(max_length=500, blank=True, default="")
+    source = models.CharField(
+        max_length=8, choices=OperationSource.choices, default=OperationSource.API
+    )
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.PENDING
+    )
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    export_file = models.CharField(max_length=255, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="operation_user_created"),
+            models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="operation_idempotency_key_per_user",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=OperationStatus.values), name="operation_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_OPERATION_STATUSES
+
+
+class ItemOutcome(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    SKIPPED = "skipped", _("Skipped")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class BulkOperationItem(models.Model):
+    """One targeted session id. Not a foreign key: the id may not exist, may belong to
+    someone else, or may be gone after a hard delete; the item keeps the record."""
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
+    session_id = models.CharField(max_length=64)
+    outcome = models.CharField(
+        max_length=16, choices=ItemOutcome.choices, default=ItemOutcome.PENDING
+    )
+    reason = models.CharField(max_length=32, blank=True, default="")
+    message = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["session_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation", "session_id"], name="item_unique_session_per_operation"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["operation", "outcome", "session_id"], name="item_op_outcome"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}: {self.outcome}"

@@ -1,0 +1,3 @@
+"""WebSocket routes (see bulkops.consumers)."""
+
+websocket_urlpatterns: list = []

@@ -1,0 +1,94 @@
+"""Shared fixtures: factories for users and sessions, settings isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.core.cache import cache
+
+from bulkops.models import Session, SessionExport, SessionStatus
+
+
+@pytest.fixture(autouse=True)
+def _isolated_exports_and_counters(tmp_path, settings):
+    settings.BULKOPS_EXPORT_DIR = tmp_path / "exports"
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., object]:
+    User = get_user_model()
+    counter = {"n": 0}
+
+    def factory(
+        username: str | None = None,
+        *,
+        staff: bool = False,
+        superuser: bool = False,
+        perms: tuple[str, ...] = (),
+    ):
+        counter["n"] += 1
+        user = User.objects.create_user(
+            username=username or f"user{counter['n']}",
+            password="pw-for-tests-1",
+            is_staff=staff or superuser,
+            is_superuser=superuser,
+        )
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
+        # has_perm caches permissions on the instance: hand out a fresh one.
+        return User.objects.get(pk=user.pk)
+
+    return factory
+
+
+@pytest.fixture
+def owner(make_user):
+    return make_user("owner")
+
+
+@pytest.fixture
+def stranger(make_user):
+    return make_user("stranger")
+
+
+@pytest.fixture
+def make_session(db) -> Callable[..., Session]:
+    counter = {"n": 0}
+
+    def factory(
+        owner,
+        *,
+        id: str | None = None,
+        status: str = SessionStatus.ACTIVE,
+        deleted: bool = False,
+        content: str = "hello",
+        exports: int = 0,
+        title: str | None = None,
+        **extra,
+    ) -> Session:
+        counter["n"] += 1
+        from django.utils import timezone
+
+        session = Session.objects.create(
+            id=id or f"s-{counter['n']:05d}",
+            owner=owner,
+            title=title if title is not None else f"Session {counter['n']}",
+            status=status,
+            content=content,
+            deleted_at=timezone.now() if deleted else None,
+            **extra,
+        )
+        for _ in range(exports):
+            SessionExport.objects.create(session=session, format="csv", file="x.csv", size=1)
+        return session
+
+    return factory

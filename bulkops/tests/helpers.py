@@ -1,0 +1,84 @@
+"""Helpers for tests: service checks, ports, a real worker run, operation shortcuts."""
+
+from __future__ import annotations
+
+import os
+import socket
+from unittest import mock
+from urllib.parse import urlparse
+
+import pytest
+from django.core.management import call_command
+
+from bulkops.models import BulkOperation
+from bulkops.services import Selection, operation_create
+
+IN_CI = bool(os.environ.get("CI"))
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def require(available: bool, what: str) -> None:
+    """Skip when ``what`` is missing on a developer's machine; fail in CI."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def redis_available(url: str = REDIS_URL) -> bool:
+    parsed = urlparse(url)
+    return port_open(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_worker() -> None:
+    """Run the real db_worker until the queue is empty (in this thread).
+
+    The worker calls close_old_connections() between tasks; inside a test's transaction
+    that would close the very connection holding the test data (autocommit is off), so
+    it is a no-op here. Everything else is the worker as deployed.
+    """
+    with mock.patch(
+        "django_tasks_db.management.commands.db_worker.close_old_connections", lambda: None
+    ):
+        call_command(
+            "db_worker", batch=True, startup_delay=False, reload=False, interval=0, verbosity=0
+        )
+
+
+def execute(
+    user, action: str, ids: list[str] | None = None, *, filter: dict | None = None, **params
+) -> BulkOperation:
+    """Create an operation through the service, run the worker, return the fresh row."""
+    selection = Selection(session_ids=ids) if filter is None else Selection(filter=filter)
+    op = operation_create(user=user, action=action, selection=selection, params=params)
+    run_worker()
+    op.refresh_from_db()
+    return op
+
+
+def outcomes(op: BulkOperation) -> dict[str, tuple[str, str]]:
+    """{session_id: (outcome, reason)} for every item of ``op``."""
+    return {i.session_id: (i.outcome, i.reason) for i in op.items.all()}
+
+
+def assert_counters_add_up(op: BulkOperation) -> None:
+    assert op.succeeded + op.skipped + op.failed + op.cancelled == op.processed <= op.total
+    assert op.items.filter(outcome="succeeded").count() == op.succeeded
+    assert op.items.filter(outcome="skipped").count() == op.skipped
+    assert op.items.filter(outcome="failed").count() == op.failed
+    assert op.items.filter(outcome="cancelled").count() == op.cancelled

@@ -1,0 +1,264 @@
+"""Settings, read from the environment (see README.md "Configuration").
+
+The embedded default needs no variable at all: SQLite file, in-memory channel layer,
+local-memory cache, DEBUG on. Production sets DEBUG=0, SECRET_KEY, ALLOWED_HOSTS,
+DATABASE_URL and REDIS_URL.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", True)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when DEBUG is off.")
+    # Development only: never used with DEBUG off (see above).
+    SECRET_KEY = "dev-insecure-only-for-debug-" + "x" * 40
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    # Before django_tasks_db, so its db_worker command is bulkops' (with the reaper).
+    "bulkops",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "channels",
+    "django_tasks",
+    "django_tasks_db",
+    "django_ratelimit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "bulkops.middleware.RequestSizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+# --- Database -----------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default runs the server and the worker in one process on two
+    # threads: WAL lets readers work during a write, IMMEDIATE transactions take the
+    # write lock up front (no "database is locked" on a read-to-write upgrade), and
+    # the timeout makes a writer wait for the other instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, channel layer: Redis when REDIS_URL is set ---------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# Keeps several deployments (or concurrent test runs) on one Redis apart.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "bulkops")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            # Pub/sub: events are a live view of the database row (the truth), so
+            # at-most-once fan-out is what we want, with no per-channel capacity to
+            # silently drop bursts (RedisChannelLayer's default capacity is 100).
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                # redis-py 8 defaults socket_timeout to 5 s, which kills idle
+                # subscribers (channels_redis #422); we wait as long as needed.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "prefix": REDIS_PREFIX,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # django-ratelimit refuses the local-memory cache because its counters are not
+    # shared between processes. The embedded default is a single process (server and
+    # worker together), so the counters are exact there; with REDIS_URL they live in
+    # Redis and this check is on again.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+
+RATELIMIT_USE_CACHE = "default"
+
+# --- Tasks: database queue (django-tasks-db) --------------------------------------------
+TASKS = {
+    "default": {
+        "BACKEND": "django_tasks_db.DatabaseBackend",
+        "QUEUES": ["default"],
+    }
+}
+
+# --- Auth, sessions, security ---------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- I18N, static ---------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- REST framework, OpenAPI ------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "bulkops.api.exceptions.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bulk operations for sessions",
+    "DESCRIPTION": "Validate, run and track bulk actions on sessions.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging ----------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "bulkops": {"handlers": ["console"], "level": os.environ.get("BULKOPS_LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- Bulk operations: every limit of DESIGN.md, read in bulkops/conf.py -------------------
+BULKOPS_MAX_SESSIONS_PER_OPERATION = env_int("BULKOPS_MAX_SESSIONS_PER_OPERATION", 1000)
+BULKOPS_MAX_EXPORT_SESSIONS = env_int("BULKOPS_MAX_EXPORT_SESSIONS", 10_000)
+BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = env_int("BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER", 5)
+BULKOPS_MAX_REQUEST_BYTES = env_int("BULKOPS_MAX_REQUEST_BYTES", 1024 * 1024)
+BULKOPS_CHUNK_SIZE = env_int("BULKOPS_CHUNK_SIZE", 1000)
+BULKOPS_OPERATION_TIMEOUT_SECONDS = env_int("BULKOPS_OPERATION_TIMEOUT_SECONDS", 300)
+BULKOPS_EXPORT_RETENTION_SECONDS = env_int("BULKOPS_EXPORT_RETENTION_SECONDS", 24 * 3600)
+BULKOPS_OPERATION_RETENTION_DAYS = env_int("BULKOPS_OPERATION_RETENTION_DAYS", 30)
+BULKOPS_IDEMPOTENCY_TTL_SECONDS = env_int("BULKOPS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+BULKOPS_STALE_AFTER_SECONDS = env_int("BULKOPS_STALE_AFTER_SECONDS", 60)
+BULKOPS_MAX_ATTEMPTS = env_int("BULKOPS_MAX_ATTEMPTS", 3)
+BULKOPS_ARCHIVE_ZSTD_LEVEL = env_int("BULKOPS_ARCHIVE_ZSTD_LEVEL", 3)
+BULKOPS_EXPORT_DIR = Path(os.environ.get("BULKOPS_EXPORT_DIR", BASE_DIR / "var" / "exports"))
+BULKOPS_WORKER_INTERVAL = float(os.environ.get("BULKOPS_WORKER_INTERVAL", "0.1"))
+BULKOPS_RATE_LIMITS = {
+    "delete": os.environ.get("BULKOPS_RATE_LIMIT_DELETE", "10/m"),
+    "export": os.environ.get("BULKOPS_RATE_LIMIT_EXPORT", "30/m"),
+    "close": os.environ.get("BULKOPS_RATE_LIMIT_CLOSE", "20/m"),
+    "archive": os.environ.get("BULKOPS_RATE_LIMIT_ARCHIVE", "15/m"),
+    "restore": os.environ.get("BULKOPS_RATE_LIMIT_RESTORE", "20/m"),
+    "validate": os.environ.get("BULKOPS_RATE_LIMIT_VALIDATE", "120/m"),
+    "retry": os.environ.get("BULKOPS_RATE_LIMIT_RETRY", "10/m"),
+}
