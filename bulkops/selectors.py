@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
@@ -148,3 +149,68 @@ def stale_operations(*, older_than: datetime.datetime) -> QuerySet[BulkOperation
     return BulkOperation.objects.filter(status="running").filter(
         Q(heartbeat_at__lt=older_than) | Q(heartbeat_at__isnull=True)
     )
+
+
+# --- read by the HTTP API ------------------------------------------------------------------
+#: A download name as export writes it: ``session_export_YYYYMMDD_<operation id>.csv|json``.
+EXPORT_FILENAME_RE = re.compile(r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json)")
+
+
+def operation_accepted(operation: BulkOperation) -> dict[str, Any]:
+    """The 202 answer of an action endpoint for ``operation`` (DESIGN §5)."""
+    from bulkops.actions import get_action
+
+    act = get_action(operation.action)(user=operation.user, params=operation.params)
+    data: dict[str, Any] = {
+        "success": True,
+        "operation_id": operation.id,
+        "action": operation.action,
+        "status": operation.status,
+        "total": operation.total,
+        "status_url": operation_status_url(operation.id),
+        "estimated_duration_seconds": act.estimated_seconds(operation.total),
+    }
+    if operation.action == "export":
+        data["download_url"] = download_url(operation.export_file)
+        data["metadata"] = {
+            "format": operation.params.get("format"),
+            "expires_at": operation.expires_at.isoformat() if operation.expires_at else None,
+        }
+    return data
+
+
+def operation_items(*, operation: BulkOperation, outcome: str | None = None):
+    """The operation's items in session-id order, optionally of one outcome."""
+    qs = BulkOperationItem.objects.filter(operation=operation).order_by("session_id")
+    if outcome:
+        qs = qs.filter(outcome=outcome)
+    return qs
+
+
+def export_operation_for_download(*, user: AbstractBaseUser, filename: str) -> BulkOperation:
+    """Return the export operation that owns the download ``filename``; raise
+    OperationNotFound when the name is malformed or unknown, or the caller is neither
+    its owner nor staff allowed to view sessions (they cannot tell which)."""
+    match = EXPORT_FILENAME_RE.fullmatch(filename)
+    if match is None:
+        raise OperationNotFound("No such file.")
+    qs = BulkOperation.objects.filter(pk=match.group(2), action="export", export_file=filename)
+    if not user_may_act_on_others(user, "bulkops.view_session"):
+        qs = qs.filter(user=user)
+    operation = qs.first()
+    if operation is None:
+        raise OperationNotFound("No such file.")
+    return operation
+
+
+def export_file_state(operation: BulkOperation) -> str:
+    """``ready``, ``expired``, ``pending`` (still being written) or ``missing``."""
+    from bulkops.actions.export import export_path
+
+    if operation.expires_at is not None and operation.expires_at <= timezone.now():
+        return "expired"
+    if not operation.is_finished:
+        return "pending"
+    if operation.status != "completed" and operation.status != "partial":
+        return "missing"
+    return "ready" if export_path(operation.export_file).is_file() else "missing"

@@ -1,5 +1,95 @@
+"""Turn the services' errors into DRF responses (DESIGN §5): always a 4xx a person can
+act on, never a 500.
+
+- ``RateLimited`` (and ``TooManyActiveOperations``), django-ratelimit's ``Ratelimited``,
+  DRF's ``Throttled`` → 429 with ``Retry-After`` and a JSON body;
+- Django ``ValidationError`` → 400 with field errors;
+- ``OperationNotFound`` → 404; ``OperationConflict`` → 409; ``IdempotencyConflict`` → 422;
+- Django ``RequestDataTooBig`` (a body read past ``DATA_UPLOAD_MAX_MEMORY_SIZE``) → 413;
+- Django ``PermissionDenied`` → 403 (DRF's own mapping).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import status
+from rest_framework.exceptions import APIException, Throttled
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from bulkops.conf import bulkops_settings
+from bulkops.exceptions import (
+    IdempotencyConflict,
+    OperationConflict,
+    OperationNotFound,
+    RateLimited,
+    TooManyActiveOperations,
+)
 
-def exception_handler(exc, context):
+
+class Gone(APIException):
+    status_code = status.HTTP_410_GONE
+    default_detail = "This resource has expired."
+    default_code = "gone"
+
+
+def _validation_detail(exc: DjangoValidationError) -> Any:
+    if hasattr(exc, "error_dict"):
+        return {field: [str(m) for m in messages] for field, messages in exc.message_dict.items()}
+    return {"non_field_errors": [str(m) for m in exc.messages]}
+
+
+def _too_many(detail: str, code: str, retry_after: int) -> Response:
+    response = Response(
+        {"detail": detail, "code": code, "retry_after": retry_after},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+    )
+    response["Retry-After"] = str(retry_after)
+    return response
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus the mapping above."""
+    if isinstance(exc, RateLimited):
+        code = (
+            "too_many_active_operations"
+            if isinstance(exc, TooManyActiveOperations)
+            else ("rate_limited")
+        )
+        return _too_many(exc.message, code, exc.retry_after)
+    if isinstance(exc, Ratelimited):
+        # Raised by django-ratelimit's decorator; our views use bulkops.ratelimits, which
+        # knows the window, so this only answers for code that does not.
+        return _too_many("Rate limit exceeded. Try again shortly.", "rate_limited", 60)
+    if isinstance(exc, Throttled):
+        return _too_many(str(exc.detail), "rate_limited", int(exc.wait or 1))
+    if isinstance(exc, DjangoValidationError):
+        return Response(_validation_detail(exc), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        limit = bulkops_settings.MAX_REQUEST_BYTES
+        return Response(
+            {
+                "detail": f"Request body too large: the limit is {limit} bytes.",
+                "code": "request_too_large",
+                "max_bytes": limit,
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, OperationNotFound):
+        return Response(
+            {"detail": exc.message, "code": "not_found"}, status=status.HTTP_404_NOT_FOUND
+        )
+    if isinstance(exc, OperationConflict):
+        return Response(
+            {"detail": exc.message, "code": "conflict"}, status=status.HTTP_409_CONFLICT
+        )
+    if isinstance(exc, IdempotencyConflict):
+        return Response(
+            {"detail": exc.message, "code": "idempotency_conflict"},
+            status=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        )
     return drf_exception_handler(exc, context)

@@ -1,0 +1,50 @@
+"""django-filter sets for the session list (what a selection UI needs)."""
+
+from __future__ import annotations
+
+import django_filters
+from django.db.models import Q, QuerySet
+
+from bulkops.api.serializers import MAX_OWNER_ID, MAX_SEARCH_LENGTH
+from bulkops.models import Session, SessionStatus
+
+BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
+
+
+class SessionFilter(django_filters.FilterSet):
+    """``status`` (repeatable), ``search`` (title or id), ``created_after`` (inclusive),
+    ``created_before`` (exclusive), ``owner`` (id or username; only widens anything for
+    staff), ``deleted`` (``true``: only soft-deleted, ``false`` or absent: only live),
+    ``ordering``."""
+
+    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices)
+    search = django_filters.CharFilter(
+        method="filter_search", max_length=MAX_SEARCH_LENGTH, strip=False
+    )
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    owner = django_filters.CharFilter(method="filter_owner", max_length=150)
+    deleted = django_filters.ChoiceFilter(choices=BOOLEAN_CHOICES, method="filter_deleted")
+    ordering = django_filters.OrderingFilter(
+        fields=("created_at", "updated_at", "title", "status", "id")
+    )
+
+    class Meta:
+        model = Session
+        fields: list[str] = []
+
+    def filter_search(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        return qs.filter(Q(title__icontains=value) | Q(id__icontains=value))
+
+    def filter_owner(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        if value.isascii() and value.isdigit() and int(value) <= MAX_OWNER_ID:
+            return qs.filter(Q(owner_id=int(value)) | Q(owner__username=value))
+        return qs.filter(owner__username=value)
+
+    def filter_deleted(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        return qs  # applied in filter_queryset, which also covers the default
+
+    def filter_queryset(self, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        queryset = super().filter_queryset(queryset)
+        deleted = self.form.cleaned_data.get("deleted") == "true"
+        return queryset.filter(deleted_at__isnull=not deleted)

@@ -1,0 +1,492 @@
+"""Input and output serializers of the bulk API (DESIGN.md §5).
+
+Inputs are strict on purpose: JSON types are not coerced (``"true"`` is not a boolean,
+``5`` is not an id), whitespace is not trimmed, and unknown fields are refused with a
+400 naming them — so an ``owner`` or ``status`` smuggled into a body can never be
+applied, and what the OpenAPI schema promises is exactly what the server accepts.
+Business rules (eligibility, caps of filter selections, permissions) stay in
+``bulkops.services``; outputs shape what selectors return.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils.dateparse import parse_date, parse_datetime
+from rest_framework import serializers
+
+from bulkops.conf import bulkops_settings
+from bulkops.models import ExportFormat, ItemOutcome, OperationStatus, Session, SessionStatus
+
+#: The session id format (DESIGN §3), anchored for ``fullmatch``: ``$`` would let a
+#: trailing newline through.
+SESSION_ID_REGEX = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
+#: A username in a filter: Django's username characters, ASCII only.
+USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
+#: Free text may hold anything but NUL (PostgreSQL text cannot store it).
+TEXT_PATTERN = "^[^\\u0000]*$"
+ACTIONS = ("delete", "close", "archive", "restore", "export")
+MAX_REASON_LENGTH = 500
+MAX_SEARCH_LENGTH = 200
+MAX_OWNER_ID = 2**63 - 1
+
+
+# --- strict fields ----------------------------------------------------------------------
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` only: no ``"true"``, ``1`` or ``"yes"``."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        self.fail("invalid")
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only (DRF's CharField turns numbers into text); never trimmed."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    """One of the choices, as a JSON string."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or data not in self.choices:
+            self.fail(
+                "invalid_choice", input=data if isinstance(data, str) else type(data).__name__
+            )
+        return data
+
+
+class SessionStatusField(serializers.ChoiceField):
+    """A session's status (its own OpenAPI enum, ``SessionStatus``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=SessionStatus.values, **kwargs)
+
+
+class OperationStatusField(serializers.ChoiceField):
+    """An operation's status (its own OpenAPI enum, ``OperationStatus``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=OperationStatus.values, **kwargs)
+
+
+class SessionIdListField(serializers.Field):
+    """1…``BULKOPS_MAX_SESSIONS_PER_OPERATION`` distinct id strings (DESIGN §5).
+
+    Every problem is reported in one sentence a person can act on: positions of
+    non-strings, the malformed ids, the duplicates by name.
+    """
+
+    default_error_messages = {
+        "not_a_list": "Must be a list of session id strings.",
+        "empty": "Select at least one session.",
+        "too_many": "At most {cap} sessions per operation; got {count}.",
+        "not_strings": "Every id must be a string; positions {positions} are not.",
+        "malformed": "Malformed session ids ({count}): {shown}. An id is 1–64 letters, "
+        "digits, '_' or '-', starting with a letter or digit.",
+        "duplicates": "Duplicate session ids: {duplicates}.",
+    }
+
+    @staticmethod
+    def cap() -> int:
+        return bulkops_settings.MAX_SESSIONS_PER_OPERATION
+
+    def to_internal_value(self, data: Any) -> list[str]:
+        if not isinstance(data, list):
+            self.fail("not_a_list")
+        if not data:
+            self.fail("empty")
+        if len(data) > self.cap():
+            self.fail("too_many", cap=self.cap(), count=len(data))
+        positions = [i for i, sid in enumerate(data) if not isinstance(sid, str)]
+        if positions:
+            self.fail("not_strings", positions=positions[:10])
+        malformed = [sid for sid in data if not re.fullmatch(SESSION_ID_REGEX, sid)]
+        if malformed:
+            shown = ", ".join(repr(sid[:70]) for sid in malformed[:5])
+            self.fail("malformed", count=len(malformed), shown=shown)
+        seen: set[str] = set()
+        duplicates: list[str] = []
+        for sid in data:
+            if sid in seen and sid not in duplicates:
+                duplicates.append(sid)
+            seen.add(sid)
+        if duplicates:
+            self.fail("duplicates", duplicates=", ".join(duplicates[:20]))
+        return list(data)
+
+    def to_representation(self, value: list[str]) -> list[str]:
+        return value
+
+
+class StatusSelectionField(serializers.Field):
+    """A session status, or a non-empty list of them."""
+
+    default_error_messages = {
+        "invalid": f"Must be one of {', '.join(SessionStatus.values)}, or a non-empty list of them."
+    }
+
+    def to_internal_value(self, data: Any) -> str | list[str]:
+        values = data if isinstance(data, list) else [data]
+        if not values or any(
+            not isinstance(v, str) or v not in SessionStatus.values for v in values
+        ):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class OwnerField(serializers.Field):
+    """A user id (integer) or a username (string)."""
+
+    default_error_messages = {"invalid": "Must be a user id (integer) or a username."}
+
+    def to_internal_value(self, data: Any) -> int | str:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        if isinstance(data, int) and 1 <= data <= MAX_OWNER_ID:
+            return data
+        if isinstance(data, str) and re.fullmatch(USERNAME_REGEX, data, flags=re.ASCII):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class MomentField(StrictCharField):
+    """An ISO 8601 date or date-time, kept as the string the services parse."""
+
+    default_error_messages = {"invalid_moment": "Must be an ISO 8601 date or date-time."}
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            if parse_datetime(value) is None and parse_date(value) is None:
+                self.fail("invalid_moment")
+        except ValueError:
+            # Well formed but impossible, e.g. 2024-02-30.
+            self.fail("invalid_moment")
+        return value
+
+
+def text_field(*, max_length: int, **kwargs: Any) -> StrictCharField:
+    # DRF's CharField already refuses NUL; the pattern tells OpenAPI clients so.
+    return StrictCharField(max_length=max_length, allow_blank=True, **kwargs)
+
+
+# --- strict input base -------------------------------------------------------------------
+class StrictInputSerializer(serializers.Serializer):
+    """Refuses fields it does not declare (400 naming them) instead of dropping them."""
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, Mapping):
+            unknown = sorted(str(key) for key in data if key not in self.fields)
+            if unknown:
+                allowed = ", ".join(self.fields)
+                raise serializers.ValidationError(
+                    {key: [f"Unknown field; allowed here: {allowed}."] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class SelectionFilterSerializer(StrictInputSerializer):
+    """ "Select all that match" (DESIGN §5); without ``deleted``, live sessions match
+    (soft-deleted ones for restore)."""
+
+    status = StatusSelectionField(required=False, help_text="A status or a list of them.")
+    search = text_field(
+        max_length=MAX_SEARCH_LENGTH, required=False, help_text="Text in the title or id."
+    )
+    created_after = MomentField(required=False, help_text="Inclusive; ISO date or date-time.")
+    created_before = MomentField(required=False, help_text="Exclusive; ISO date or date-time.")
+    owner = OwnerField(
+        required=False, help_text="User id or username; widens anything only for staff."
+    )
+    deleted = StrictBooleanField(required=False)
+
+
+class SelectionInputSerializer(StrictInputSerializer):
+    """Exactly one of ``session_ids`` or ``filter``, plus the audit ``reason``."""
+
+    session_ids = SessionIdListField(required=False)
+    filter = SelectionFilterSerializer(required=False)
+    reason = text_field(
+        max_length=MAX_REASON_LENGTH, required=False, help_text="Free text stored for audit."
+    )
+
+    #: Fields that are action parameters (passed to the service as ``params``).
+    param_fields: tuple[str, ...] = ()
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("session_ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Give exactly one of 'session_ids' or 'filter'."]}
+            )
+        return attrs
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.validated_data.items() if k in self.param_fields}
+
+
+class ValidateInputSerializer(SelectionInputSerializer):
+    action = StrictChoiceField(choices=ACTIONS)
+    soft_delete = StrictBooleanField(required=False, help_text="delete only")
+    cascade_exports = StrictBooleanField(required=False, help_text="delete only")
+    atomic = StrictBooleanField(required=False, help_text="delete, close, archive")
+    format = StrictChoiceField(choices=ExportFormat.values, required=False, help_text="export")
+    include_details = StrictBooleanField(required=False, help_text="export only")
+
+    param_fields = ("soft_delete", "cascade_exports", "atomic", "format", "include_details")
+
+
+class DeleteInputSerializer(SelectionInputSerializer):
+    soft_delete = StrictBooleanField(default=True)
+    cascade_exports = StrictBooleanField(default=False)
+    atomic = StrictBooleanField(default=False)
+
+    param_fields = ("soft_delete", "cascade_exports", "atomic")
+
+
+class CloseInputSerializer(SelectionInputSerializer):
+    atomic = StrictBooleanField(default=False)
+
+    param_fields = ("atomic",)
+
+
+class ArchiveInputSerializer(CloseInputSerializer):
+    pass
+
+
+class RestoreInputSerializer(SelectionInputSerializer):
+    pass
+
+
+class ExportInputSerializer(SelectionInputSerializer):
+    format = StrictChoiceField(choices=ExportFormat.values, default=ExportFormat.CSV.value)
+    include_details = StrictBooleanField(default=False)
+
+    param_fields = ("format", "include_details")
+
+
+# --- outputs -----------------------------------------------------------------------------
+class EligibleSessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    title = serializers.CharField()
+    status = SessionStatusField()
+
+
+class IneligibleSessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    reason = serializers.CharField()
+    message = serializers.CharField()
+
+
+class SkippedSessionSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class CascadeSerializer(serializers.Serializer):
+    exports = serializers.IntegerField(help_text="Exports that would be removed with them.")
+
+
+class ValidateOutputSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=ACTIONS)
+    eligible_count = serializers.IntegerField()
+    ineligible_count = serializers.IntegerField()
+    skipped_count = serializers.IntegerField()
+    eligible = EligibleSessionSerializer(many=True)
+    eligible_ids = serializers.ListField(child=serializers.CharField())
+    ineligible = IneligibleSessionSerializer(many=True)
+    skipped = SkippedSessionSerializer(many=True)
+    estimated_duration_seconds = serializers.FloatField()
+    cascade = CascadeSerializer(required=False, help_text="delete only")
+
+
+class OperationAcceptedSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    operation_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=ACTIONS)
+    status = OperationStatusField()
+    total = serializers.IntegerField()
+    status_url = serializers.CharField()
+    estimated_duration_seconds = serializers.FloatField()
+
+
+class ExportMetadataSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=ExportFormat.values)
+    expires_at = serializers.DateTimeField()
+
+
+class ExportAcceptedSerializer(OperationAcceptedSerializer):
+    download_url = serializers.CharField()
+    metadata = ExportMetadataSerializer()
+
+
+class OperationErrorSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    reason = serializers.CharField()
+    message = serializers.CharField()
+
+
+class OperationSerializer(serializers.Serializer):
+    """The operation representation (DESIGN §5), as ``selectors.operation_representation``
+    builds it; exports add ``download_url`` and ``expires_at``."""
+
+    operation_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=ACTIONS)
+    status = OperationStatusField()
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    total = serializers.IntegerField()
+    processed = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    errors = OperationErrorSerializer(
+        many=True, help_text="Failed items (the first 100; all of them via items)."
+    )
+    error = serializers.CharField(allow_blank=True, help_text="Why a failed operation failed.")
+    source = serializers.CharField()
+    params = serializers.DictField()
+    reason = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    eta_seconds = serializers.FloatField(allow_null=True)
+    version = serializers.IntegerField()
+    status_url = serializers.CharField()
+    download_url = serializers.CharField(required=False, help_text="export only")
+    expires_at = serializers.DateTimeField(required=False, help_text="export only")
+
+
+class OperationItemSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=ItemOutcome.values)
+    reason = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+
+
+class OperationItemPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.CharField(allow_null=True)
+    previous = serializers.CharField(allow_null=True)
+    results = OperationItemSerializer(many=True)
+
+
+class OperationDetailSerializer(OperationSerializer):
+    items = OperationItemPageSerializer(help_text="Paginated like the items endpoint.")
+
+
+class ItemsQuerySerializer(serializers.Serializer):
+    """Query parameters of the items list (pagination parameters are the paginator's)."""
+
+    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+
+
+class RateLimitStatusSerializer(serializers.Serializer):
+    rate = serializers.CharField()
+    limit = serializers.IntegerField()
+    used = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    reset_seconds = serializers.IntegerField()
+
+
+class LimitsSerializer(serializers.Serializer):
+    max_sessions_per_operation = serializers.IntegerField()
+    max_export_sessions = serializers.IntegerField()
+    max_active_operations_per_user = serializers.IntegerField()
+    max_request_bytes = serializers.IntegerField()
+    chunk_size = serializers.IntegerField()
+    operation_timeout_seconds = serializers.IntegerField()
+    export_retention_seconds = serializers.IntegerField()
+    idempotency_ttl_seconds = serializers.IntegerField()
+
+
+class SessionCountsSerializer(serializers.Serializer):
+    active = serializers.IntegerField()
+    processing = serializers.IntegerField()
+    closed = serializers.IntegerField()
+    archived = serializers.IntegerField()
+    deleted = serializers.IntegerField()
+    total = serializers.IntegerField()
+
+
+class InfoOutputSerializer(serializers.Serializer):
+    limits = LimitsSerializer()
+    rate_limits = serializers.DictField(
+        child=RateLimitStatusSerializer(), help_text="Per kind: delete, export, close, …"
+    )
+    active_operations = serializers.IntegerField()
+    sessions = SessionCountsSerializer(help_text="The caller's own sessions.")
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    owner = serializers.SlugRelatedField(slug_field=get_user_model().USERNAME_FIELD, read_only=True)
+    owner_id = serializers.IntegerField(read_only=True)
+    is_deleted = serializers.BooleanField(read_only=True)
+    status = SessionStatusField(read_only=True)
+
+    class Meta:
+        model = Session
+        fields = [
+            "id",
+            "title",
+            "status",
+            "owner",
+            "owner_id",
+            "metadata",
+            "created_at",
+            "updated_at",
+            "closed_at",
+            "archived_at",
+            "deleted_at",
+            "is_deleted",
+        ]
+        read_only_fields = fields
+
+
+class SessionDetailSerializer(SessionSerializer):
+    class Meta(SessionSerializer.Meta):
+        fields = [
+            *SessionSerializer.Meta.fields,
+            "content",
+            "archive_original_size",
+            "archive_compressed_size",
+        ]
+        read_only_fields = fields
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
+
+
+class RateLimitedSerializer(ErrorSerializer):
+    retry_after = serializers.IntegerField(help_text="Seconds; also the Retry-After header.")
+
+
+class TooLargeSerializer(ErrorSerializer):
+    max_bytes = serializers.IntegerField()

@@ -1,0 +1,543 @@
+"""The bulk API (DESIGN.md §5): thin views — parse input, call one service or selector,
+shape the output. Errors are raised as the services raise them and turned into
+responses by ``bulkops.api.exceptions``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import JSONParser
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from bulkops import selectors
+from bulkops.actions.export import export_path
+from bulkops.api import schema as api_schema  # noqa: F401  (registers the extensions)
+from bulkops.api import serializers as s
+from bulkops.api.exceptions import Gone
+from bulkops.api.filters import SessionFilter
+from bulkops.api.pagination import Pagination
+from bulkops.api.schema import IDEMPOTENCY_KEY, PAGE_PARAMS, RETRY_AFTER, errors
+from bulkops.conf import bulkops_settings
+from bulkops.exceptions import OperationConflict
+from bulkops.models import BulkOperation, OperationSource, Session
+from bulkops.ratelimits import rate_limit_check, rate_limit_consume, rate_limit_status
+from bulkops.services import (
+    Selection,
+    operation_cancel,
+    operation_create,
+    operation_replay,
+    operation_retry,
+    operation_validate,
+    request_fingerprint,
+)
+
+IDEMPOTENCY_KEY_RE = re.compile(r"[!-~]{1,255}")
+OPERATION_ID = OpenApiParameter(
+    "operation_id",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.PATH,
+    pattern="^op-[0-9a-f]{32}$",
+    description="The operation id (`op-` + 32 hex digits).",
+)
+TAG_ACTIONS = ["bulk actions"]
+TAG_OPERATIONS = ["bulk operations"]
+TAG_SESSIONS = ["sessions"]
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header, or None; 400 when it is not 1–255 visible ASCII."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY_RE.fullmatch(key):
+        raise ValidationError(
+            {"Idempotency-Key": ["Must be 1–255 visible ASCII characters (no spaces)."]}
+        )
+    return key
+
+
+def accepted(operation: BulkOperation) -> Response:
+    """202 with ``Location`` = the status URL and the body DESIGN §5 gives."""
+    data = selectors.operation_accepted(operation)
+    out = (
+        s.ExportAcceptedSerializer
+        if operation.action == "export"
+        else s.OperationAcceptedSerializer
+    )
+    return Response(
+        out(data).data,
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Location": data["status_url"]},
+    )
+
+
+def selection_of(data: dict[str, Any]) -> Selection:
+    flt = data.get("filter")
+    return Selection(
+        session_ids=data.get("session_ids"), filter=dict(flt) if flt is not None else None
+    )
+
+
+# --- validate and the five actions ------------------------------------------------------------
+class JSONBodyView(APIView):
+    """POST bodies are JSON only (anything else: 415)."""
+
+    parser_classes = [JSONParser]
+
+
+@extend_schema(
+    tags=TAG_ACTIONS,
+    summary="Preview an action: eligible, skipped and ineligible sessions",
+    description="Changes nothing. For delete it also previews the exports that would go "
+    "with the sessions (`cascade.exports`). Rate-limited (`validate`).",
+    request=s.ValidateInputSerializer,
+    responses={200: s.ValidateOutputSerializer, **errors(400, 403, 413, 415, 429)},
+    parameters=[RETRY_AFTER],
+    examples=[
+        OpenApiExample(
+            "Close three sessions",
+            value={"action": "close", "session_ids": ["session-001", "session-002", "nope"]},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Result",
+            value={
+                "action": "close",
+                "eligible_count": 1,
+                "ineligible_count": 1,
+                "skipped_count": 1,
+                "eligible": [{"session_id": "session-001", "title": "Q1", "status": "active"}],
+                "eligible_ids": ["session-001"],
+                "ineligible": [
+                    {"session_id": "nope", "reason": "not_found", "message": "No such session."}
+                ],
+                "skipped": [{"session_id": "session-002", "reason": "already_closed"}],
+                "estimated_duration_seconds": 0.2,
+            },
+            response_only=True,
+            status_codes=["200"],
+        ),
+    ],
+)
+class ValidateView(JSONBodyView):
+    def post(self, request: Request) -> Response:
+        serializer = s.ValidateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        rate_limit_check(request=request, kind="validate")
+        result = operation_validate(
+            user=request.user,
+            action=serializer.validated_data["action"],
+            selection=selection_of(serializer.validated_data),
+            params=serializer.params,
+        )
+        rate_limit_consume(request=request, kind="validate")
+        return Response(s.ValidateOutputSerializer(result.as_dict()).data)
+
+
+class ActionView(JSONBodyView):
+    """Start ``action_type`` on a selection: 202 + Location, or the operation an
+    ``Idempotency-Key`` already started (not counted against the rate limit)."""
+
+    action_type: ClassVar[str]
+    input_serializer: ClassVar[type[s.SelectionInputSerializer]]
+
+    def post(self, request: Request) -> Response:
+        serializer = self.input_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        key = idempotency_key(request)
+        fingerprint = request_fingerprint(action=self.action_type, payload=request.data)
+        if key is not None:
+            replay = operation_replay(
+                user=request.user, idempotency_key=key, fingerprint=fingerprint
+            )
+            if replay is not None:
+                return accepted(replay)
+        rate_limit_check(request=request, kind=self.action_type)
+        operation = operation_create(
+            user=request.user,
+            action=self.action_type,
+            selection=selection_of(serializer.validated_data),
+            params=serializer.params,
+            source=OperationSource.API,
+            reason=serializer.validated_data.get("reason", ""),
+            idempotency_key=key,
+            fingerprint=fingerprint,
+        )
+        rate_limit_consume(request=request, kind=self.action_type)
+        return accepted(operation)
+
+
+def action_schema(action: str, input_serializer, example: dict[str, Any], output=None):
+    output = output or s.OperationAcceptedSerializer
+    return extend_schema(
+        tags=TAG_ACTIONS,
+        summary=f"Start a bulk {action}",
+        description=f"Creates a `{action}` operation and answers 202 with `Location` = its "
+        "status URL. Rate-limited per user; at most "
+        "`BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER` pending/running operations.",
+        request=input_serializer,
+        responses={
+            202: OpenApiResponse(
+                output,
+                description="Accepted; poll `status_url` (also the Location header).",
+            ),
+            **errors(400, 403, 413, 415, 422, 429),
+        },
+        parameters=[
+            IDEMPOTENCY_KEY,
+            RETRY_AFTER,
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.STR,
+                location=OpenApiParameter.HEADER,
+                response=[202],
+                description="The status URL.",
+            ),
+        ],
+        examples=[OpenApiExample(f"{action} by ids", value=example, request_only=True)],
+    )
+
+
+@action_schema(
+    "delete",
+    s.DeleteInputSerializer,
+    {"session_ids": ["session-001"], "soft_delete": True, "cascade_exports": False},
+)
+class DeleteView(ActionView):
+    action_type = "delete"
+    input_serializer = s.DeleteInputSerializer
+
+
+@action_schema("close", s.CloseInputSerializer, {"filter": {"status": "active"}, "atomic": False})
+class CloseView(ActionView):
+    action_type = "close"
+    input_serializer = s.CloseInputSerializer
+
+
+@action_schema("archive", s.ArchiveInputSerializer, {"session_ids": ["session-001"]})
+class ArchiveView(ActionView):
+    action_type = "archive"
+    input_serializer = s.ArchiveInputSerializer
+
+
+@action_schema("restore", s.RestoreInputSerializer, {"filter": {"search": "Q1"}})
+class RestoreView(ActionView):
+    action_type = "restore"
+    input_serializer = s.RestoreInputSerializer
+
+
+@action_schema(
+    "export",
+    s.ExportInputSerializer,
+    {"session_ids": ["session-001"], "format": "csv", "include_details": False},
+    output=s.ExportAcceptedSerializer,
+)
+class ExportView(ActionView):
+    action_type = "export"
+    input_serializer = s.ExportInputSerializer
+
+
+# --- operations ------------------------------------------------------------------------------
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="The caller's operations, newest first",
+    responses={200: s.OperationSerializer(many=True), **errors(400, 403, 404)},
+)
+class OperationListView(generics.GenericAPIView):
+    pagination_class = Pagination
+    filter_backends: list = []
+
+    def get_queryset(self):
+        return selectors.operations_for_user(user=self.request.user)
+
+    def get(self, request: Request) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        data = [selectors.operation_representation(op, errors=False) for op in page]
+        return self.get_paginated_response(s.OperationSerializer(data, many=True).data)
+
+
+def outcome_param() -> OpenApiParameter:
+    return OpenApiParameter(
+        "outcome",
+        OpenApiTypes.STR,
+        enum=list(s.ItemOutcome.values),
+        description="Only items with this outcome.",
+    )
+
+
+def items_page(request: Request, view: APIView, operation: BulkOperation) -> dict[str, Any]:
+    """One page of the operation's items (``?outcome=``, ``?page=``, ``?page_size=``)."""
+    query = s.ItemsQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    paginator = Pagination()
+    items = selectors.operation_items(
+        operation=operation, outcome=query.validated_data.get("outcome")
+    )
+    page = paginator.paginate_queryset(items, request, view=view)
+    results = s.OperationItemSerializer(page, many=True).data
+    return paginator.get_paginated_response(results).data
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="One operation, with a page of its items",
+    parameters=[OPERATION_ID, outcome_param(), *PAGE_PARAMS],
+    responses={200: s.OperationDetailSerializer, **errors(400, 403, 404)},
+)
+class OperationDetailView(APIView):
+    def get(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        data = selectors.operation_representation(operation)
+        data["items"] = items_page(request, self, operation)
+        return Response(s.OperationDetailSerializer(data).data)
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="The items of an operation (paginated)",
+    parameters=[OPERATION_ID, outcome_param()],
+    responses={200: s.OperationItemSerializer(many=True), **errors(400, 403, 404)},
+)
+class OperationItemsView(generics.GenericAPIView):
+    pagination_class = Pagination
+    filter_backends: list = []
+
+    def get(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        return Response(items_page(request, self, operation))
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="The status of an operation",
+    description="The same representation the WebSocket events carry.",
+    parameters=[OPERATION_ID],
+    responses={200: s.OperationSerializer, **errors(403, 404)},
+)
+class OperationStatusView(APIView):
+    def get(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        return Response(s.OperationSerializer(selectors.operation_representation(operation)).data)
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Cancel an operation",
+    description="A pending operation is cancelled at once; a running one stops at its next "
+    "chunk boundary (the remaining items end `cancelled`). 409 once finished.",
+    request=None,
+    parameters=[OPERATION_ID],
+    responses={
+        202: OpenApiResponse(s.OperationSerializer, description="Cancelled, or cancelling."),
+        **errors(403, 404, 409),
+    },
+)
+class OperationCancelView(APIView):
+    def post(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        operation = operation_cancel(operation=operation)
+        data = selectors.operation_representation(operation)
+        return Response(
+            s.OperationSerializer(data).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": data["status_url"]},
+        )
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Retry the failed items of a finished operation",
+    description="Starts a new operation over the failed items (except `not_found` ones). "
+    "409 while the operation runs or when nothing failed. Rate-limited (`retry`).",
+    request=None,
+    parameters=[OPERATION_ID, IDEMPOTENCY_KEY, RETRY_AFTER],
+    responses={
+        202: OpenApiResponse(s.OperationAcceptedSerializer, description="The new operation."),
+        **errors(400, 403, 404, 409, 422, 429),
+    },
+)
+class OperationRetryView(APIView):
+    def post(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        key = idempotency_key(request)
+        fingerprint = request_fingerprint(action="retry", payload={"operation_id": operation.id})
+        if key is not None:
+            replay = operation_replay(
+                user=request.user, idempotency_key=key, fingerprint=fingerprint
+            )
+            if replay is not None:
+                return accepted(replay)
+        rate_limit_check(request=request, kind="retry")
+        new = operation_retry(
+            operation=operation,
+            user=request.user,
+            source=OperationSource.API,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+        )
+        rate_limit_consume(request=request, kind="retry")
+        return accepted(new)
+
+
+# --- info, sessions, download -------------------------------------------------------------------
+@extend_schema(
+    tags=TAG_ACTIONS,
+    summary="Limits, the caller's rate limits and session counts",
+    responses={200: s.InfoOutputSerializer, **errors(403)},
+)
+class InfoView(APIView):
+    def get(self, request: Request) -> Response:
+        data = {
+            "limits": {
+                "max_sessions_per_operation": bulkops_settings.MAX_SESSIONS_PER_OPERATION,
+                "max_export_sessions": bulkops_settings.MAX_EXPORT_SESSIONS,
+                "max_active_operations_per_user": bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER,
+                "max_request_bytes": bulkops_settings.MAX_REQUEST_BYTES,
+                "chunk_size": bulkops_settings.CHUNK_SIZE,
+                "operation_timeout_seconds": bulkops_settings.OPERATION_TIMEOUT_SECONDS,
+                "export_retention_seconds": bulkops_settings.EXPORT_RETENTION_SECONDS,
+                "idempotency_ttl_seconds": bulkops_settings.IDEMPOTENCY_TTL_SECONDS,
+            },
+            "rate_limits": rate_limit_status(request=request),
+            "active_operations": selectors.active_operations_count(user=request.user),
+            "sessions": selectors.session_counts_by_status(user=request.user),
+        }
+        return Response(s.InfoOutputSerializer(data).data)
+
+
+SEARCH_PARAMS = [
+    OpenApiParameter(
+        "search",
+        {"type": "string", "pattern": s.TEXT_PATTERN, "maxLength": s.MAX_SEARCH_LENGTH},
+        description="Text in the title or id (case-insensitive).",
+    ),
+    OpenApiParameter(
+        "owner",
+        {"type": "string", "pattern": s.TEXT_PATTERN, "maxLength": 150},
+        description="User id or username; only widens anything for staff.",
+    ),
+]
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=TAG_SESSIONS,
+        summary="The caller's sessions (staff with view permission: everyone's)",
+        parameters=SEARCH_PARAMS,
+        responses={200: s.SessionSerializer(many=True), **errors(400, 403, 404)},
+    )
+)
+class SessionListView(generics.ListAPIView):
+    # For the schema generator (it has no user); requests use get_queryset.
+    queryset = Session.objects.none()
+    serializer_class = s.SessionSerializer
+    pagination_class = Pagination
+    filterset_class = SessionFilter
+
+    def get_queryset(self):
+        return selectors.sessions_for_user(user=self.request.user)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        tags=TAG_SESSIONS,
+        summary="One session",
+        parameters=[
+            OpenApiParameter(
+                "session_id",
+                OpenApiTypes.STR,
+                location=OpenApiParameter.PATH,
+                pattern=s.SESSION_ID_PATTERN,
+            )
+        ],
+        responses={200: s.SessionDetailSerializer, **errors(403, 404)},
+    )
+)
+class SessionDetailView(generics.RetrieveAPIView):
+    serializer_class = s.SessionDetailSerializer
+    filter_backends: list = []
+
+    def get_object(self):
+        return get_object_or_404(
+            selectors.sessions_for_user(user=self.request.user), pk=self.kwargs["session_id"]
+        )
+
+
+class IgnoreAcceptNegotiation(BaseContentNegotiation):
+    """A download is a file whatever the client accepts; errors are JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Download an export file",
+    description="Owner (or staff allowed to view sessions) only; anything else is 404. "
+    "409 while the export is still being written, 410 once it has expired.",
+    parameters=[
+        OpenApiParameter(
+            "filename",
+            OpenApiTypes.STR,
+            location=OpenApiParameter.PATH,
+            pattern=r"^session_export_[0-9]{8}_op-[0-9a-f]{32}\.(csv|json)$",
+        )
+    ],
+    responses={
+        (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="The CSV file."),
+        (200, "application/json"): OpenApiResponse(
+            OpenApiTypes.BINARY, description="The JSON file."
+        ),
+        **errors(403, 404, 409, 410),
+    },
+)
+class DownloadView(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = IgnoreAcceptNegotiation
+
+    def get(self, request: Request, filename: str) -> FileResponse:
+        operation = selectors.export_operation_for_download(user=request.user, filename=filename)
+        state = selectors.export_file_state(operation)
+        if state == "expired":
+            raise Gone("This export has expired; run the export again.")
+        if state == "pending":
+            raise OperationConflict(
+                f"The export is not finished yet ({operation.status}); "
+                f"poll {selectors.operation_status_url(operation.id)}."
+            )
+        if state != "ready":
+            raise NotFound("This export produced no file.")
+        ext = filename.rsplit(".", 1)[1]
+        response = FileResponse(
+            export_path(operation.export_file).open("rb"),
+            as_attachment=True,
+            filename=filename,
+            content_type=CONTENT_TYPES[ext],
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Cache-Control"] = "private, no-store"
+        return response
