@@ -1,0 +1,159 @@
+/* Live progress for an admin bulk operation page.
+ *
+ * The WebSocket (/ws/bulk/, session cookie) pushes the operation's events; a small JSON
+ * view is polled whenever the socket is not open (and, slowly, even when it is), so the
+ * page always reaches the final state. The highest `version` wins. On the final state
+ * the server-rendered page replaces this one's content (failed items, download, retry).
+ * Without JavaScript the page refreshes itself (<noscript> meta refresh).
+ */
+(function () {
+  "use strict";
+  const FINAL = ["completed", "partial", "failed", "cancelled"];
+  const FAST_POLL_MS = 1000;
+  const SLOW_POLL_MS = 5000;
+
+  function start(root) {
+    const opId = root.dataset.operationId;
+    const statusUrl = root.dataset.statusUrl;
+    let version = Number(root.dataset.version || 0);
+    let finished = root.dataset.finished === "1";
+    let socket = null;
+    let socketOpen = false;
+    let pollTimer = null;
+    let reconnectDelay = 1000;
+
+    function field(name) {
+      return root.querySelectorAll('[data-field="' + name + '"]');
+    }
+    function setText(name, text) {
+      field(name).forEach(function (el) { el.textContent = text; });
+    }
+    function seconds(value) {
+      if (value === null || value === undefined) return "—";
+      if (value < 60) return value.toFixed(1) + " s";
+      const m = Math.floor(value / 60);
+      return m + " min " + Math.round(value - m * 60) + " s";
+    }
+    function live(text) {
+      const el = root.querySelector("[data-live]");
+      if (!el) return;
+      el.hidden = false;
+      el.textContent = text;
+    }
+
+    function render(op) {
+      if (!op || op.operation_id !== opId) return;
+      if (typeof op.version === "number" && op.version < version) return;
+      version = op.version || version;
+      const bar = root.querySelector(".bulkops-bar");
+      const fill = root.querySelector(".bulkops-bar-fill");
+      if (bar) bar.setAttribute("aria-valuenow", op.progress);
+      if (fill) {
+        fill.style.width = op.progress + "%";
+        fill.className = "bulkops-bar-fill bulkops-status-" + op.status;
+      }
+      const badge = root.querySelector('[data-field="status"]');
+      if (badge) {
+        badge.className = "bulkops-badge bulkops-status-" + op.status;
+        badge.textContent = op.status;
+      }
+      ["progress", "processed", "total", "succeeded", "skipped", "failed", "cancelled"].forEach(
+        function (name) { setText(name, String(op[name])); }
+      );
+      const rate = op.duration_seconds ? op.processed / op.duration_seconds : 0;
+      setText("rate", rate ? Math.round(rate).toLocaleString() + "/s" : "—");
+      setText("duration", seconds(op.duration_seconds));
+      root.dataset.status = op.status;
+      if (FINAL.indexOf(op.status) !== -1) {
+        setText("eta", "done");
+        finish();
+      } else {
+        setText("eta", seconds(op.eta_seconds));
+      }
+    }
+
+    function finish() {
+      if (finished) return;
+      finished = true;
+      clearTimeout(pollTimer);
+      if (socket) socket.close();
+      // Swap in the server-rendered final state: failed items, download link, retry.
+      fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) { return response.ok ? response.text() : Promise.reject(response); })
+        .then(function (html) {
+          const doc = new DOMParser().parseFromString(html, "text/html");
+          const fresh = doc.getElementById("bulk-operation");
+          if (fresh) {
+            root.innerHTML = fresh.innerHTML;
+            root.dataset.finished = "1";
+            root.dataset.status = fresh.dataset.status;
+          }
+        })
+        .catch(function () { live("finished — refresh the page for the details"); });
+    }
+
+    function poll() {
+      if (finished) return;
+      fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          const type = response.headers.get("Content-Type") || "";
+          if (!response.ok || type.indexOf("application/json") === -1) return Promise.reject(response);
+          return response.json();
+        })
+        .then(function (op) {
+          if (!socketOpen) live("live (polling)");
+          render(op);
+        })
+        .catch(function () { live("connection lost — retrying"); })
+        .finally(schedule);
+    }
+
+    function schedule() {
+      if (finished) return;
+      clearTimeout(pollTimer);
+      pollTimer = setTimeout(poll, socketOpen ? SLOW_POLL_MS : FAST_POLL_MS);
+    }
+
+    function connect() {
+      if (finished || !("WebSocket" in window)) return;
+      const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+      try {
+        socket = new WebSocket(scheme + window.location.host + root.dataset.wsPath);
+      } catch (e) {
+        return;
+      }
+      socket.addEventListener("open", function () {
+        socketOpen = true;
+        reconnectDelay = 1000;
+        live("live (WebSocket)");
+        socket.send(JSON.stringify({ type: "subscribe", operation_id: opId }));
+        schedule();
+      });
+      socket.addEventListener("message", function (event) {
+        let data;
+        try { data = JSON.parse(event.data); } catch (e) { return; }
+        if (data.type === "subscribed") render(data.operation);
+        else if (data.type && data.type.indexOf("bulk_operation_") === 0) render(data);
+      });
+      socket.addEventListener("close", function () {
+        const wasOpen = socketOpen;
+        socketOpen = false;
+        if (finished) return;
+        schedule();
+        // Reconnect with back-off; polling keeps the page current meanwhile.
+        setTimeout(connect, wasOpen ? 1000 : Math.min((reconnectDelay *= 2), 30000));
+      });
+    }
+
+    if (finished) return;
+    poll();
+    connect();
+  }
+
+  function init() {
+    const root = document.getElementById("bulk-operation");
+    if (root) start(root);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
