@@ -1,0 +1,113 @@
+"""Measure the engine against a per-row baseline and the raw-SQL limit (docs/benchmarks.md)."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
+
+BAR_WIDTH = 30
+
+
+def _csv_ints(value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(v.replace("_", "")) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise CommandError(f"Expected comma-separated numbers, got {value!r}.") from None
+    if not numbers or any(n < 1 for n in numbers):
+        raise CommandError(f"Expected positive numbers, got {value!r}.")
+    return numbers
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark every bulk action through the real engine and worker against a naive "
+        "per-row save() loop and the raw-SQL limit; optionally API → WebSocket latency."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--sessions", type=int, default=20_000, help="Sessions seeded (default 20,000)."
+        )
+        parser.add_argument("--runs", type=int, default=3, help="Runs per figure (median).")
+        parser.add_argument(
+            "--actions",
+            default=",".join(SCENARIOS),
+            help=f"Comma-separated, from: {', '.join(SCENARIOS)}.",
+        )
+        parser.add_argument(
+            "--batch-sizes",
+            default=",".join(str(b) for b in DEFAULT_BATCH_SIZES),
+            help="Sessions per operation (default 100,1000,10000).",
+        )
+        parser.add_argument(
+            "--no-raise-cap",
+            action="store_true",
+            help="Skip batches over BULKOPS_MAX_SESSIONS_PER_OPERATION instead of raising "
+            "the cap for those runs.",
+        )
+        parser.add_argument(
+            "--naive-max-rows",
+            type=int,
+            default=1000,
+            help="Rows per naive (per-row save) run at most (default 1,000).",
+        )
+        parser.add_argument("--skip-latency", action="store_true", help="No API/WebSocket part.")
+        parser.add_argument(
+            "--latency-runs", type=int, default=20, help="Timed POSTs per size (default 20)."
+        )
+        parser.add_argument(
+            "--worker",
+            choices=["thread", "inline"],
+            default="thread",
+            help="thread: the worker polls on a thread as serve runs it (default); inline: "
+            "the same worker runs right after each create (no pickup wait).",
+        )
+        parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
+        parser.add_argument(
+            "--keep", action="store_true", help="Keep the benchmark owner and its rows."
+        )
+
+    def handle(self, *args, **opts):
+        actions = tuple(a.strip() for a in opts["actions"].split(",") if a.strip())
+        unknown = [a for a in actions if a not in SCENARIOS]
+        if unknown or not actions:
+            raise CommandError(f"Unknown actions {unknown}; choose from: {', '.join(SCENARIOS)}.")
+        if opts["sessions"] < 1 or opts["runs"] < 1 or opts["latency_runs"] < 1:
+            raise CommandError("--sessions, --runs and --latency-runs must be at least 1.")
+        options = Options(
+            sessions=opts["sessions"],
+            runs=opts["runs"],
+            actions=actions,
+            batch_sizes=_csv_ints(opts["batch_sizes"]),
+            raise_cap=not opts["no_raise_cap"],
+            naive_max_rows=max(1, opts["naive_max_rows"]),
+            latency=not opts["skip_latency"],
+            latency_runs=opts["latency_runs"],
+            keep=opts["keep"],
+            worker=opts["worker"],
+        )
+        self._started = time.monotonic()
+        data = Bench(options, progress=self.draw).run()
+        self.stderr.write("")
+        self.stdout.write(render_table(data))
+        if opts["json_path"]:
+            path = Path(opts["json_path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            self.stdout.write(f"Figures written to {path}")
+
+    def draw(self, message: str) -> None:
+        counts, _, label = message.partition("|")
+        done, total = (int(x) for x in counts.split("/"))
+        filled = int(done / max(total, 1) * BAR_WIDTH)
+        elapsed = time.monotonic() - self._started
+        self.stderr.write(
+            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} "
+            f"{elapsed:6.1f}s  {label[:60]:<60}",
+            ending="",
+        )
+        sys.stderr.flush()

@@ -1,0 +1,64 @@
+"""bulkops_bench: a smoke run with tiny figures; the shape of its JSON, never its timings."""
+
+import io
+import json
+import numbers
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bulkops.bench import SCENARIOS
+from bulkops.models import BulkOperation, Session
+
+# The worker runs on a thread of its own: it must see committed rows.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _positive(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+
+
+def test_bench_smoke_run_writes_every_figure_as_json(tmp_path):
+    path = tmp_path / "bench.json"
+    out = io.StringIO()
+    call_command(
+        "bulkops_bench",
+        sessions=50,
+        runs=1,
+        batch_sizes="10",
+        skip_latency=True,
+        json_path=str(path),
+        stdout=out,
+        stderr=io.StringIO(),
+    )
+    data = json.loads(path.read_text())
+
+    machine = data["machine"]
+    assert _positive(machine["cpu_count"])
+    assert machine["python"] and machine["django"] and machine["database"]
+    assert data["options"]["sessions"] == 50
+
+    rows = {r["action"]: r for r in data["throughput"]}
+    assert set(rows) == set(SCENARIOS)
+    for row in rows.values():
+        assert row["batch"] == 10
+        assert not row["cap_raised"]
+        for kind in ("engine_processing", "engine_end_to_end", "naive", "raw"):
+            assert len(row[kind]["runs"]) == 1
+            assert _positive(row[kind]["median"]), (row["action"], kind)
+        for ratio in row["ratios"].values():
+            assert _positive(ratio)
+        assert all(_positive(v) for v in row["worker_pickup_ms"])
+    assert data["latency"] == {"status": "skipped", "reason": "--skip-latency"}
+    assert {t["target"].split(" (")[0] for t in data["targets"]} >= {"close processing"}
+
+    table = out.getvalue()
+    assert "engine/naive" in table and "export JSON" in table
+    # The benchmark owner and everything it ran are gone afterwards.
+    assert not Session.objects.exists()
+    assert not BulkOperation.objects.exists()
+
+
+def test_bench_rejects_an_unknown_action():
+    with pytest.raises(CommandError, match="Unknown actions"):
+        call_command("bulkops_bench", actions="close,explode", skip_latency=True)
