@@ -88,8 +88,28 @@ class DeletedFilter(admin.SimpleListFilter):
         return queryset.filter(deleted_at__isnull=value != "yes")
 
 
+class OwnRowsAdmin(admin.ModelAdmin):
+    """Every active staff user may open the module and view the rows they own."""
+
+    #: The attribute holding the owning user's id.
+    owner_attname = "owner_id"
+
+    def may_view_others(self, request, obj) -> bool:
+        raise NotImplementedError
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        if not self.has_module_permission(request):
+            return False
+        if obj is None or getattr(obj, self.owner_attname) == request.user.pk:
+            return True
+        return self.may_view_others(request, obj)
+
+
 @admin.register(Session)
-class SessionAdmin(admin.ModelAdmin):
+class SessionAdmin(OwnRowsAdmin):
     list_display = ("id", "title", "owner", "status", "deleted", "created_at", "size")
     list_filter = (
         "status",
@@ -156,44 +176,14 @@ class SessionAdmin(admin.ModelAdmin):
         return filesizeformat(obj.content_length)
 
     # --- permissions (DESIGN §4): own sessions need none, everyone's need the model's ---
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request, obj=None):
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        return obj is None or obj.owner_id == user.pk or super().has_view_permission(request, obj)
+    def may_view_others(self, request, obj) -> bool:
+        return admin.ModelAdmin.has_view_permission(self, request, obj)
 
     def has_delete_permission(self, request, obj=None):
         # The admin's own delete removes rows: a hard delete, outside any operation.
         return super().has_delete_permission(request, obj) and request.user.has_perm(
             "bulkops.hard_delete_session"
         )
-
-    def _may(self, request, name: str) -> bool:
-        return may_run(request.user, BULK_ACTIONS[name])
-
-    def has_close_sessions_permission(self, request):
-        return self._may(request, "close_sessions")
-
-    def has_archive_sessions_permission(self, request):
-        return self._may(request, "archive_sessions")
-
-    def has_soft_delete_sessions_permission(self, request):
-        return self._may(request, "soft_delete_sessions")
-
-    def has_hard_delete_sessions_permission(self, request):
-        return self._may(request, "hard_delete_sessions")
-
-    def has_restore_sessions_permission(self, request):
-        return self._may(request, "restore_sessions")
-
-    def has_export_sessions_csv_permission(self, request):
-        return self._may(request, "export_sessions_csv")
-
-    def has_export_sessions_json_permission(self, request):
-        return self._may(request, "export_sessions_json")
 
     def get_actions(self, request):
         actions = super().get_actions(request)
@@ -211,8 +201,23 @@ class SessionAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
+def _permission_hook(spec: AdminBulkAction):
+    """``has_<action>_permission``: the hook ``@admin.action(permissions=[name])`` calls."""
+
+    def has_permission(self, request) -> bool:
+        return may_run(request.user, spec)
+
+    has_permission.__name__ = f"has_{spec.name}_permission"
+    return has_permission
+
+
+for _spec in BULK_ACTIONS.values():
+    setattr(SessionAdmin, f"has_{_spec.name}_permission", _permission_hook(_spec))
+
+
 @admin.register(BulkOperation)
-class BulkOperationAdmin(admin.ModelAdmin):
+class BulkOperationAdmin(OwnRowsAdmin):
+    owner_attname = "user_id"
     list_display = (
         "id",
         "action_name",
@@ -269,14 +274,8 @@ class BulkOperationAdmin(admin.ModelAdmin):
         return custom + super().get_urls()
 
     # --- read-only: staff see their own operations, superusers everyone's ---------------
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
-
-    def has_view_permission(self, request, obj=None):
-        user = request.user
-        if not (user.is_active and user.is_staff):
-            return False
-        return obj is None or user.is_superuser or obj.user_id == user.pk
+    def may_view_others(self, request, obj) -> bool:
+        return request.user.is_superuser
 
     def has_add_permission(self, request):
         return False

@@ -26,7 +26,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
@@ -40,7 +40,7 @@ from bulkops.exceptions import BulkOpsError
 from bulkops.forms import CONFIRM_FORM_MARKER, BulkActionForm
 from bulkops.models import BulkOperation, OperationSource
 from bulkops.ratelimits import rate_limit_check, rate_limit_consume
-from bulkops.selectors import operation_representation, user_may_act_on_others
+from bulkops.selectors import download_url, operation_representation, user_may_act_on_others
 from bulkops.services import (
     Selection,
     operation_cancel,
@@ -367,12 +367,19 @@ def live_state(op: BulkOperation) -> dict[str, Any]:
     data = operation_representation(op)
     duration = data["duration_seconds"]
     data["rate"] = round(op.processed / duration, 1) if duration and op.processed else None
-    data["admin_download_url"] = (
-        reverse("admin:bulkops_bulkoperation_download", args=[op.pk])
-        if download_available(op)
-        else None
-    )
+    data["download_link"] = export_download_link(op) if download_available(op) else None
     return data
+
+
+def export_download_link(op: BulkOperation) -> str:
+    """The contract's ``/api/download/<file>`` when the API serves it, else the admin's own
+    download view (same rules: owner, 410 once expired)."""
+    url = download_url(op.export_file)
+    try:
+        resolve(url)
+    except Resolver404:
+        return reverse("admin:bulkops_bulkoperation_download", args=[op.pk])
+    return url
 
 
 class OperationPages:

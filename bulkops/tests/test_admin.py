@@ -515,7 +515,16 @@ def test_other_staff_cannot_see_an_operation_but_superusers_can(
     assert client.get(progress(theirs)).status_code == 200
 
 
-def test_download_is_gone_after_expiry(admin_client, superuser, trio):
+def test_progress_page_links_the_export_download(admin_client, superuser, trio):
+    op = execute(superuser, "export", ["s-active"], format="json")
+    page = admin_client.get(progress(op)).content.decode()
+    link = f"/api/download/{op.export_file}"
+    assert f'href="{link}"' in page
+    body = b"".join(admin_client.get(link).streaming_content)
+    assert [r["id"] for r in json.loads(body)] == ["s-active"]
+
+
+def test_admin_download_is_gone_after_expiry(admin_client, superuser, trio):
     op = execute(superuser, "export", ["s-active"], format="csv")
     url = reverse("admin:bulkops_bulkoperation_download", args=[op.pk])
     assert admin_client.get(url).status_code == 200
