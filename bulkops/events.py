@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 
 if TYPE_CHECKING:
     from bulkops.models import BulkOperation
@@ -41,28 +41,59 @@ def operation_group(operation_id: str) -> str:
     return f"bulk.op.{operation_id}"
 
 
+#: Longest a publish may hold up the worker (a hung channel layer must not stall it).
+PUBLISH_TIMEOUT = 2.0
+
+_own_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """A long-lived loop on a daemon thread, for processes without a server loop (a
+    ``db_worker``): the Redis layer keeps one connection per loop, so every event reuses
+    it instead of connecting afresh on a throw-away loop."""
+    global _own_loop
+    with _lock:
+        if _own_loop is None or _own_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="bulkops-events", daemon=True).start()
+            _own_loop = loop
+        return _own_loop
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _send(groups: list[str], message: dict[str, Any]) -> None:
+    """Send ``message`` to ``groups``; log and return on any failure or timeout."""
     layer = get_channel_layer()
     if layer is None:
         return
 
     async def send_all() -> None:
-        for group in groups:
-            await layer.group_send(group, message)
+        async def each() -> None:
+            for group in groups:
+                await layer.group_send(group, message)
+
+        await asyncio.wait_for(each(), PUBLISH_TIMEOUT)
 
     loop = _server_loop
     try:
-        if loop is not None and not loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                loop.create_task(send_all())
-            else:
-                asyncio.run_coroutine_threadsafe(send_all(), loop).result(timeout=5)
-        else:
+        if loop is None or loop.is_closed():
+            # In-memory: only a loop of this process can deliver, and async_to_sync finds
+            # it when the caller runs under sync_to_async (tests, runserver). Any other
+            # layer crosses processes: publish from the long-lived loop.
+            loop = None if isinstance(layer, InMemoryChannelLayer) else _publisher_loop()
+        if loop is None:
             async_to_sync(send_all)()
+        elif _running_loop() is loop:
+            # Called on the loop's own thread: waiting would deadlock it.
+            loop.create_task(send_all())
+        else:
+            asyncio.run_coroutine_threadsafe(send_all(), loop).result(PUBLISH_TIMEOUT + 1)
     except Exception:
         logger.warning(
             "could not publish %s event", message.get("event", {}).get("type"), exc_info=True

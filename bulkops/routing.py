@@ -1,3 +1,11 @@
 """WebSocket routes (see bulkops.consumers)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path, re_path
+
+from bulkops.consumers import BulkOperationsConsumer
+
+websocket_urlpatterns = [
+    path("ws/bulk/", BulkOperationsConsumer.as_asgi()),
+    # The user's primary key, also written ``user-<pk>``; anything else is refused 4403.
+    re_path(r"^ws/bulk/(?P<user_ref>[^/]{1,64})/$", BulkOperationsConsumer.as_asgi()),
+]

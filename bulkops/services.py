@@ -28,6 +28,7 @@ from bulkops import events
 from bulkops.actions import get_action, reasons
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow
 from bulkops.actions.export import FILENAME_TEMPLATE
+from bulkops.actions.sql import AnyOf
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import (
     IdempotencyConflict,
@@ -35,6 +36,7 @@ from bulkops.exceptions import (
     TooManyActiveOperations,
 )
 from bulkops.models import (
+    FINISHED_OPERATION_STATUSES,
     BulkOperation,
     BulkOperationItem,
     ItemOutcome,
@@ -218,14 +220,14 @@ class Partition:
 def _rows(
     *, action: BulkAction, scope: QuerySet[Session], ids: list[str], lock: bool
 ) -> dict[str, SessionRow]:
-    qs = scope.filter(pk__in=ids).order_by("pk")
+    qs = scope.filter(AnyOf("pk", ids)).order_by("pk")
     if lock and not action.read_only:
         # Locks in primary-key order, so overlapping operations cannot deadlock.
         qs = qs.select_for_update()
     with_exports: set[str] = set()
     if action.needs_exports:
         with_exports = set(
-            SessionExport.objects.filter(session_id__in=ids)
+            SessionExport.objects.filter(AnyOf("session_id", ids))
             .values_list("session_id", flat=True)
             .distinct()
         )
@@ -549,7 +551,7 @@ def _record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
     groups += [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
     groups += [(ItemOutcome.FAILED, r, ids) for r, ids in part.failed.items()]
     for outcome, reason, ids in groups:
-        BulkOperationItem.objects.filter(operation=op, session_id__in=ids).update(
+        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=outcome, reason=reason, message=reasons.message_for(reason) if reason else ""
         )
     n_ok, n_skip, n_fail = len(part.eligible), part.skipped_count, part.failed_count
@@ -574,8 +576,10 @@ def _next_chunk(op: BulkOperation) -> list[str]:
 def _run_chunk(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> Partition | None:
     """One chunk in the caller's transaction: lock, re-check, apply, record. Return None
     when there is nothing left (or the operation was finished meanwhile)."""
-    locked = BulkOperation.objects.select_for_update().get(pk=op.pk)
-    if locked.is_finished:
+    status = (
+        BulkOperation.objects.select_for_update().values_list("status", flat=True).get(pk=op.pk)
+    )
+    if status in FINISHED_OPERATION_STATUSES:
         return None
     ids = _next_chunk(op)
     if not ids:
@@ -781,3 +785,183 @@ def _execute_atomic(op, act, scope) -> str | None:
             "could not be processed; nothing was changed."
         )
     return "atomic_rollback"
+
+
+# --- crash safety: reaper, hand-off -------------------------------------------------------
+#: What a task row left RUNNING by a dead worker is marked failed with.
+WORKER_LOST = "bulkops.services.WorkerLost"
+
+
+def _operation_tasks(operation_id: str):
+    """The queue's rows for ``run_bulk_operation(operation_id=…)``."""
+    from django_tasks_db.models import DBTaskResult
+
+    from bulkops.tasks import run_bulk_operation
+
+    return DBTaskResult.objects.filter(
+        task_path=run_bulk_operation.module_path,
+        args_kwargs__kwargs__operation_id=operation_id,
+    )
+
+
+def operation_reap_stale(
+    *, stale_after: float | None = None, now: datetime.datetime | None = None
+) -> list[str]:
+    """Enqueue ``run_bulk_operation`` again for every operation whose worker is gone;
+    return their ids.
+
+    Gone means: ``running`` with a heartbeat (bumped by every chunk) older than
+    ``stale_after`` seconds (default ``BULKOPS_STALE_AFTER_SECONDS``), or ``pending``
+    for that long while no task row is queued for it (the task failed or was removed
+    before the operation started). An operation whose task is still queued, or was
+    claimed within the window, is left alone; task rows a dead worker left ``RUNNING``
+    (django-tasks-db has no lease) are marked failed. The resumed run processes only
+    pending items and counts the attempt, so an operation that keeps killing its workers
+    fails after ``BULKOPS_MAX_ATTEMPTS``. Safe to run from many workers at once: each
+    operation is claimed under its row lock and its heartbeat is bumped when enqueued.
+    """
+    from django_tasks import TaskResultStatus
+
+    from bulkops.tasks import run_bulk_operation
+
+    now = now or timezone.now()
+    seconds = bulkops_settings.STALE_AFTER_SECONDS if stale_after is None else stale_after
+    threshold = now - datetime.timedelta(seconds=seconds)
+    quiet = Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=threshold)
+    candidates = list(
+        BulkOperation.objects.filter(
+            Q(status=OperationStatus.RUNNING)
+            | Q(status=OperationStatus.PENDING, created_at__lt=threshold),
+            quiet,
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+    )
+    reaped: list[str] = []
+    for operation_id in candidates:
+        with transaction.atomic():
+            # A live worker holds this lock for the whole of each chunk: skip, not wait.
+            op = (
+                BulkOperation.objects.select_for_update(skip_locked=True)
+                .filter(pk=operation_id)
+                .filter(
+                    Q(status=OperationStatus.RUNNING)
+                    | Q(status=OperationStatus.PENDING, created_at__lt=threshold),
+                    quiet,
+                )
+                .first()
+            )
+            if op is None:
+                continue
+            tasks = _operation_tasks(op.pk)
+            if tasks.filter(status=TaskResultStatus.READY).exists():
+                continue
+            if tasks.filter(status=TaskResultStatus.RUNNING, started_at__gte=threshold).exists():
+                continue
+            lost = tasks.filter(status=TaskResultStatus.RUNNING).update(
+                status=TaskResultStatus.FAILED,
+                finished_at=now,
+                exception_class_path=WORKER_LOST,
+                traceback=f"The worker stopped beating for over {seconds:g} s; "
+                "the operation was enqueued again by the reaper.",
+            )
+            BulkOperation.objects.filter(pk=op.pk).update(heartbeat_at=now)
+            run_bulk_operation.enqueue(operation_id=op.pk)
+            reaped.append(op.pk)
+            logger.warning(
+                "operation %s (%s, attempt %d, %d task rows lost) enqueued again by the reaper",
+                op.pk,
+                op.status,
+                op.attempts,
+                lost,
+            )
+    return reaped
+
+
+def operation_hand_off(*, operation_id: str) -> bool:
+    """After a graceful worker shutdown stopped the operation between chunks (SIGTERM),
+    enqueue it again at once so another worker resumes it; the attempt is given back, as
+    nothing crashed. Return False when the operation is not running (e.g. finished)."""
+    from bulkops.tasks import run_bulk_operation
+
+    with transaction.atomic():
+        op = (
+            BulkOperation.objects.select_for_update()
+            .filter(pk=operation_id, status=OperationStatus.RUNNING)
+            .first()
+        )
+        if op is None:
+            return False
+        BulkOperation.objects.filter(pk=op.pk).update(
+            attempts=max(op.attempts - 1, 0), heartbeat_at=timezone.now()
+        )
+        run_bulk_operation.enqueue(operation_id=op.pk)
+    logger.info("operation %s handed off to the next worker", operation_id)
+    return True
+
+
+# --- cleanup ----------------------------------------------------------------------------------
+@dataclass
+class CleanupResult:
+    export_files: int = 0
+    operations: int = 0
+    task_results: int = 0
+
+
+def operations_cleanup(
+    *,
+    now: datetime.datetime | None = None,
+    retention_days: int | None = None,
+    task_results_after: datetime.timedelta = datetime.timedelta(days=1),
+    dry_run: bool = False,
+) -> CleanupResult:
+    """Remove what has served its time (DESIGN.md §7.4) and count it:
+
+    - export files past ``expires_at`` (the download answers 410 from then on), and
+      ``.part`` files older than a day (an export interrupted for good);
+    - finished operations (with their items and export files) finished more than
+      ``retention_days`` (default ``BULKOPS_OPERATION_RETENTION_DAYS``) ago;
+    - finished task results older than ``task_results_after`` (queued and running
+      ones are never touched: the reaper reads them).
+    """
+    from django_tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from bulkops.actions.export import export_dir, export_path
+    from bulkops.models import FINISHED_OPERATION_STATUSES
+
+    now = now or timezone.now()
+    days = bulkops_settings.OPERATION_RETENTION_DAYS if retention_days is None else retention_days
+    result = CleanupResult()
+
+    def remove(path) -> None:
+        if path.is_file():
+            result.export_files += 1
+            if not dry_run:
+                path.unlink(missing_ok=True)
+
+    horizon = now - datetime.timedelta(days=days)
+    old = BulkOperation.objects.filter(
+        status__in=FINISHED_OPERATION_STATUSES, finished_at__lt=horizon
+    )
+    expired = BulkOperation.objects.filter(action="export", expires_at__lt=now).exclude(
+        export_file=""
+    )
+    for filename in (old.exclude(export_file="") | expired).values_list("export_file", flat=True):
+        remove(export_path(filename))
+    if export_dir().is_dir():
+        part_horizon = (now - datetime.timedelta(days=1)).timestamp()
+        for part in export_dir().glob("*.part"):
+            if part.stat().st_mtime < part_horizon:
+                remove(part)
+    result.operations = old.count()
+    finished_tasks = DBTaskResult.objects.filter(
+        status__in=[TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED],
+        finished_at__lt=now - task_results_after,
+    )
+    result.task_results = finished_tasks.count()
+    if not dry_run:
+        while batch := list(old.values_list("pk", flat=True)[:500]):
+            BulkOperation.objects.filter(pk__in=batch).delete()
+        finished_tasks.delete()
+    return result
