@@ -28,6 +28,7 @@ from bulkops import events
 from bulkops.actions import get_action, reasons
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow
 from bulkops.actions.export import FILENAME_TEMPLATE
+from bulkops.actions.sql import AnyOf
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import (
     IdempotencyConflict,
@@ -35,6 +36,7 @@ from bulkops.exceptions import (
     TooManyActiveOperations,
 )
 from bulkops.models import (
+    FINISHED_OPERATION_STATUSES,
     BulkOperation,
     BulkOperationItem,
     ItemOutcome,
@@ -218,14 +220,14 @@ class Partition:
 def _rows(
     *, action: BulkAction, scope: QuerySet[Session], ids: list[str], lock: bool
 ) -> dict[str, SessionRow]:
-    qs = scope.filter(pk__in=ids).order_by("pk")
+    qs = scope.filter(AnyOf("pk", ids)).order_by("pk")
     if lock and not action.read_only:
         # Locks in primary-key order, so overlapping operations cannot deadlock.
         qs = qs.select_for_update()
     with_exports: set[str] = set()
     if action.needs_exports:
         with_exports = set(
-            SessionExport.objects.filter(session_id__in=ids)
+            SessionExport.objects.filter(AnyOf("session_id", ids))
             .values_list("session_id", flat=True)
             .distinct()
         )
@@ -549,7 +551,7 @@ def _record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
     groups += [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
     groups += [(ItemOutcome.FAILED, r, ids) for r, ids in part.failed.items()]
     for outcome, reason, ids in groups:
-        BulkOperationItem.objects.filter(operation=op, session_id__in=ids).update(
+        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=outcome, reason=reason, message=reasons.message_for(reason) if reason else ""
         )
     n_ok, n_skip, n_fail = len(part.eligible), part.skipped_count, part.failed_count
@@ -574,8 +576,10 @@ def _next_chunk(op: BulkOperation) -> list[str]:
 def _run_chunk(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> Partition | None:
     """One chunk in the caller's transaction: lock, re-check, apply, record. Return None
     when there is nothing left (or the operation was finished meanwhile)."""
-    locked = BulkOperation.objects.select_for_update().get(pk=op.pk)
-    if locked.is_finished:
+    status = (
+        BulkOperation.objects.select_for_update().values_list("status", flat=True).get(pk=op.pk)
+    )
+    if status in FINISHED_OPERATION_STATUSES:
         return None
     ids = _next_chunk(op)
     if not ids:

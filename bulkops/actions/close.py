@@ -3,6 +3,7 @@
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction, Param, SessionRow
 from bulkops.actions.registry import register
+from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
 
 
@@ -28,6 +29,6 @@ class CloseAction(BulkAction):
         return None
 
     def apply(self, *, ids, operation, now) -> None:
-        Session.objects.filter(pk__in=ids).update(
+        Session.objects.filter(AnyOf("pk", ids)).update(
             status=SessionStatus.CLOSED, closed_at=now, updated_at=now
         )

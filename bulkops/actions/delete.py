@@ -10,13 +10,14 @@ from django.db.models import QuerySet
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction, Param, SessionRow
 from bulkops.actions.registry import register
+from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionExport
 
 HARD_DELETE_PERMISSION = "bulkops.hard_delete_session"
 
 
 def exports_of(ids: list[str]) -> QuerySet[SessionExport]:
-    return SessionExport.objects.filter(session_id__in=ids)
+    return SessionExport.objects.filter(AnyOf("session_id", ids))
 
 
 @register
@@ -62,9 +63,9 @@ class DeleteAction(BulkAction):
         if self.cascade:
             exports_of(ids).delete()
         if self.soft:
-            Session.objects.filter(pk__in=ids).update(deleted_at=now, updated_at=now)
+            Session.objects.filter(AnyOf("pk", ids)).update(deleted_at=now, updated_at=now)
         else:
             # No signals or cascades hang off Session (exports are PROTECTed and were
             # handled above), so one DELETE … WHERE id IN (…) is all it takes.
-            qs = Session.objects.filter(pk__in=ids)
+            qs = Session.objects.filter(AnyOf("pk", ids))
             qs._raw_delete(qs.db)

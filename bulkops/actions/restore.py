@@ -3,6 +3,7 @@
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction, SessionRow
 from bulkops.actions.registry import register
+from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
 
 
@@ -24,4 +25,4 @@ class RestoreAction(BulkAction):
         return None
 
     def apply(self, *, ids, operation, now) -> None:
-        Session.objects.filter(pk__in=ids).update(deleted_at=None, updated_at=now)
+        Session.objects.filter(AnyOf("pk", ids)).update(deleted_at=None, updated_at=now)
