@@ -880,6 +880,9 @@ class LatencyBench:
     on the same database (daphne + its in-process worker, as the embedded default)."""
 
     RATE_LIMIT = "100000/m"
+    #: POST sent → operation row created (request, validation) → worker started it
+    #: (items and task committed, pickup) → finished (processing) → event received.
+    PHASES = ("request_to_created", "created_to_started", "processing", "finished_to_event")
     STARTUP_TIMEOUT = 90.0
     EVENT_TIMEOUT = 60.0
     WARMUP = 2
@@ -956,13 +959,18 @@ class LatencyBench:
             try:
                 for size in self.options.latency_sizes:
                     samples = []
+                    phases: dict[str, list[float]] = {k: [] for k in self.PHASES}
                     for run in range(self.WARMUP + self.options.latency_runs):
                         ids = await asyncio.to_thread(self._fresh_rows, size)
-                        elapsed = await self._one(http, base, ids)
+                        started, op_id, arrived = await self._one(http, base, ids)
                         if run >= self.WARMUP:
-                            samples.append(elapsed * 1000)
+                            samples.append((arrived - started) * 1000)
+                            split = await asyncio.to_thread(self._phases, op_id, started, arrived)
+                            for key, value in split.items():
+                                phases[key].append(value)
                         self.bench._step(f"latency × {size:,}: run {run + 1}")
                     results[str(size)] = {
+                        "phases_p50_ms": {k: _round(percentile(v, 50)) for k, v in phases.items()},
                         "runs": len(samples),
                         "p50_ms": _round(percentile(samples, 50)),
                         "p95_ms": _round(percentile(samples, 95)),
@@ -1000,10 +1008,26 @@ class LatencyBench:
         async for message in ws:
             event = json.loads(message)
             if event.get("type") in ("bulk_operation_completed", "bulk_operation_failed"):
-                self.arrivals[event.get("operation_id")] = time.perf_counter()
+                self.arrivals[event.get("operation_id")] = time.time()
 
-    async def _one(self, http, base: str, ids: list[str]) -> float:
-        started = time.perf_counter()
+    def _phases(self, op_id: str, started: float, arrived: float) -> dict[str, float]:
+        """Where one POST → event went, from the operation's timestamps (same clock)."""
+        try:
+            op = BulkOperation.objects.get(pk=op_id)
+        finally:
+            connections.close_all()
+        created = op.created_at.timestamp()
+        begun = op.started_at.timestamp()
+        finished = op.finished_at.timestamp()
+        return {
+            "request_to_created": (created - started) * 1000,
+            "created_to_started": (begun - created) * 1000,
+            "processing": (finished - begun) * 1000,
+            "finished_to_event": (arrived - finished) * 1000,
+        }
+
+    async def _one(self, http, base: str, ids: list[str]) -> tuple[float, str, float]:
+        started = time.time()
         response = await asyncio.to_thread(
             http.post, f"{base}/api/bulk/sessions/close", json={"session_ids": ids}, timeout=30
         )
@@ -1015,7 +1039,7 @@ class LatencyBench:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no completed event for {op_id}")
             await asyncio.sleep(0.0005)
-        return self.arrivals.pop(op_id) - started
+        return started, op_id, self.arrivals.pop(op_id)
 
 
 # --- terminal output ------------------------------------------------------------------------------
@@ -1087,9 +1111,12 @@ def render_table(data: dict[str, Any]) -> str:
     if latency.get("status") == "measured":
         out.write("\nAPI POST /api/bulk/sessions/close → bulk_operation_completed (WebSocket):\n")
         for size, figures in latency["sizes"].items():
+            split = ", ".join(
+                f"{k.replace('_', ' ')} {v}" for k, v in figures["phases_p50_ms"].items()
+            )
             out.write(
                 f"  {int(size):>5,} session(s): p50 {figures['p50_ms']} ms, p95 "
-                f"{figures['p95_ms']} ms ({figures['runs']} runs)\n"
+                f"{figures['p95_ms']} ms ({figures['runs']} runs); p50 by phase (ms): {split}\n"
             )
     else:
         out.write(f"\nLatency: {latency.get('status')}: {latency.get('reason')}\n")
