@@ -8,18 +8,21 @@ WebSocket, or the polling fallback) — never by a reload.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from bulkops.tests.helpers import free_port, port_open, require
+from bulkops.tests.helpers import REDIS_URL, free_port, port_open, redis_available, require
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
@@ -79,11 +82,10 @@ def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``manage.py serve --no-worker`` on a fresh SQLite file; yields (base URL, env)."""
-    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
-    tmp = tmp_path_factory.mktemp("admin-browser")
+@contextlib.contextmanager
+def live_server(tmp: Path, **extra_env: str):
+    """``manage.py serve --no-worker`` on a fresh SQLite file in ``tmp``, with the test
+    data; yields (base URL, env) — the env a worker process needs to share it."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
     env.update(
         DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
@@ -91,12 +93,13 @@ def server(tmp_path_factory):
         BULKOPS_CHUNK_SIZE="10",
         DEBUG="1",
         PYTHONUNBUFFERED="1",
+        **extra_env,
     )
     manage("migrate", "--no-input", env=env)
     manage("shell", "-c", SETUP, env=env)
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "admin-browser-server.log", "w")
+    log = open(ARTIFACTS / f"admin-browser-server-{tmp.name}.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--no-demo", "--no-worker", "--port", str(port)],
         cwd=ROOT,
@@ -122,6 +125,13 @@ def server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
+    with live_server(tmp_path_factory.mktemp("admin-browser")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +317,49 @@ def test_without_javascript_the_progress_page_refreshes_to_the_final_state(serve
         expect(page.locator('[data-field="succeeded"]')).to_have_text("4")
     finally:
         context.close()
+
+
+def test_progress_moves_over_the_websocket_alone(browser, tmp_path):
+    """Server and worker share Redis, so the worker's events reach the page's socket; the
+    polling endpoint is blocked, so only the WebSocket can bring the bar to 100 %."""
+    from playwright.sync_api import expect
+
+    from bulkops.routing import websocket_urlpatterns
+
+    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
+    require(redis_available(), "Redis")
+    if not websocket_urlpatterns:
+        pytest.skip("no WebSocket consumer is routed yet (bulkops/routing.py)")
+    redis_env = {"REDIS_URL": REDIS_URL, "REDIS_PREFIX": f"admin-browser-{uuid.uuid4().hex}"}
+    with live_server(tmp_path, **redis_env) as (base, env):
+        context = browser.new_context()
+        page = context.new_page()
+        frames: list[dict] = []
+        page.on(
+            "websocket",
+            lambda ws: ws.on("framereceived", lambda payload: frames.append(json.loads(payload))),
+        )
+        page.route(
+            re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/status/$"), lambda r: r.abort()
+        )
+        try:
+            log_in(page, base)
+            page.goto(f"{base}/admin/bulkops/session/?q=Quarterly&status__exact=active")
+            boxes = page.locator("#result_list tbody input.action-select")
+            for i in range(3):
+                boxes.nth(i).check()
+            run_action(page, "close_sessions")
+            page.click("input[name=post]")
+            expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+            expect(page.locator("[data-live]")).to_have_text("live (WebSocket)")
+            worker = start_worker(env)
+            expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
+            finish_worker(worker)
+            expect(page.locator('[data-field="status"]')).to_have_text(
+                re.compile("completed", re.I), timeout=30_000
+            )
+            op_id = page.url.rstrip("/").split("/")[-2]
+            types = [f.get("type") for f in frames if f.get("operation_id") == op_id]
+            assert "bulk_operation_completed" in types, types
+        finally:
+            context.close()

@@ -104,7 +104,7 @@
           if (!socketOpen) live("live (polling)");
           render(op);
         })
-        .catch(function () { live("connection lost — retrying"); })
+        .catch(function () { if (!socketOpen) live("connection lost — retrying"); })
         .finally(schedule);
     }
 
