@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import datetime
+
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from bulkops.api.serializers import MAX_OWNER_ID, MAX_SEARCH_LENGTH
 from bulkops.models import Session, SessionStatus
 
 BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
+
+
+class UTCDateTimeField(IsoDateTimeField):
+    """ISO 8601 date-time, converted to UTC: PostgreSQL refuses offsets past ±15:59 that
+    ISO 8601 (and Python) allow."""
+
+    def to_python(self, value):
+        try:
+            moment = super().to_python(value)
+            return None if moment is None else moment.astimezone(datetime.UTC)
+        except OverflowError:
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UTCDateTimeField
 
 
 class SessionFilter(django_filters.FilterSet):
@@ -21,8 +41,8 @@ class SessionFilter(django_filters.FilterSet):
     search = django_filters.CharFilter(
         method="filter_search", max_length=MAX_SEARCH_LENGTH, strip=False
     )
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
     owner = django_filters.CharFilter(method="filter_owner", max_length=150)
     deleted = django_filters.ChoiceFilter(choices=BOOLEAN_CHOICES, method="filter_deleted")
     ordering = django_filters.OrderingFilter(

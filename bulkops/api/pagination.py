@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 
 
@@ -16,6 +16,13 @@ class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_number(self, request, paginator):
+        # DRF reads an empty ``?page=`` as page 1; it is no page number (404, as DRF
+        # answers for any other invalid page).
+        if request.query_params.get(self.page_query_param) == "":
+            raise NotFound("Invalid page.")
+        return super().get_page_number(request, paginator)
 
     def get_page_size(self, request) -> int:
         raw = request.query_params.get(self.page_size_query_param)

@@ -14,6 +14,7 @@ from drf_spectacular.extensions import (
     OpenApiSerializerExtension,
     OpenApiSerializerFieldExtension,
 )
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
@@ -142,6 +143,18 @@ class SelectionInputExtension(OpenApiSerializerExtension):
         ]
         schema.pop("type", None)
         return {**schema, "oneOf": branches}
+
+
+class BulkAutoSchema(AutoSchema):
+    """A selection body is required (drf-spectacular infers "required" from top-level
+    required properties, which a ``oneOf`` does not have)."""
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        cls = serializer if isinstance(serializer, type) else type(serializer)
+        if issubclass(cls, s.SelectionInputSerializer):
+            required = True
+        return schema, required
 
 
 # --- responses --------------------------------------------------------------------------

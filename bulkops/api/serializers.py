@@ -10,11 +10,13 @@ Business rules (eligibility, caps of filter selections, permissions) stay in
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import serializers
 
@@ -174,19 +176,25 @@ class OwnerField(serializers.Field):
 
 
 class MomentField(StrictCharField):
-    """An ISO 8601 date or date-time, kept as the string the services parse."""
+    """An ISO 8601 date or date-time, handed to the services as text: a date as given, a
+    date-time in UTC (PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows)."""
 
     default_error_messages = {"invalid_moment": "Must be an ISO 8601 date or date-time."}
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         try:
-            if parse_datetime(value) is None and parse_date(value) is None:
-                self.fail("invalid_moment")
-        except ValueError:
-            # Well formed but impossible, e.g. 2024-02-30.
+            moment = parse_datetime(value)
+            if moment is None:
+                if parse_date(value) is None:
+                    self.fail("invalid_moment")
+                return value
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, datetime.UTC)
+            return moment.astimezone(datetime.UTC).isoformat()
+        except (ValueError, OverflowError):
+            # Well formed but impossible (2024-02-30), or out of range once in UTC.
             self.fail("invalid_moment")
-        return value
 
 
 def text_field(*, max_length: int, **kwargs: Any) -> StrictCharField:

@@ -34,7 +34,13 @@ from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
 from bulkops.api.filters import SessionFilter
 from bulkops.api.pagination import Pagination
-from bulkops.api.schema import IDEMPOTENCY_KEY, PAGE_PARAMS, RETRY_AFTER, errors
+from bulkops.api.schema import (
+    IDEMPOTENCY_KEY,
+    PAGE_PARAMS,
+    RETRY_AFTER,
+    BulkAutoSchema,
+    errors,
+)
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, OperationSource, Session
@@ -101,6 +107,7 @@ class JSONBodyView(APIView):
     """POST bodies are JSON only (anything else: 415)."""
 
     parser_classes = [JSONParser]
+    schema = BulkAutoSchema()
 
 
 @extend_schema(
@@ -423,7 +430,24 @@ class InfoView(APIView):
         return Response(s.InfoOutputSerializer(data).data)
 
 
+#: An empty value means "not filtered" (as django-filter treats it), and says so.
+EMPTY = {"type": "string", "maxLength": 0}
 SEARCH_PARAMS = [
+    OpenApiParameter(
+        "created_after",
+        {"anyOf": [{"type": "string", "format": "date-time"}, EMPTY]},
+        description="Created at or after (ISO 8601 date-time).",
+    ),
+    OpenApiParameter(
+        "created_before",
+        {"anyOf": [{"type": "string", "format": "date-time"}, EMPTY]},
+        description="Created before (ISO 8601 date-time).",
+    ),
+    OpenApiParameter(
+        "deleted",
+        {"type": "string", "enum": ["true", "false", ""]},
+        description="`true`: only soft-deleted sessions; `false` or absent: only live ones.",
+    ),
     OpenApiParameter(
         "search",
         {"type": "string", "pattern": s.TEXT_PATTERN, "maxLength": s.MAX_SEARCH_LENGTH},

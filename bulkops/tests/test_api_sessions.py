@@ -54,10 +54,23 @@ def test_filters(api, sessions):
     assert ids(api.get("/api/sessions/?owner=stranger")) == []
 
 
+@pytest.mark.parametrize("offset", ["+20:07", "-19:39"])
+def test_date_times_with_any_iso_offset_work(api, sessions, offset):
+    response = api.get("/api/sessions/", {"created_after": f"2000-01-01T00:00:00{offset}"})
+    assert ids(response) == ["a-active", "b-closed", "d-archived"]
+
+
+def test_date_time_out_of_range_in_utc_is_400(api, sessions):
+    response = api.get("/api/sessions/", {"created_before": "0001-01-01T00:00:00+05:00"})
+    assert response.status_code == 400
+
+
 def test_ordering_and_pagination(api, sessions):
     assert ids(api.get("/api/sessions/?ordering=id")) == ["a-active", "b-closed", "d-archived"]
     page = api.get("/api/sessions/?ordering=-id&page_size=2&page=2").json()
     assert page["count"] == 3 and [r["id"] for r in page["results"]] == ["a-active"]
+    assert api.get("/api/sessions/?page=").status_code == 404
+    assert api.get("/api/sessions/?page=0").status_code == 404
 
 
 @pytest.mark.parametrize(

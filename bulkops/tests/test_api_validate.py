@@ -79,6 +79,13 @@ def test_filter_over_the_cap_names_the_count_and_the_cap(api, owner, make_sessio
     assert_nothing_happened(before)
 
 
+def test_filter_dates_with_any_iso_offset_work(api, owner, make_session):
+    make_session(owner)
+    for moment in ("2000-01-01T00:00:00+20:07", "2000-01-01T00:00:00-19:39", "2000-01-01"):
+        body = {"action": "close", "filter": {"created_after": moment}}
+        assert post_json(api, VALIDATE, body).json()["eligible_count"] == 1
+
+
 def test_export_filter_cap_is_the_export_cap(api, owner, make_session, settings):
     settings.BULKOPS_MAX_SESSIONS_PER_OPERATION = 3
     settings.BULKOPS_MAX_EXPORT_SESSIONS = 10
@@ -97,6 +104,7 @@ def test_export_filter_cap_is_the_export_cap(api, owner, make_session, settings)
         {"action": "export", "session_ids": ["s-1"], "format": "xml"},
         {"action": "close", "session_ids": ["s-1"], "owner": 1},
         {"action": "close", "filter": {"created_before": "yesterday"}},
+        {"action": "close", "filter": {"created_before": "0001-01-01T00:00:00+05:00"}},
         {"action": "close", "filter": {"owner": "²"}},
         {"action": "close", "filter": {"search": "x\x00y"}},
     ],
@@ -107,6 +115,7 @@ def test_export_filter_cap_is_the_export_cap(api, owner, make_session, settings)
         "unknown format",
         "extra field",
         "bad date",
+        "date out of range in UTC",
         "non-ascii digit owner",
         "NUL search",
     ],
