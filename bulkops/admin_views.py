@@ -10,8 +10,10 @@ the API and the admin.
 from __future__ import annotations
 
 import datetime
+import re
+import secrets
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
@@ -45,8 +47,10 @@ from bulkops.services import (
     Selection,
     operation_cancel,
     operation_create,
+    operation_replay,
     operation_retry,
     operation_validate,
+    request_fingerprint,
     sessions_filter,
 )
 
@@ -63,6 +67,9 @@ LISTED_PER_PARTITION = 100
 #: Changelist parameters that do not change which rows match.
 NEUTRAL_PARAMS = {"o", "p", "all", "e"}
 DATE_FIELD = "created_at"
+#: One random token per confirmation page, used as the operation's idempotency key.
+CONFIRM_TOKEN = "_bulk_token"
+CONFIRM_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,12 @@ def changelist_selection(
     return Selection(session_ids=list(queryset.order_by("pk").values_list("pk", flat=True))), count
 
 
+def confirm_key(request: HttpRequest) -> str | None:
+    """The idempotency key of this confirmation page's Confirm (one token per page)."""
+    token = request.POST.get(CONFIRM_TOKEN, "")
+    return f"admin-confirm:{token}" if CONFIRM_TOKEN_RE.fullmatch(token) else None
+
+
 def _error_text(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
@@ -245,6 +258,20 @@ def run_bulk_action(
     try:
         selection, count = changelist_selection(request, queryset, act)
         if request.POST.get("post") and form.is_valid():
+            key = confirm_key(request)
+            fingerprint = request_fingerprint(
+                action=spec.action_type,
+                payload={
+                    "selection": asdict(selection),
+                    "params": params,
+                    "reason": form.audit_reason(),
+                },
+            )
+            if key and (
+                replay := operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
+            ):
+                # Confirm sent twice (a double click, a resubmitted form): same operation.
+                return HttpResponseRedirect(progress_url(replay))
             rate_limit_check(request=request, kind=spec.action_type)
             op = operation_create(
                 user=user,
@@ -253,6 +280,8 @@ def run_bulk_action(
                 params=params,
                 source=OperationSource.ADMIN,
                 reason=form.audit_reason(),
+                idempotency_key=key,
+                fingerprint=fingerprint,
             )
             rate_limit_consume(request=request, kind=spec.action_type)
             modeladmin.message_user(
@@ -287,6 +316,8 @@ def run_bulk_action(
         "form": form,
         "spec": spec,
         "confirm_marker": CONFIRM_FORM_MARKER,
+        "confirm_token_name": CONFIRM_TOKEN,
+        "confirm_token": secrets.token_urlsafe(24),
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across") in ("1", "True", "true"),

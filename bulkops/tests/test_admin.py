@@ -317,6 +317,18 @@ def test_a_reason_over_500_characters_is_refused_on_the_page(admin_client, trio)
     assert Session.objects.get(pk="s-active").status == "active"
 
 
+def test_confirm_sent_twice_starts_one_operation(admin_client, trio, settings):
+    settings.BULKOPS_RATE_LIMITS = {**settings.BULKOPS_RATE_LIMITS, "close": "1/m"}
+    page = first_pass(admin_client, "close_sessions", ["s-active"])
+    token = page.context["confirm_token"]
+    assert f'value="{token}"' in page.content.decode()
+    first = confirm(admin_client, "close_sessions", ["s-active"], _bulk_token=token)
+    again = confirm(admin_client, "close_sessions", ["s-active"], _bulk_token=token)
+    op = BulkOperation.objects.get()
+    assert first["Location"] == again["Location"] == progress(op)
+    assert op.idempotency_key == f"admin-confirm:{token}"
+
+
 def test_nothing_eligible_offers_no_confirm_button(admin_client, trio):
     response = first_pass(admin_client, "close_sessions", ["s-processing"])
     html = response.content.decode()
