@@ -2,12 +2,27 @@
 
 import json
 import sys
+from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from bulkops.seeding import seed_demo
+
+
+def demo_logins(credentials_file: Path) -> dict[str, str]:
+    """The demo logins saved on first run, if they still open this database's accounts
+    (the file may belong to another database, or the passwords may have changed)."""
+    if not credentials_file.exists():
+        return {}
+    logins = json.loads(credentials_file.read_text())
+    User = get_user_model()
+    user = User.objects.filter(username="demo").first()
+    if user is None or not user.check_password(logins.get("demo", "")):
+        return {}
+    return logins
 
 
 class Command(BaseCommand):
@@ -37,8 +52,10 @@ class Command(BaseCommand):
         if not settings.DEBUG:
             call_command("collectstatic", interactive=False, verbosity=0)
         credentials_file = settings.BASE_DIR / "var" / "demo_credentials.json"
+        logins = {}
         if not no_demo:
             seed_demo(credentials_file=credentials_file)
+            logins = demo_logins(credentials_file)
 
         from project.asgi import application
 
@@ -51,7 +68,7 @@ class Command(BaseCommand):
             events.set_server_loop(twisted_loop)
             if worker is not None:
                 worker.start()
-            self.print_banner(base, credentials_file, worker is not None)
+            self.print_banner(base, logins, worker is not None)
 
         server = Server(
             application=application,
@@ -66,7 +83,7 @@ class Command(BaseCommand):
                 worker.stop()
             events.set_server_loop(None)
 
-    def print_banner(self, base: str, credentials_file, with_worker: bool) -> None:
+    def print_banner(self, base: str, logins: dict[str, str], with_worker: bool) -> None:
         ws = base.replace("http", "ws", 1)
         worker_line = "in this process" if with_worker else "not started (run db_worker)"
         lines = [
@@ -79,10 +96,9 @@ class Command(BaseCommand):
             f"  WebSocket:    {ws}/ws/bulk/",
             f"  Worker:       {worker_line}",
         ]
-        if credentials_file.exists():
-            lines.append(f"  Demo logins ({credentials_file}):")
-            for username, password in json.loads(credentials_file.read_text()).items():
-                lines.append(f"    {username} / {password}")
+        if logins:
+            lines.append("  Demo logins:")
+            lines += [f"    {username} / {password}" for username, password in logins.items()]
         lines += ["Press Ctrl+C to stop.", ""]
         self.stdout.write("\n".join(lines))
         sys.stdout.flush()
