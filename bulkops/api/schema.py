@@ -99,7 +99,9 @@ class StrictCharFieldExtension(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction) -> dict[str, Any]:
         field = self.target
-        schema: dict[str, Any] = {"type": "string", "pattern": s.TEXT_PATTERN}
+        # Non-empty here: for a blank-allowed field drf-spectacular adds the empty string
+        # as a ``oneOf`` alternative, which must not match this branch too.
+        schema: dict[str, Any] = {"type": "string", "pattern": s.NONEMPTY_TEXT_PATTERN}
         if field.max_length is not None:
             schema["maxLength"] = field.max_length
         if not field.allow_blank:

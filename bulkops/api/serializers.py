@@ -31,6 +31,7 @@ SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
 USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
+NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
 ACTIONS = ("delete", "close", "archive", "restore", "export")
 MAX_REASON_LENGTH = 500
 MAX_SEARCH_LENGTH = 200

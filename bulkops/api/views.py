@@ -95,6 +95,16 @@ def accepted(operation: BulkOperation) -> Response:
     )
 
 
+def replayed(request: Request, key: str | None, fingerprint: str) -> Response | None:
+    """The 202 of the operation ``key`` already started for this very request, or None;
+    raise IdempotencyConflict (422) when the key was used for another body. A replay
+    starts nothing, so it is answered before the rate limit is checked."""
+    if key is None:
+        return None
+    operation = operation_replay(user=request.user, idempotency_key=key, fingerprint=fingerprint)
+    return accepted(operation) if operation is not None else None
+
+
 def selection_of(data: dict[str, Any]) -> Selection:
     flt = data.get("filter")
     return Selection(
@@ -171,12 +181,9 @@ class ActionView(JSONBodyView):
         serializer.is_valid(raise_exception=True)
         key = idempotency_key(request)
         fingerprint = request_fingerprint(action=self.action_type, payload=request.data)
-        if key is not None:
-            replay = operation_replay(
-                user=request.user, idempotency_key=key, fingerprint=fingerprint
-            )
-            if replay is not None:
-                return accepted(replay)
+        replay = replayed(request, key, fingerprint)
+        if replay is not None:
+            return replay
         rate_limit_check(request=request, kind=self.action_type)
         operation = operation_create(
             user=request.user,
@@ -386,12 +393,9 @@ class OperationRetryView(APIView):
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         key = idempotency_key(request)
         fingerprint = request_fingerprint(action="retry", payload={"operation_id": operation.id})
-        if key is not None:
-            replay = operation_replay(
-                user=request.user, idempotency_key=key, fingerprint=fingerprint
-            )
-            if replay is not None:
-                return accepted(replay)
+        replay = replayed(request, key, fingerprint)
+        if replay is not None:
+            return replay
         rate_limit_check(request=request, kind="retry")
         new = operation_retry(
             operation=operation,
