@@ -3,6 +3,8 @@ the operation from its pending items — nothing lost, nothing applied twice."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -82,3 +84,29 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
         f"\n[crash] killed at {at_kill['processed']}/1000; the rescuer finished "
         f"{recovered_after:.2f} s after the kill (stale after 3 s)"
     )
+
+
+def test_sigterm_finishes_the_chunk_and_hands_the_operation_to_the_next_worker(world):
+    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE="25")
+    seed(procs, sessions=1000, size=SIZE)
+    first = procs.worker("worker-first")
+    out = procs.run("bulk", "archive", "--user", "alice", "--filter", "status=active")
+    op_id = out.split()[1].rstrip(":")
+    wait_until(lambda: db.operation(op_id)["processed"] >= 50, "the first chunks")
+    pause = db.pause(op_id)
+    try:
+        os.killpg(first.pid, signal.SIGTERM)
+    finally:
+        pause.close()
+    assert first.wait(timeout=60) == 0  # a clean exit, after the chunk in progress
+    op = db.operation(op_id)
+    assert op["status"] == "running" and 0 < op["processed"] < 1000, op
+    assert op["processed"] % 25 == 0 and op["attempts"] == 0, op  # handed off, not crashed
+    queued = db.scalar(
+        "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult WHERE status = %s", "READY"
+    )
+    assert queued == 1
+    procs.worker("worker-next")
+    wait_until(lambda: db.operation(op_id)["status"] != "running", "the next worker to finish")
+    op = db.operation(op_id)
+    assert (op["status"], op["succeeded"], op["attempts"]) == ("completed", 1000, 1), op
