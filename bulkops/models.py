@@ -14,7 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# \Z, not $: "$" also matches before a trailing newline.
+SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z"
 session_id_validator = RegexValidator(
     SESSION_ID_PATTERN,
     _("A session id is 1–64 letters, digits, '_' or '-', starting with a letter or digit."),

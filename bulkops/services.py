@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("bulkops.engine")
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Matched with fullmatch: "$" would also accept a trailing newline.
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 FILTER_KEYS = {"status", "search", "created_after", "created_before", "owner", "deleted"}
 MAX_REASON_LENGTH = 500
 #: Ids per query when reading rows for validate (well under SQLite's variable limit).
@@ -83,7 +84,7 @@ def _clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
         raise ValidationError(
             {"session_ids": f"Every id must be a string; positions {bad[:10]} are not."}
         )
-    malformed = [sid for sid in session_ids if not SESSION_ID_RE.match(sid)]
+    malformed = [sid for sid in session_ids if not SESSION_ID_RE.fullmatch(sid)]
     if malformed:
         shown = ", ".join(repr(s[:70]) for s in malformed[:5])
         raise ValidationError(
@@ -103,16 +104,20 @@ def _clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
 
 
 def _parse_moment(name: str, value: Any) -> datetime.datetime:
+    """An ISO 8601 date or date-time, as UTC (PostgreSQL refuses some legal offsets)."""
     if isinstance(value, str):
-        moment = parse_datetime(value)
-        if moment is None:
-            day = parse_date(value)
-            if day is not None:
-                moment = datetime.datetime.combine(day, datetime.time.min)
-        if moment is not None:
-            if timezone.is_naive(moment):
-                moment = timezone.make_aware(moment, datetime.UTC)
-            return moment
+        try:
+            moment = parse_datetime(value)
+            if moment is None:
+                day = parse_date(value)
+                if day is not None:
+                    moment = datetime.datetime.combine(day, datetime.time.min)
+            if moment is not None:
+                if timezone.is_naive(moment):
+                    moment = timezone.make_aware(moment, datetime.UTC)
+                return moment.astimezone(datetime.UTC)
+        except (ValueError, OverflowError):
+            pass  # well-formed but impossible, e.g. 2024-02-30
     raise ValidationError({f"filter.{name}": "Must be an ISO 8601 date or date-time."})
 
 
@@ -141,7 +146,7 @@ def sessions_filter(
         qs = qs.filter(status__in=statuses)
     search = filters.get("search")
     if search is not None:
-        if not isinstance(search, str) or len(search) > 200:
+        if not isinstance(search, str) or len(search) > 200 or "\x00" in search:
             raise ValidationError({"filter.search": "Must be text of at most 200 characters."})
         if search:
             qs = qs.filter(Q(title__icontains=search) | Q(id__icontains=search))
@@ -153,7 +158,7 @@ def sessions_filter(
     if owner is not None:
         if isinstance(owner, bool) or not isinstance(owner, (int, str)) or owner == "":
             raise ValidationError({"filter.owner": "Must be a user id or username."})
-        if isinstance(owner, int) or owner.isdigit():
+        if isinstance(owner, int) or (owner.isascii() and owner.isdigit()):
             qs = qs.filter(owner_id=int(owner))
         else:
             qs = qs.filter(owner__username=owner)
@@ -395,7 +400,7 @@ def operation_create(
     has the maximum of pending/running operations, IdempotencyConflict on key reuse.
     """
     act = _action_for(user=user, action=action, params=params or {})
-    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or "\x00" in reason:
         raise ValidationError({"reason": f"At most {MAX_REASON_LENGTH} characters of text."})
     ids = selection_resolve(user=user, action=act, selection=selection)
     limit = bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER

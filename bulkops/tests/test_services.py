@@ -456,3 +456,50 @@ def test_retry_refuses_running_or_clean_operations(owner, make_session):
     op.refresh_from_db()
     with pytest.raises(OperationConflict, match="Nothing to retry"):
         operation_retry(operation=op, user=owner)
+
+
+# --- input edges found by schemathesis through the API (the admin and CLI share them) ---
+@pytest.mark.parametrize(
+    "bad_filter",
+    [
+        {"owner": "²"},  # str.isdigit() is true for superscripts; int() is not
+        {"created_after": "2024-02-30"},  # well-formed, impossible
+        {"search": "a\x00b"},
+    ],
+)
+def test_filter_edges_are_refused_cleanly(owner, bad_filter):
+    if "owner" in bad_filter:
+        # A non-ASCII digit is a username, not an id: it just matches nobody.
+        with pytest.raises(ValidationError, match="No sessions match"):
+            operation_validate(user=owner, action="close", selection=Selection(filter=bad_filter))
+        return
+    with pytest.raises(ValidationError):
+        operation_validate(user=owner, action="close", selection=Selection(filter=bad_filter))
+
+
+def test_far_offsets_are_normalised_to_utc(owner, make_session):
+    s = make_session(owner, created_at=timezone.now() - datetime.timedelta(days=3))
+    result = operation_validate(
+        user=owner,
+        action="close",
+        selection=Selection(filter={"created_before": "2999-01-01T00:00:00+20:07"}),
+    )
+    assert [e["session_id"] for e in result.eligible] == [s.pk]
+
+
+def test_trailing_newline_in_an_id_is_malformed(owner):
+    with pytest.raises(ValidationError, match="Malformed"):
+        operation_create(user=owner, action="close", selection=Selection(session_ids=["abc\n"]))
+    from bulkops.models import session_id_validator
+
+    with pytest.raises(ValidationError):
+        session_id_validator("abc\n")
+
+
+def test_nul_in_reason_is_refused(owner, make_session):
+    s = make_session(owner)
+    with pytest.raises(ValidationError):
+        operation_create(
+            user=owner, action="close", selection=Selection(session_ids=[s.pk]), reason="a\x00"
+        )
+    assert not BulkOperation.objects.exists()
