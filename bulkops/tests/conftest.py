@@ -15,9 +15,18 @@ from bulkops.models import Session, SessionExport, SessionStatus
 @pytest.fixture(autouse=True)
 def _isolated_exports_and_counters(tmp_path, settings):
     settings.BULKOPS_EXPORT_DIR = tmp_path / "exports"
-    cache.clear()
+    _clear_cache()
     yield
-    cache.clear()
+    _clear_cache()
+
+
+def _clear_cache() -> None:
+    """Forget rate-limit counters. On Redis, only this deployment's keys (KEY_PREFIX):
+    django-redis' clear() would FLUSHDB a database others may share."""
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("*")
+    else:
+        cache.clear()
 
 
 @pytest.fixture
