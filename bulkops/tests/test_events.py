@@ -152,13 +152,15 @@ async def test_events_from_the_in_process_worker_thread_reach_a_websocket_client
     assert (await comm.connect())[0]
     await comm.send_json_to({"type": "auth", "token": token})
     assert (await comm.receive_json_from())["type"] == "authenticated"
+    # Created before the worker starts: the test database is in-memory SQLite, whose
+    # shared cache refuses (rather than waits for) a second thread during a write.
+    op = await database_sync_to_async(operation_create)(
+        user=owner, action="close", selection=Selection(session_ids=[f"s{i}" for i in range(5)])
+    )
     events.set_server_loop(asyncio.get_running_loop())
     worker = WorkerThread(interval=0.05)
     worker.start()
     try:
-        op = await database_sync_to_async(operation_create)(
-            user=owner, action="close", selection=Selection(session_ids=[f"s{i}" for i in range(5)])
-        )
         seen = []
         while not seen or seen[-1]["type"] != "bulk_operation_completed":
             seen.append(await comm.receive_json_from(timeout=10))
