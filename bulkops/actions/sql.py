@@ -9,10 +9,13 @@ databases get the usual ``IN (…)``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from django.db import connection
 from django.db.models import BooleanField, F, Func
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class AnyOf(Func):
@@ -30,6 +33,11 @@ class AnyOf(Func):
         if not self.ids:
             return "1 = 0", []
         if connection.vendor == "postgresql":
+            if all(_PLAIN_ID.fullmatch(i) for i in self.ids):
+                # Ids of the session-id alphabet need no quoting inside an array
+                # literal: one text parameter instead of one adapted value per id
+                # (psycopg quotes each list element in Python; ~5 ms per 5,000).
+                return f"{lhs} = ANY(%s::varchar[])", [*params, "{" + ",".join(self.ids) + "}"]
             return f"{lhs} = ANY(%s)", [*params, self.ids]
         return f"{lhs} IN ({', '.join(['%s'] * len(self.ids))})", [*params, *self.ids]
 
