@@ -82,10 +82,11 @@ def _send(groups: list[str], message: dict[str, Any]) -> None:
 
     loop = _server_loop
     try:
-        if loop is None or loop.is_closed():
-            # In-memory: only a loop of this process can deliver, and async_to_sync finds
-            # it when the caller runs under sync_to_async (tests, runserver). Any other
-            # layer crosses processes: publish from the long-lived loop.
+        if loop is None or not loop.is_running():
+            # No (or no longer a) server loop here. In-memory: only a loop of this
+            # process can deliver, and async_to_sync finds it when the caller runs under
+            # sync_to_async (tests, runserver). Any other layer crosses processes:
+            # publish from the long-lived loop.
             loop = None if isinstance(layer, InMemoryChannelLayer) else _publisher_loop()
         if loop is None:
             async_to_sync(send_all)()

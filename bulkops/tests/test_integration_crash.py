@@ -33,15 +33,14 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
     db, procs = world(
         postgres=using_postgres(),
         redis=using_redis(),
-        BULKOPS_CHUNK_SIZE="25",
+        BULKOPS_CHUNK_SIZE="10",
         BULKOPS_STALE_AFTER_SECONDS="3",
     )
     seed(procs, sessions=1000, size=SIZE)
     victim = procs.worker("worker-victim")
     out = procs.run("bulk", "archive", "--user", "alice", "--filter", "status=active")
     op_id = out.split()[1].rstrip(":")
-    wait_until(lambda: db.operation(op_id)["processed"] >= 100, "the first chunks")
-    pause = db.pause(op_id)  # the victim stops at its next chunk, mid-run for sure
+    pause = db.pause_after(op_id, 100)  # the victim stops at its next chunk: mid-run
     try:
         at_kill = db.operation(op_id)
         assert at_kill["status"] == "running" and 0 < at_kill["processed"] < 1000, at_kill
@@ -87,13 +86,12 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
 
 
 def test_sigterm_finishes_the_chunk_and_hands_the_operation_to_the_next_worker(world):
-    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE="25")
+    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE="10")
     seed(procs, sessions=1000, size=SIZE)
     first = procs.worker("worker-first")
     out = procs.run("bulk", "archive", "--user", "alice", "--filter", "status=active")
     op_id = out.split()[1].rstrip(":")
-    wait_until(lambda: db.operation(op_id)["processed"] >= 50, "the first chunks")
-    pause = db.pause(op_id)
+    pause = db.pause_after(op_id, 50)
     try:
         os.killpg(first.pid, signal.SIGTERM)
     finally:
@@ -101,7 +99,7 @@ def test_sigterm_finishes_the_chunk_and_hands_the_operation_to_the_next_worker(w
     assert first.wait(timeout=60) == 0  # a clean exit, after the chunk in progress
     op = db.operation(op_id)
     assert op["status"] == "running" and 0 < op["processed"] < 1000, op
-    assert op["processed"] % 25 == 0 and op["attempts"] == 0, op  # handed off, not crashed
+    assert op["processed"] % 10 == 0 and op["attempts"] == 0, op  # handed off, not crashed
     queued = db.scalar(
         "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult WHERE status = %s", "READY"
     )

@@ -109,17 +109,31 @@ class ProcessDB:
         row = self.query(f"SELECT {cols} FROM bulkops_bulkoperation WHERE id = %s", operation_id)
         return dict(zip([c.strip() for c in cols.split(",")], row[0], strict=True))
 
-    def pause(self, operation_id: str):
-        """Hold what a worker's next chunk needs (the operation row lock on PostgreSQL,
-        the write lock on SQLite) until ``.close()`` on the returned connection."""
+    def pause_after(self, operation_id: str, processed: int, timeout: float = WAIT):
+        """Once the operation has ``processed`` items, hold what a worker's next chunk
+        needs (the operation's row lock on PostgreSQL, the write lock on SQLite) until
+        ``.close()`` on the returned connection. One connection polls and locks, so the
+        worker gets little further than ``processed`` before it stops."""
         conn = self.connect()
-        if self.postgres:
-            conn.execute("BEGIN")
-            conn.execute(
-                "SELECT id FROM bulkops_bulkoperation WHERE id = %s FOR UPDATE", (operation_id,)
-            )
-        else:
-            conn.execute("BEGIN IMMEDIATE")
+        sql = "SELECT processed FROM bulkops_bulkoperation WHERE id = %s"
+        if not self.postgres:
+            sql = sql.replace("%s", "?")
+        try:
+            deadline = time.monotonic() + timeout
+            while conn.execute(sql, (operation_id,)).fetchone()[0] < processed:
+                assert time.monotonic() < deadline, f"{processed} items not processed in time"
+                time.sleep(0.001)
+            if self.postgres:
+                conn.execute("BEGIN")
+                conn.execute(
+                    "SELECT id FROM bulkops_bulkoperation WHERE id = %s FOR UPDATE",
+                    (operation_id,),
+                )
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def drop(self) -> None:
