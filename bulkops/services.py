@@ -443,7 +443,6 @@ def operation_create(
             if replay is not None:
                 return replay
         raise
-    transaction.on_commit(lambda: events.publish_operation(op, "bulk_operation_created"))
     return op
 
 
@@ -612,7 +611,7 @@ class _Publisher:
     def __init__(self, op: BulkOperation, act: BulkAction) -> None:
         self.op = op
         self.act = act
-        self.last = 0.0
+        self.last = float("-inf")  # the first chunk always reports
 
     def chunk(self, part: Partition) -> None:
         import time
