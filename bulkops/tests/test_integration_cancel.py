@@ -16,15 +16,9 @@ from bulkops.tests.test_integration_support import (
     using_postgres,
     using_redis,
     wait_until,
-    worlds,
 )
 
 SIZE = 64 * 1024
-
-
-@pytest.fixture
-def world(tmp_path):
-    yield from worlds(tmp_path)
 
 
 pytestmark = pytest.mark.processes

@@ -16,14 +16,7 @@ from bulkops.tests.test_integration_support import (
     using_postgres,
     using_redis,
     wait_until,
-    worlds,
 )
-
-
-@pytest.fixture
-def world(tmp_path):
-    yield from worlds(tmp_path)
-
 
 pytestmark = pytest.mark.processes
 SIZE = 64 * 1024  # characters per session: "large" (1000 of them: ~70 MB of UTF-8)

@@ -10,14 +10,7 @@ from bulkops.tests.test_integration_support import (
     using_postgres,
     using_redis,
     wait_until,
-    worlds,
 )
-
-
-@pytest.fixture
-def world(tmp_path):
-    yield from worlds(tmp_path)
-
 
 pytestmark = pytest.mark.processes
 FINISHED = ("completed", "partial", "failed", "cancelled")

@@ -14,14 +14,7 @@ from bulkops.tests.test_integration_support import (
     http,
     seed,
     session_ids,
-    worlds,
 )
-
-
-@pytest.fixture
-def world(tmp_path):
-    yield from worlds(tmp_path)
-
 
 pytestmark = pytest.mark.processes
 
