@@ -52,9 +52,7 @@ def run_worker() -> None:
     that would close the very connection holding the test data (autocommit is off), so
     it is a no-op here. Everything else is the worker as deployed.
     """
-    with mock.patch(
-        "django_tasks_db.management.commands.db_worker.close_old_connections", lambda: None
-    ):
+    with mock.patch("bulkops.worker.close_old_connections", lambda: None):
         call_command(
             "db_worker", batch=True, startup_delay=False, reload=False, interval=0, verbosity=0
         )
