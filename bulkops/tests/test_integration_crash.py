@@ -54,7 +54,19 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
         op_id,
     )
     assert outcomes == [("succeeded", 1000)]
-    # The victim's task row, left RUNNING by django-tasks-db, was marked lost.
+    # The victim's task row, left RUNNING by django-tasks-db, was marked lost. (The
+    # rescuer marks its own task row SUCCESSFUL just after the operation's last commit:
+    # wait for that before reading the rows.)
+    wait_until(
+        lambda: (
+            not db.scalar(
+                "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult WHERE status = %s",
+                "RUNNING",
+            )
+        ),
+        "the task rows to settle",
+        timeout=30,
+    )
     tasks = db.query(
         "SELECT status, exception_class_path FROM django_tasks_database_dbtaskresult "
         "ORDER BY enqueued_at"
