@@ -12,7 +12,8 @@ import json
 import os
 from pathlib import Path
 
-from django.db.models import Count
+from django.db.models import BigIntegerField, Count, F, Func, TextField
+from django.db.models.functions import Cast, Coalesce
 
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction, Param, SessionRow
@@ -48,14 +49,42 @@ def neutralise(value: str) -> str:
     return value
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+class IsoText(Func):
+    """A timestamp as ISO 8601 text, UTC, always with microseconds
+    (``2024-01-10T09:30:00.000000+00:00``), formatted by the database."""
+
+    output_field = TextField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        sql, params = compiler.compile(self.get_source_expressions()[0])
+        fmt = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+        return f"to_char({sql} AT TIME ZONE 'UTC', '{fmt}')", params
+
+    def as_sql(self, compiler, connection, **extra_context):
+        # SQLite: Django stores UTC as "YYYY-MM-DD HH:MM:SS[.ffffff]".
+        sql, params = compiler.compile(self.get_source_expressions()[0])
+        return (
+            f"(replace({sql}, ' ', 'T') || CASE WHEN instr({sql}, '.') > 0 THEN '' "
+            "ELSE '.000000' END || '+00:00')",
+            params * 2,
+        )
+
+
+class OctetLength(Func):
+    """Bytes of UTF-8 text (SQLite's length() counts characters; a blob cast counts
+    bytes)."""
+
+    function = "OCTET_LENGTH"
+    output_field = BigIntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="length(CAST(%(expressions)s AS BLOB))")
 
 
 def _csv_row(row: tuple) -> tuple:
     """A tuple of ``_tuples`` as CSV cells. Only free text can start a formula: title
     (1), owner (3) and metadata (6); ids, statuses, timestamps and numbers cannot."""
-    metadata = json.dumps(row[6], ensure_ascii=False, sort_keys=True)
+    metadata = row[6]
     return (
         row[0],
         neutralise(row[1]),
@@ -109,37 +138,30 @@ class ExportAction(BulkAction):
                 fh.write("[")
 
     def _tuples(self, ids: list[str]) -> list[tuple]:
-        """One tuple per session in ``self.fields`` order, timestamps as ISO 8601 text."""
+        """One tuple per session in ``self.fields`` order. The database formats the
+        timestamps as ISO 8601 text and hands over metadata as JSON text: parsing them
+        into Python objects only to print them again was most of an export's CPU."""
         details = bool(self.params.get("include_details"))
-        # One array parameter and tuples, not one placeholder per id and a dict per row:
-        # this loop is most of an export's CPU (docs/benchmarks.md).
         qs = Session.objects.filter(AnyOf("pk", ids)).order_by("id")
-        columns = ["id", "title", "status", "owner__username", "created_at", "updated_at",
-                   "metadata"]  # fmt: skip
-        if not details:
-            return [
-                (sid, title, status, owner, created.isoformat(), updated.isoformat(), metadata)
-                for sid, title, status, owner, created, updated, metadata in qs.values_list(
-                    *columns
-                )
-            ]
-        qs = qs.annotate(exports_count=Count("exports"))
-        columns += ["content", "archive_original_size", "exports_count", "closed_at",
-                    "archived_at", "deleted_at"]  # fmt: skip
-        return [
-            (
-                *row[:4],
-                row[4].isoformat(),
-                row[5].isoformat(),
-                row[6],
-                row[8] if row[8] is not None else len(row[7].encode("utf-8")),
-                row[9],
-                _iso(row[10]),
-                _iso(row[11]),
-                _iso(row[12]),
-            )
-            for row in qs.values_list(*columns)
-        ]
+        columns = {
+            "sid": F("id"),
+            "t": F("title"),
+            "s": F("status"),
+            "o": F("owner__username"),
+            "c": IsoText("created_at"),
+            "u": IsoText("updated_at"),
+            "m": Cast("metadata", TextField()),
+        }
+        if details:
+            qs = qs.annotate(exports_count=Count("exports"))
+            columns |= {
+                "size": Coalesce("archive_original_size", OctetLength("content")),
+                "n": F("exports_count"),
+                "cl": IsoText("closed_at"),
+                "ar": IsoText("archived_at"),
+                "de": IsoText("deleted_at"),
+            }
+        return list(qs.values_list(*columns.values()))
 
     def apply(self, *, ids, operation, now) -> None:
         if not ids:
@@ -150,8 +172,13 @@ class ExportAction(BulkAction):
                 csv.writer(fh).writerows(_csv_row(row) for row in rows)
             else:
                 dumps, fields = json.dumps, self.fields
+                loads = json.loads
                 lines = [
-                    dumps(dict(zip(fields, row, strict=True)), ensure_ascii=False) for row in rows
+                    dumps(
+                        {**dict(zip(fields, row, strict=True)), "metadata": loads(row[6])},
+                        ensure_ascii=False,
+                    )
+                    for row in rows
                 ]
                 if lines:
                     fh.write((",\n" if self._count else "\n") + ",\n".join(lines))

@@ -102,3 +102,18 @@ def test_export_file_appears_only_when_complete(owner, make_session, settings):
     assert export_path(op.export_file).exists()
     assert not os.path.exists(str(export_path(op.export_file)) + ".part")
     assert len(list(csv.DictReader(io.StringIO(read_file(op))))) == 5
+
+
+def test_export_timestamps_are_iso_8601_utc_with_microseconds(owner, make_session):
+    import datetime
+
+    moment = datetime.datetime(2024, 1, 10, 9, 30, 0, tzinfo=datetime.UTC)
+    whole = make_session(owner, created_at=moment)
+    fine = make_session(owner, created_at=moment.replace(microsecond=123456), status="closed")
+    op = execute(owner, "export", [whole.pk, fine.pk], include_details=True)
+    rows = {r["id"]: r for r in csv.DictReader(io.StringIO(read_file(op)))}
+    assert rows[whole.pk]["created_at"] == "2024-01-10T09:30:00.000000+00:00"
+    assert rows[fine.pk]["created_at"] == "2024-01-10T09:30:00.123456+00:00"
+    assert datetime.datetime.fromisoformat(rows[fine.pk]["created_at"]) == fine.created_at
+    assert rows[whole.pk]["closed_at"] == ""  # NULL stays empty
+    assert rows[whole.pk]["deleted_at"] == ""
