@@ -171,15 +171,18 @@ class ExportAction(BulkAction):
             if self.params["format"] == ExportFormat.CSV:
                 csv.writer(fh).writerows(_csv_row(row) for row in rows)
             else:
-                dumps, fields = json.dumps, self.fields
-                loads = json.loads
+                # The metadata is already JSON text from the database: the rest of the
+                # record is encoded and the metadata spliced in as the last member.
+                dumps = json.dumps
+                others = [f for f in self.fields if f != "metadata"]
                 lines = [
-                    dumps(
-                        {**dict(zip(fields, row, strict=True)), "metadata": loads(row[6])},
-                        ensure_ascii=False,
-                    )
+                    dumps(dict(zip(others, (*row[:6], *row[7:]), strict=True)),
+                          ensure_ascii=False)[:-1]
+                    + ', "metadata": '
+                    + row[6]
+                    + "}"
                     for row in rows
-                ]
+                ]  # fmt: skip
                 if lines:
                     fh.write((",\n" if self._count else "\n") + ",\n".join(lines))
                     self._count += len(lines)

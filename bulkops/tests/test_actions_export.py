@@ -117,3 +117,12 @@ def test_export_timestamps_are_iso_8601_utc_with_microseconds(owner, make_sessio
     assert datetime.datetime.fromisoformat(rows[fine.pk]["created_at"]) == fine.created_at
     assert rows[whole.pk]["closed_at"] == ""  # NULL stays empty
     assert rows[whole.pk]["deleted_at"] == ""
+
+
+def test_export_json_keeps_metadata_exactly(owner, make_session):
+    metadata = {"name": "Grüße 世界", "nested": {"a": [1, 2.5, None, True]}, "quote": 'a"b'}
+    s = make_session(owner, metadata=metadata)
+    op = execute(owner, "export", [s.pk], format="json", include_details=True)
+    (record,) = json.loads(read_file(op))
+    assert record["metadata"] == metadata
+    assert record["id"] == s.pk and record["exports_count"] == 0
