@@ -52,7 +52,7 @@ from django.db import connection, connections, transaction
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from bulkops.actions.archive import compress_content
+from bulkops.actions.archive import ARCHIVE_SET_SQL, compress_content, compress_rows
 from bulkops.conf import bulkops_settings
 from bulkops.models import (
     BulkOperation,
@@ -569,23 +569,9 @@ class Bench:
                 self._raw_export(cursor, scenario, where, id_params)
 
     def _raw_archive(self, cursor, where: str, id_params: list[Any], stamp) -> None:
-        import zstandard
-
         cursor.execute(f"SELECT id, content FROM {SESSION_TABLE} WHERE {where}", id_params)
-        compressor = zstandard.ZstdCompressor(level=bulkops_settings.ARCHIVE_ZSTD_LEVEL)
-        ids, blobs, osizes, csizes = [], [], [], []
-        for sid, content in cursor.fetchall():
-            raw = content.encode("utf-8")
-            blob = compressor.compress(raw)
-            ids.append(sid)
-            blobs.append(blob)
-            osizes.append(len(raw))
-            csizes.append(len(blob))
-        sets = (
-            "content = '', status = %s, archived_at = %s, updated_at = %s, "
-            "archive_blob = v.blob, archive_original_size = v.osize, "
-            "archive_compressed_size = v.csize"
-        )
+        ids, blobs, osizes, csizes = compress_rows(cursor.fetchall())
+        sets = ARCHIVE_SET_SQL
         head = [SessionStatus.ARCHIVED, stamp, stamp]
         if self.vendor == "postgresql":
             cursor.execute(
