@@ -8,6 +8,7 @@ the server's in-process worker, or by a separate db_worker when serve runs witho
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -137,3 +138,39 @@ def test_serve_then_bulk_close_wait_runs_to_completed(tmp_path, worker):
     assert f"http://127.0.0.1:{port}/admin/" in banner
     assert f"ws://127.0.0.1:{port}/ws/bulk/" in banner
     assert "demo / " in banner
+
+
+def test_with_debug_off_the_admin_gets_its_static_files_from_whitenoise(tmp_path):
+    env = _env(tmp_path)
+    env.update(
+        DEBUG="0",
+        SECRET_KEY="test-only-secret-key-with-enough-length-and-variety-0123456789",
+        ALLOWED_HOSTS="127.0.0.1",
+        # Plain HTTP on loopback in this test; production keeps the secure defaults.
+        SECURE_SSL_REDIRECT="0",
+        SESSION_COOKIE_SECURE="0",
+        CSRF_COOKIE_SECURE="0",
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        _manage("serve", "--no-demo", "--port", str(port)),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_http(f"{base}/admin/login/", server, timeout=120)
+        with urllib.request.urlopen(f"{base}/admin/login/", timeout=5) as response:
+            page = response.read().decode()
+        stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', page)
+        assert any("admin/css/base" in href for href in stylesheets), page[:500]
+        for href in stylesheets:
+            with urllib.request.urlopen(base + href, timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/css")
+                assert len(response.read()) > 100
+    finally:
+        _stop(server)
