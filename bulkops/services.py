@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -614,8 +615,6 @@ class _Publisher:
         self.last = float("-inf")  # the first chunk always reports
 
     def chunk(self, part: Partition) -> None:
-        import time
-
         touched = part.eligible
         if touched:
             events.publish_sessions_updated(self.op, touched, str(self.act.result_status))
