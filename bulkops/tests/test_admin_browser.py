@@ -324,12 +324,8 @@ def test_progress_moves_over_the_websocket_alone(browser, tmp_path):
     polling endpoint is blocked, so only the WebSocket can bring the bar to 100 %."""
     from playwright.sync_api import expect
 
-    from bulkops.routing import websocket_urlpatterns
-
     require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
     require(redis_available(), "Redis")
-    if not websocket_urlpatterns:
-        pytest.skip("no WebSocket consumer is routed yet (bulkops/routing.py)")
     redis_env = {"REDIS_URL": REDIS_URL, "REDIS_PREFIX": f"admin-browser-{uuid.uuid4().hex}"}
     with live_server(tmp_path, **redis_env) as (base, env):
         context = browser.new_context()
