@@ -37,7 +37,7 @@ WORDS = [
 ]
 
 
-def _corpus(rng: random.Random, size: int) -> str:
+def make_corpus(rng: random.Random, size: int) -> str:
     """Random words, twice as long as one session's content: contents are slices of it."""
     words = []
     length = 0
@@ -48,7 +48,8 @@ def _corpus(rng: random.Random, size: int) -> str:
     return " ".join(words)
 
 
-def _content(rng: random.Random, corpus: str, size: int) -> str:
+def content_text(rng: random.Random, corpus: str, size: int) -> str:
+    """A ``size``-character slice of ``corpus`` at a random offset ("" when size <= 0)."""
     if size <= 0:
         return ""
     start = rng.randrange(0, len(corpus) - size)
@@ -73,7 +74,7 @@ def seed_sessions(
     rng = random.Random(seed)
     prefix = prefix or f"s{secrets.token_hex(3)}"
     now = timezone.now()
-    corpus = _corpus(rng, content_bytes)
+    corpus = make_corpus(rng, content_bytes)
     ids: list[str] = []
     with transaction.atomic():
         for start in range(0, count, BATCH):
@@ -93,7 +94,7 @@ def seed_sessions(
                         status = SessionStatus.PROCESSING
                     elif roll == 7:
                         deleted_at = now
-                content = _content(rng, corpus, content_bytes)
+                content = content_text(rng, corpus, content_bytes)
                 session = Session(
                     id=sid,
                     owner=owner,

@@ -1,0 +1,376 @@
+"""The benchmark's figures: measures and cases, the JSON report, issue 6's targets, the
+terminal table, and the machine and versions they were measured on."""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import django
+from django.db import connection
+from django.utils import timezone
+
+from bulkops.bench.scenarios import CONTENT_BYTES, EXPORTS_EVERY, SCENARIOS, Options, Scenario
+from bulkops.conf import bulkops_settings
+
+#: Issue 6's processing floors (rows/s) at the largest batch run.
+PROCESSING_FLOORS = (
+    ("close", 50_000),
+    ("soft_delete", 50_000),
+    ("archive", 10_000),
+    ("export_csv", 50_000),
+    ("export_json", 50_000),
+)
+#: Actions that must stay within 3× of raw SQL.
+WITHIN_RAW = ("close", "soft_delete")
+TABLE_HEADER = (
+    "action",
+    "batch",
+    "processing/s",
+    "end-to-end/s",
+    "naive/s",
+    "raw SQL/s",
+    "engine/naive",
+    "engine/raw",
+)
+
+
+# --- statistics ---------------------------------------------------------------------------
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile (p95 of 20 samples is the 19th smallest)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+def rounded(value: float | None, digits: int = 1) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+# --- results ------------------------------------------------------------------------------
+@dataclass
+class Measure:
+    """Rates (rows/s) of repeated runs; the median is what is reported."""
+
+    rows: int = 0
+    rates: list[float] = field(default_factory=list)
+
+    def add(self, rows: int, seconds: float) -> None:
+        self.rows = rows
+        self.rates.append(rows / max(seconds, 1e-6))
+
+    @property
+    def median(self) -> float | None:
+        return median(self.rates)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "runs": [round(r, 1) for r in self.rates],
+            "median": round(self.median, 1) if self.median else None,
+        }
+
+
+@dataclass
+class Case:
+    """One scenario at one batch size: the engine's two rates and the two references."""
+
+    scenario: Scenario
+    batch: int
+    cap_raised: bool = False
+    processing: Measure = field(default_factory=Measure)
+    end_to_end: Measure = field(default_factory=Measure)
+    naive: Measure = field(default_factory=Measure)
+    raw: Measure = field(default_factory=Measure)
+    pickup_ms: list[float] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float | None]:
+        return {
+            "engine_vs_naive": _ratio(self.processing.median, self.naive.median),
+            "engine_vs_raw": _ratio(self.processing.median, self.raw.median),
+            "end_to_end_vs_naive": _ratio(self.end_to_end.median, self.naive.median),
+            "end_to_end_vs_raw": _ratio(self.end_to_end.median, self.raw.median),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.scenario.name,
+            "label": self.scenario.label,
+            "engine_action": self.scenario.action,
+            "params": self.scenario.params,
+            "batch": self.batch,
+            "cap_raised": self.cap_raised,
+            "engine_processing": self.processing.as_dict(),
+            "engine_end_to_end": self.end_to_end.as_dict(),
+            "naive": self.naive.as_dict(),
+            "raw": self.raw.as_dict(),
+            "ratios": self.ratios(),
+            "worker_pickup_ms": [round(v, 1) for v in self.pickup_ms],
+        }
+
+
+# --- the JSON report ------------------------------------------------------------------------
+def machine_facts() -> dict[str, Any]:
+    """CPUs, platform, Python, Django and the database server's version."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW server_version")
+            db_version = f"PostgreSQL {cursor.fetchone()[0]}"
+        elif connection.vendor == "sqlite":
+            cursor.execute("SELECT sqlite_version()")
+            db_version = f"SQLite {cursor.fetchone()[0]}"
+        else:
+            db_version = connection.vendor
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "django": django.get_version(),
+        "database": db_version,
+        "database_vendor": connection.vendor,
+    }
+
+
+def _options(options: Options) -> dict[str, Any]:
+    return {
+        "sessions": options.sessions,
+        "runs": options.runs,
+        "actions": list(options.actions),
+        "batch_sizes": list(options.batch_sizes),
+        "naive_max_rows": options.naive_max_rows,
+        "worker": options.worker,
+        "content_bytes": CONTENT_BYTES,
+        "exports_every": EXPORTS_EVERY,
+    }
+
+
+def _settings() -> dict[str, Any]:
+    return {
+        "chunk_size": bulkops_settings.CHUNK_SIZE,
+        "worker_interval_seconds": bulkops_settings.WORKER_INTERVAL,
+        "max_sessions_per_operation": bulkops_settings.MAX_SESSIONS_PER_OPERATION,
+        "max_export_sessions": bulkops_settings.MAX_EXPORT_SESSIONS,
+        "archive_zstd_level": bulkops_settings.ARCHIVE_ZSTD_LEVEL,
+    }
+
+
+def _pickups(cases: list[Case]) -> dict[str, Any]:
+    pickups = [v for c in cases for v in c.pickup_ms]
+    return {
+        "interval_seconds": bulkops_settings.WORKER_INTERVAL,
+        "samples": len(pickups),
+        "p50": rounded(percentile(pickups, 50)),
+        "p95": rounded(percentile(pickups, 95)),
+        "max": rounded(max(pickups) if pickups else None),
+    }
+
+
+def build_report(
+    *,
+    options: Options,
+    cases: list[Case],
+    seconds: float,
+    seed_seconds: float,
+    latency: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Every figure of one benchmark run, as written to ``--json``."""
+    data = {
+        "command": "manage.py bulkops_bench " + " ".join(sys.argv[2:]),
+        "finished_at": timezone.now().isoformat(),
+        "duration_seconds": round(seconds, 1),
+        "machine": machine_facts(),
+        "options": _options(options),
+        "settings": _settings(),
+        "seed_seconds": round(seed_seconds, 2),
+        "throughput": [c.as_dict() for c in cases],
+        "worker_pickup_ms": _pickups(cases),
+        "latency": latency,
+        "notes": notes,
+    }
+    data["targets"] = evaluate_targets(data)
+    return data
+
+
+# --- targets (issue 6) ------------------------------------------------------------------------
+def _largest(throughput: list[dict[str, Any]], action: str) -> dict[str, Any] | None:
+    rows = [r for r in throughput if r["action"] == action]
+    return max(rows, key=lambda r: r["batch"]) if rows else None
+
+
+def _target(name: str, goal: str, value: float | None, met: bool | None) -> dict[str, Any]:
+    return {"target": name, "goal": goal, "value": value, "met": met}
+
+
+def _at_least(name: str, goal: str, value: float | None, floor: float) -> dict[str, Any]:
+    return _target(name, goal, value, None if value is None else value >= floor)
+
+
+def _processing_targets(throughput: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    targets = []
+    for action, floor in PROCESSING_FLOORS:
+        row = _largest(throughput, action)
+        if row is None:
+            continue
+        batch = f"batch {row['batch']:,}"
+        rate = row["engine_processing"]["median"]
+        targets.append(
+            _at_least(f"{row['label']} processing ({batch})", f">= {floor:,}/s", rate, floor)
+        )
+        if action in WITHIN_RAW:
+            ratio = row["ratios"]["engine_vs_raw"]
+            targets.append(
+                _at_least(
+                    f"{row['label']} within 3x of raw SQL ({batch})",
+                    "engine/raw >= 0.333",
+                    ratio,
+                    1 / 3,
+                )
+            )
+    return targets
+
+
+def _naive_targets(throughput: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    targets = []
+    for action in SCENARIOS:
+        row = _largest(throughput, action)
+        if row is None:
+            continue
+        ratio = row["ratios"]["engine_vs_naive"]
+        targets.append(
+            _at_least(
+                f"{row['label']} vs naive (batch {row['batch']:,})",
+                "engine/naive >= 30",
+                ratio,
+                30,
+            )
+        )
+    return targets
+
+
+def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 6's targets (set for PostgreSQL on 2 cores), each at the largest batch run."""
+    throughput = data["throughput"]
+    targets = _processing_targets(throughput) + _naive_targets(throughput)
+    latency = data["latency"].get("sizes", {}).get("1000")
+    if latency:
+        p50 = latency["p50_ms"]
+        targets.append(
+            _target("POST → completed event, 1,000 sessions, p50", "<= 150 ms", p50, p50 <= 150)
+        )
+    return targets
+
+
+# --- terminal output ------------------------------------------------------------------------------
+def _fmt_rate(value: float | None) -> str:
+    return f"{value:,.0f}" if value else "—"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.1f}×" if value >= 10 else f"{value:.2f}×"
+
+
+def _heading(data: dict[str, Any]) -> str:
+    machine = data["machine"]
+    return (
+        f"\nbulkops_bench on {machine['database']} — {machine['cpu_count']} CPUs, Python "
+        f"{machine['python']}, Django {machine['django']}; {data['options']['sessions']:,} "
+        f"sessions of {data['options']['content_bytes']:,} B seeded in "
+        f"{data['seed_seconds']} s; median of {data['options']['runs']} runs; chunk "
+        f"{data['settings']['chunk_size']:,}, worker interval "
+        f"{data['settings']['worker_interval_seconds']} s\n\n"
+    )
+
+
+def _table_row(r: dict[str, Any]) -> tuple[str, ...]:
+    ratios = r["ratios"]
+    return (
+        r["label"],
+        f"{r['batch']:,}{'*' if r['cap_raised'] else ''}",
+        _fmt_rate(r["engine_processing"]["median"]),
+        _fmt_rate(r["engine_end_to_end"]["median"]),
+        _fmt_rate(r["naive"]["median"]),
+        _fmt_rate(r["raw"]["median"]),
+        _fmt_ratio(ratios["engine_vs_naive"]),
+        _fmt_ratio(ratios["engine_vs_raw"]),
+    )
+
+
+def _throughput_table(throughput: list[dict[str, Any]]) -> str:
+    rows = [_table_row(r) for r in throughput]
+    widths = [max(len(str(x)) for x in col) for col in zip(TABLE_HEADER, *rows, strict=True)]
+
+    def line(cells) -> str:
+        first = f"{cells[0]:<{widths[0]}}"
+        rest = "  ".join(f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:], strict=True))
+        return f"{first}  {rest}\n"
+
+    lines = [line(TABLE_HEADER), "  ".join("-" * w for w in widths) + "\n"]
+    return "".join(lines + [line(row) for row in rows])
+
+
+def _pickup_line(pickup: dict[str, Any]) -> str:
+    if not pickup["samples"]:
+        return ""
+    return (
+        f"\nWorker pickup (task enqueued → operation started) at interval "
+        f"{pickup['interval_seconds']} s: p50 {pickup['p50']} ms, p95 {pickup['p95']} ms, "
+        f"max {pickup['max']} ms ({pickup['samples']} operations)\n"
+    )
+
+
+def _latency_lines(latency: dict[str, Any]) -> str:
+    if latency.get("status") != "measured":
+        return f"\nLatency: {latency.get('status')}: {latency.get('reason')}\n"
+    out = "\nAPI POST /api/bulk/sessions/close → bulk_operation_completed (WebSocket):\n"
+    for size, figures in latency["sizes"].items():
+        split = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures["phases_p50_ms"].items())
+        out += (
+            f"  {int(size):>5,} session(s): p50 {figures['p50_ms']} ms, p95 "
+            f"{figures['p95_ms']} ms ({figures['runs']} runs); p50 by phase (ms): {split}\n"
+        )
+    return out
+
+
+def _target_lines(targets: list[dict[str, Any]]) -> str:
+    if not targets:
+        return ""
+    out = "\nTargets (issue 6, set for PostgreSQL on 2 cores):\n"
+    for t in targets:
+        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        value = t["value"]
+        shown = "—" if value is None else (f"{value:,.3g}" if value < 100 else f"{value:,.0f}")
+        out += f"  [{mark:>6}] {t['target']}: {shown} (goal {t['goal']})\n"
+    return out
+
+
+def render_table(data: dict[str, Any]) -> str:
+    """The terminal report: throughput table, pickup, latency, targets and notes."""
+    out = io.StringIO()
+    out.write(_heading(data))
+    out.write(_throughput_table(data["throughput"]))
+    out.write(_pickup_line(data["worker_pickup_ms"]))
+    out.write(_latency_lines(data["latency"]))
+    out.write(_target_lines(data["targets"]))
+    for note in data["notes"]:
+        out.write(f"\nNote: {note}")
+    out.write("\n")
+    return out.getvalue()
