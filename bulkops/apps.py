@@ -7,9 +7,5 @@ class BulkopsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django_tasks.signals import task_enqueued
-
         from bulkops import actions  # noqa: F401  (registers every action)
-        from bulkops.wakeup import on_task_enqueued
-
-        task_enqueued.connect(on_task_enqueued, dispatch_uid="bulkops.wakeup")
+        from bulkops.engine import queue  # noqa: F401  (the task and its wake-up signal)

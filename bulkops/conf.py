@@ -20,15 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "ARCHIVE_ZSTD_LEVEL": 3,
     "EXPORT_DIR": Path("var/exports"),
     "WORKER_INTERVAL": 0.1,
-    "RATE_LIMITS": {
-        "delete": "10/m",
-        "export": "30/m",
-        "close": "20/m",
-        "archive": "15/m",
-        "restore": "20/m",
-        "validate": "120/m",
-        "retry": "10/m",
-    },
+    #: Overrides of the per-scope rates (defaults: bulkops.ratelimits.rates()).
+    "RATE_LIMITS": {},
 }
 
 

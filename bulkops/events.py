@@ -37,10 +37,6 @@ def user_group(user_id: int) -> str:
     return f"bulk.user.{user_id}"
 
 
-def operation_group(operation_id: str) -> str:
-    return f"bulk.op.{operation_id}"
-
-
 #: Longest a publish may hold up the worker (a hung channel layer must not stall it).
 PUBLISH_TIMEOUT = 2.0
 
@@ -103,13 +99,10 @@ def _send(groups: list[str], message: dict[str, Any]) -> None:
 
 def publish_operation(operation: BulkOperation, event_type: str) -> None:
     """Publish the operation's full representation, flat, as ``event_type``."""
-    from bulkops.selectors import operation_representation
+    from bulkops.representations import operation_representation
 
     event = {"type": event_type, **operation_representation(operation)}
-    _send(
-        [user_group(operation.user_id), operation_group(operation.pk)],
-        {"type": "bulk.event", "event": event},
-    )
+    _send([user_group(operation.user_id)], {"type": "bulk.event", "event": event})
 
 
 def publish_sessions_updated(operation: BulkOperation, session_ids: list[str], status: str) -> None:
@@ -119,7 +112,4 @@ def publish_sessions_updated(operation: BulkOperation, session_ids: list[str], s
         "session_ids": list(session_ids),
         "status": status,
     }
-    _send(
-        [user_group(operation.user_id), operation_group(operation.pk)],
-        {"type": "bulk.event", "event": event},
-    )
+    _send([user_group(operation.user_id)], {"type": "bulk.event", "event": event})

@@ -1,7 +1,7 @@
 """Sessions, their exports, and the bulk operations run on them (DESIGN.md §3).
 
 Fields, choices and constraints only: the rules live in ``bulkops.actions`` and
-``bulkops.services``.
+``bulkops.engine``.
 """
 
 import secrets
@@ -15,7 +15,11 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 # \Z, not $: "$" also matches before a trailing newline.
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z"
+#: The session id format (DESIGN §3): the one definition; match it with ``fullmatch``.
+SESSION_ID_REGEX = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+SESSION_ID_PATTERN = rf"^{SESSION_ID_REGEX}\Z"
+#: Longest audit reason an operation keeps (``BulkOperation.reason``).
+MAX_REASON_LENGTH = 500
 session_id_validator = RegexValidator(
     SESSION_ID_PATTERN,
     _("A session id is 1–64 letters, digits, '_' or '-', starting with a letter or digit."),
@@ -141,7 +145,7 @@ class BulkOperation(models.Model):
     )
     action = models.CharField(max_length=16)
     params = models.JSONField(default=dict, blank=True)
-    reason = models.CharField(max_length=500, blank=True, default="")
+    reason = models.CharField(max_length=MAX_REASON_LENGTH, blank=True, default="")
     source = models.CharField(
         max_length=8, choices=OperationSource.choices, default=OperationSource.API
     )

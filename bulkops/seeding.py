@@ -56,6 +56,33 @@ def content_text(rng: random.Random, corpus: str, size: int) -> str:
     return corpus[start : start + size]
 
 
+#: ``n % 20`` -> the state a mixed seed gives session ``n`` (the rest stay active).
+MIXED_STATES = {1: "closed", 2: "closed", 3: "closed", 4: "archived", 5: "archived",
+                6: "processing", 7: "deleted"}  # fmt: skip
+
+
+def _seed_session(n: int, *, owner, rng, now, content: str, mixed: bool, count: int) -> Session:
+    """Session ``n`` of a seed, in the state ``MIXED_STATES`` gives it when ``mixed``."""
+    state = MIXED_STATES.get(n % 20, SessionStatus.ACTIVE) if mixed else SessionStatus.ACTIVE
+    session = Session(
+        owner=owner,
+        title=f"{rng.choice(WORDS).title()} session {n}",
+        status=SessionStatus.ACTIVE if state == "deleted" else state,
+        content=content,
+        metadata={"n": n, "source": "seed", "tags": [rng.choice(WORDS)]},
+        created_at=now - datetime.timedelta(minutes=count - n),
+        deleted_at=now if state == "deleted" else None,
+    )
+    if state == SessionStatus.CLOSED:
+        session.closed_at = now
+    if state == SessionStatus.ARCHIVED:
+        blob, size = compress_content(content)
+        session.archive_blob, session.archive_original_size = blob, size
+        session.archive_compressed_size = len(blob)
+        session.content, session.archived_at = "", now
+    return session
+
+
 def seed_sessions(
     *,
     owner: AbstractBaseUser,
@@ -75,49 +102,28 @@ def seed_sessions(
     prefix = prefix or f"s{secrets.token_hex(3)}"
     now = timezone.now()
     corpus = make_corpus(rng, content_bytes)
-    ids: list[str] = []
+    ids = [f"{prefix}-{n:06d}" for n in range(count)]
     with transaction.atomic():
         for start in range(0, count, BATCH):
-            sessions: list[Session] = []
-            exports: list[SessionExport] = []
+            sessions, exports = [], []
             for n in range(start, min(count, start + BATCH)):
-                sid = f"{prefix}-{n:06d}"
-                created = now - datetime.timedelta(minutes=count - n)
-                status, deleted_at = SessionStatus.ACTIVE, None
-                if mixed_states:
-                    roll = n % 20
-                    if roll in (1, 2, 3):
-                        status = SessionStatus.CLOSED
-                    elif roll in (4, 5):
-                        status = SessionStatus.ARCHIVED
-                    elif roll == 6:
-                        status = SessionStatus.PROCESSING
-                    elif roll == 7:
-                        deleted_at = now
-                content = content_text(rng, corpus, content_bytes)
-                session = Session(
-                    id=sid,
+                session = _seed_session(
+                    n,
                     owner=owner,
-                    title=f"{rng.choice(WORDS).title()} session {n}",
-                    status=status,
-                    content=content,
-                    metadata={"n": n, "source": "seed", "tags": [rng.choice(WORDS)]},
-                    created_at=created,
-                    deleted_at=deleted_at,
+                    rng=rng,
+                    now=now,
+                    content=content_text(rng, corpus, content_bytes),
+                    mixed=mixed_states,
+                    count=count,
                 )
-                if status == SessionStatus.CLOSED:
-                    session.closed_at = now
-                if status == SessionStatus.ARCHIVED:
-                    blob, size = compress_content(content)
-                    session.archive_blob, session.archive_original_size = blob, size
-                    session.archive_compressed_size = len(blob)
-                    session.content, session.archived_at = "", now
+                session.id = ids[n]
                 sessions.append(session)
                 if exports_every and n % exports_every == 0:
                     exports.append(
-                        SessionExport(session_id=sid, format="csv", file=f"{sid}.csv", size=128)
+                        SessionExport(
+                            session_id=ids[n], format="csv", file=f"{ids[n]}.csv", size=128
+                        )
                     )
-                ids.append(sid)
             Session.objects.bulk_create(sessions, batch_size=BATCH)
             SessionExport.objects.bulk_create(exports, batch_size=BATCH)
     return ids

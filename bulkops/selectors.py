@@ -1,13 +1,21 @@
-"""Read-only queries and the one operation representation every client sees."""
+"""Read-only queries: one visibility rule per purpose.
+
+- sessions a user may *target* with an action: ``sessions_in_scope``;
+- sessions a user may *list*: ``sessions_for_user``;
+- operations a user may see through the API and WebSocket (their own):
+  ``operations_for_user`` / ``operation_get_for_user``;
+- operations the admin shows (their own; a superuser's: everyone's):
+  ``operations_for_admin``;
+- an export a user may download (their own; staff with ``view_session``: everyone's):
+  ``export_operation_for_download``.
+"""
 
 from __future__ import annotations
 
-import datetime
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from django.db.models import Count, Q, QuerySet
-from django.utils import timezone
+from django.db.models import Count, QuerySet
 
 from bulkops.exceptions import OperationNotFound
 from bulkops.models import (
@@ -72,6 +80,12 @@ def operation_get_for_user(*, user: AbstractBaseUser, operation_id: str) -> Bulk
         raise OperationNotFound("No such operation.") from exc
 
 
+def operations_for_admin(*, user: AbstractBaseUser) -> QuerySet[BulkOperation]:
+    """What the admin's operation pages show: the user's own, a superuser everyone's."""
+    qs = BulkOperation.objects.select_related("user")
+    return qs if user.is_superuser else qs.filter(user=user)
+
+
 def active_operations_count(*, user: AbstractBaseUser) -> int:
     return BulkOperation.objects.filter(user=user, status__in=ACTIVE_OPERATION_STATUSES).count()
 
@@ -84,99 +98,9 @@ def operation_errors(*, operation: BulkOperation, limit: int = MAX_ERRORS_IN_REP
     )
 
 
-def operation_status_url(operation_id: str) -> str:
-    return f"/api/bulk/operations/{operation_id}/status"
-
-
-def download_url(filename: str) -> str:
-    return f"/api/download/{filename}"
-
-
-def _seconds(delta: datetime.timedelta) -> float:
-    return round(delta.total_seconds(), 3)
-
-
-def operation_representation(operation: BulkOperation, *, errors: bool = True) -> dict[str, Any]:
-    """The operation as the status endpoint, events and admin page show it (DESIGN §5)."""
-    op = operation
-    now = timezone.now()
-    progress = 100 if op.total == 0 and op.is_finished else 0
-    if op.total:
-        progress = int(op.processed * 100 / op.total)
-        if op.is_finished:
-            progress = 100
-    duration = None
-    if op.started_at:
-        duration = _seconds((op.finished_at or now) - op.started_at)
-    eta = None
-    if op.is_finished:
-        eta = 0.0
-    elif op.started_at and op.processed:
-        elapsed = (now - op.started_at).total_seconds()
-        eta = round(elapsed / op.processed * (op.total - op.processed), 3)
-    data: dict[str, Any] = {
-        "operation_id": op.id,
-        "action": op.action,
-        "status": op.status,
-        "progress": progress,
-        "total": op.total,
-        "processed": op.processed,
-        "succeeded": op.succeeded,
-        "skipped": op.skipped,
-        "failed": op.failed,
-        "cancelled": op.cancelled,
-        "errors": operation_errors(operation=op) if errors and op.failed else [],
-        "error": op.error,
-        "source": op.source,
-        "params": op.params,
-        "reason": op.reason,
-        "created_at": op.created_at.isoformat() if op.created_at else None,
-        "started_at": op.started_at.isoformat() if op.started_at else None,
-        "finished_at": op.finished_at.isoformat() if op.finished_at else None,
-        "duration_seconds": duration,
-        "eta_seconds": eta,
-        "version": op.version,
-        "status_url": operation_status_url(op.id),
-    }
-    if op.action == "export":
-        data["download_url"] = download_url(op.export_file)
-        data["expires_at"] = op.expires_at.isoformat() if op.expires_at else None
-    return data
-
-
-def stale_operations(*, older_than: datetime.datetime) -> QuerySet[BulkOperation]:
-    """Running operations whose worker stopped beating (crashed or killed)."""
-    return BulkOperation.objects.filter(status="running").filter(
-        Q(heartbeat_at__lt=older_than) | Q(heartbeat_at__isnull=True)
-    )
-
-
 # --- read by the HTTP API ------------------------------------------------------------------
 #: A download name as export writes it: ``session_export_YYYYMMDD_<operation id>.csv|json``.
 EXPORT_FILENAME_RE = re.compile(r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json)")
-
-
-def operation_accepted(operation: BulkOperation) -> dict[str, Any]:
-    """The 202 answer of an action endpoint for ``operation`` (DESIGN §5)."""
-    from bulkops.actions import get_action
-
-    act = get_action(operation.action)(user=operation.user, params=operation.params)
-    data: dict[str, Any] = {
-        "success": True,
-        "operation_id": operation.id,
-        "action": operation.action,
-        "status": operation.status,
-        "total": operation.total,
-        "status_url": operation_status_url(operation.id),
-        "estimated_duration_seconds": act.estimated_seconds(operation.total),
-    }
-    if operation.action == "export":
-        data["download_url"] = download_url(operation.export_file)
-        data["metadata"] = {
-            "format": operation.params.get("format"),
-            "expires_at": operation.expires_at.isoformat() if operation.expires_at else None,
-        }
-    return data
 
 
 def operation_items(*, operation: BulkOperation, outcome: str | None = None):
@@ -194,23 +118,10 @@ def export_operation_for_download(*, user: AbstractBaseUser, filename: str) -> B
     match = EXPORT_FILENAME_RE.fullmatch(filename)
     if match is None:
         raise OperationNotFound("No such file.")
-    qs = BulkOperation.objects.filter(pk=match.group(2), action="export", export_file=filename)
+    qs = BulkOperation.objects.filter(pk=match.group(2), export_file=filename)
     if not user_may_act_on_others(user, "bulkops.view_session"):
         qs = qs.filter(user=user)
     operation = qs.first()
     if operation is None:
         raise OperationNotFound("No such file.")
     return operation
-
-
-def export_file_state(operation: BulkOperation) -> str:
-    """``ready``, ``expired``, ``pending`` (still being written) or ``missing``."""
-    from bulkops.actions.export import export_path
-
-    if operation.expires_at is not None and operation.expires_at <= timezone.now():
-        return "expired"
-    if not operation.is_finished:
-        return "pending"
-    if operation.status != "completed" and operation.status != "partial":
-        return "missing"
-    return "ready" if export_path(operation.export_file).is_file() else "missing"

@@ -11,7 +11,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
-from bulkops.routing import websocket_urlpatterns
+from bulkops.realtime.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {

@@ -254,12 +254,10 @@ BULKOPS_MAX_ATTEMPTS = env_int("BULKOPS_MAX_ATTEMPTS", 3)
 BULKOPS_ARCHIVE_ZSTD_LEVEL = env_int("BULKOPS_ARCHIVE_ZSTD_LEVEL", 3)
 BULKOPS_EXPORT_DIR = Path(os.environ.get("BULKOPS_EXPORT_DIR", BASE_DIR / "var" / "exports"))
 BULKOPS_WORKER_INTERVAL = float(os.environ.get("BULKOPS_WORKER_INTERVAL", "0.1"))
+# Per-user rate overrides, e.g. BULKOPS_RATE_LIMIT_DELETE=5/m; each action declares its
+# default (bulkops/actions/<action>.py), validate and retry theirs in bulkops/ratelimits.py.
 BULKOPS_RATE_LIMITS = {
-    "delete": os.environ.get("BULKOPS_RATE_LIMIT_DELETE", "10/m"),
-    "export": os.environ.get("BULKOPS_RATE_LIMIT_EXPORT", "30/m"),
-    "close": os.environ.get("BULKOPS_RATE_LIMIT_CLOSE", "20/m"),
-    "archive": os.environ.get("BULKOPS_RATE_LIMIT_ARCHIVE", "15/m"),
-    "restore": os.environ.get("BULKOPS_RATE_LIMIT_RESTORE", "20/m"),
-    "validate": os.environ.get("BULKOPS_RATE_LIMIT_VALIDATE", "120/m"),
-    "retry": os.environ.get("BULKOPS_RATE_LIMIT_RETRY", "10/m"),
+    name.removeprefix("BULKOPS_RATE_LIMIT_").lower(): value
+    for name, value in os.environ.items()
+    if name.startswith("BULKOPS_RATE_LIMIT_") and value
 }

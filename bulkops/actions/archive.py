@@ -9,7 +9,7 @@ import zstandard
 from django.db import connection
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.base import ATOMIC, BulkAction, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.conf import bulkops_settings
@@ -65,7 +65,8 @@ class ArchiveAction(BulkAction):
     permission = "bulkops.change_session"
     skip_reasons = frozenset({reasons.ALREADY_ARCHIVED})
     result_status = SessionStatus.ARCHIVED
-    params_spec = {"atomic": Param(default=False)}
+    params_spec = {"atomic": ATOMIC}
+    rate_limit = "15/m"
     sessions_per_second = 10_000.0
 
     def check(self, row: SessionRow) -> str | None:

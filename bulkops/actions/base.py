@@ -2,7 +2,7 @@
 
 An action is a class with ``action_type``, ``display_name``, the model ``permission``
 needed to act on other users' sessions, ``check(row)`` (a reason code or ``None``) and a
-set-based ``apply(ids=…)``. The engine (``bulkops.services``) does the rest: scope,
+set-based ``apply(ids=…)``. The engine (``bulkops.engine``) does the rest: scope,
 locking, partitioning, outcomes, counters and events. Eligibility lives only in
 ``check``, so validate, the admin confirmation page and the worker agree.
 """
@@ -10,7 +10,7 @@ locking, partitioning, outcomes, counters and events. Eligibility lives only in
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from django.core.exceptions import ValidationError
@@ -42,10 +42,22 @@ ROW_FIELDS = ("id", "owner_id", "status", "deleted_at")
 
 @dataclass(frozen=True)
 class Param:
-    """One action parameter: its type (bool or a choice of strings) and its default."""
+    """One action parameter: its type (bool, or a choice of strings) and default, and how
+    each interface presents it. The API's input serializer, the admin confirmation form
+    and the ``bulk`` command's options are all generated from these."""
 
     default: Any
     choices: tuple[str, ...] = ()
+    #: What it does, for a person: the admin form's label, the API's and CLI's help.
+    label: str = ""
+    #: The admin form shows it (False when each admin action fixes it, e.g. soft_delete).
+    in_admin_form: bool = True
+    #: The ``bulk`` flag of a boolean whose default is True (default ``--no-<name>``).
+    cli_flag: str = ""
+
+    @property
+    def is_bool(self) -> bool:
+        return not self.choices
 
     def clean(self, name: str, value: Any) -> Any:
         if self.choices:
@@ -59,9 +71,35 @@ class Param:
         return value
 
 
+@dataclass(frozen=True)
+class AdminVariant:
+    """One admin action of a bulk action: its name, label and fixed parameters."""
+
+    name: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    #: The button that confirms gets a danger style.
+    destructive: bool = False
+    #: A warning the confirmation page shows prominently.
+    warning: str = ""
+
+
+#: The audit reason every action body may carry (``BulkOperation.reason``).
+REASON_LABEL = "Reason (kept with the operation for the audit)"
+ATOMIC = Param(default=False, label="All or nothing: if one session fails, change none")
+
+
 class BulkAction:
     action_type: ClassVar[str]
     display_name: ClassVar[str]
+    #: The API path under ``/api/bulk/sessions/`` (default: ``action_type``).
+    api_path: ClassVar[str] = ""
+    #: An example body for the OpenAPI schema.
+    api_example: ClassVar[dict[str, Any]] = {"session_ids": ["session-001"]}
+    #: Default per-user rate (django-ratelimit syntax); ``BULKOPS_RATE_LIMITS`` overrides.
+    rate_limit: ClassVar[str] = "20/m"
+    #: The admin actions offered for it (default: one, named ``<action>_sessions``).
+    admin_variants: ClassVar[tuple[AdminVariant, ...]] = ()
     #: Model permission (``app_label.codename``) a staff user needs to act on sessions
     #: they do not own. Own sessions need no permission (DESIGN §4).
     permission: ClassVar[str]
@@ -72,6 +110,8 @@ class BulkAction:
     params_spec: ClassVar[dict[str, Param]] = {}
     #: Whether ``check`` needs ``SessionRow.has_exports``.
     needs_exports: ClassVar[bool] = False
+    #: It writes a file the user downloads (the API's and admin's download link).
+    produces_file: ClassVar[bool] = False
     #: A read-only action changes no session, so rows are read without locks.
     read_only: ClassVar[bool] = False
     #: Which sessions a ``filter`` selection matches by default: live ones, or only
@@ -104,7 +144,42 @@ class BulkAction:
     def abort(self, operation: BulkOperation) -> None:
         """Called when the execution stops without finishing (cancel, timeout, error)."""
 
+    def prepare(self, operation: BulkOperation) -> None:
+        """Called on the new, unsaved operation (export names its file and expiry)."""
+
+    def preview(self, eligible: list[str]) -> dict[str, Any]:
+        """Extra keys of validate's answer (delete: what goes with the sessions)."""
+        return {}
+
+    def representation(self, operation: BulkOperation) -> dict[str, Any]:
+        """Extra keys of the operation's representation (export: its download)."""
+        return {}
+
+    def accepted(self, operation: BulkOperation) -> dict[str, Any]:
+        """Extra keys of the 202 answer that started the operation."""
+        return {}
+
+    @classmethod
+    def required_permissions(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        """Permissions needed with these parameters even on one's own sessions."""
+        return ()
+
+    @classmethod
+    def label(cls, params: dict[str, Any]) -> str:
+        """A person's name for what an operation with ``params`` does."""
+        return cls.display_name
+
     # --- shared -------------------------------------------------------------------------
+    @classmethod
+    def path(cls) -> str:
+        return cls.api_path or cls.action_type
+
+    @classmethod
+    def variants(cls) -> tuple[AdminVariant, ...]:
+        return cls.admin_variants or (
+            AdminVariant(f"{cls.action_type}_sessions", cls.display_name),
+        )
+
     @classmethod
     def clean_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """Return the action's parameters with defaults filled in; raise ValidationError."""

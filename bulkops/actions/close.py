@@ -1,7 +1,7 @@
 """close: status=closed, closed_at set."""
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.base import ATOMIC, BulkAction, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
@@ -14,7 +14,9 @@ class CloseAction(BulkAction):
     permission = "bulkops.change_session"
     skip_reasons = frozenset({reasons.ALREADY_CLOSED})
     result_status = SessionStatus.CLOSED
-    params_spec = {"atomic": Param(default=False)}
+    params_spec = {"atomic": ATOMIC}
+    api_example = {"filter": {"status": "active"}, "atomic": False}
+    rate_limit = "20/m"
     sessions_per_second = 50_000.0
 
     def check(self, row: SessionRow) -> str | None:

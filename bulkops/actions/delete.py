@@ -5,15 +5,19 @@ still has exports is refused (``has_exports``) otherwise. Hard delete always nee
 ``bulkops.hard_delete_session``.
 """
 
+from typing import Any
+
 from django.db.models import QuerySet
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.base import ATOMIC, AdminVariant, BulkAction, Param, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionExport
 
 HARD_DELETE_PERMISSION = "bulkops.hard_delete_session"
+#: Ids per count query of the cascade preview (well under SQLite's variable limit).
+PREVIEW_BATCH = 2000
 
 
 def exports_of(ids: list[str]) -> QuerySet[SessionExport]:
@@ -28,10 +32,27 @@ class DeleteAction(BulkAction):
     skip_reasons = frozenset({reasons.ALREADY_DELETED})
     result_status = "deleted"
     params_spec = {
-        "soft_delete": Param(default=True),
-        "cascade_exports": Param(default=False),
-        "atomic": Param(default=False),
+        "soft_delete": Param(
+            default=True,
+            label="Soft delete (set deleted_at); false removes the rows",
+            in_admin_form=False,
+            cli_flag="--hard",
+        ),
+        "cascade_exports": Param(default=False, label="Also delete the sessions' exports"),
+        "atomic": ATOMIC,
     }
+    api_example = {"session_ids": ["session-001"], "soft_delete": True, "cascade_exports": False}
+    rate_limit = "10/m"
+    admin_variants = (
+        AdminVariant("soft_delete_sessions", "Soft delete", {"soft_delete": True}, True),
+        AdminVariant(
+            "hard_delete_sessions",
+            "Hard delete",
+            {"soft_delete": False},
+            True,
+            warning="Hard delete removes the sessions’ rows permanently. It cannot be undone.",
+        ),
+    )
     sessions_per_second = 50_000.0
 
     def __init__(self, *, user, params) -> None:
@@ -58,6 +79,24 @@ class DeleteAction(BulkAction):
         if not self.cascade and row.has_exports:
             return reasons.HAS_EXPORTS
         return None
+
+    def preview(self, eligible: list[str]) -> dict[str, Any]:
+        """What goes with the sessions: their exports, when ``cascade_exports``."""
+        removed = 0
+        if self.cascade:
+            removed = sum(
+                exports_of(eligible[i : i + PREVIEW_BATCH]).count()
+                for i in range(0, len(eligible), PREVIEW_BATCH)
+            )
+        return {"cascade": {"exports": removed}}
+
+    @classmethod
+    def required_permissions(cls, params: dict[str, Any]) -> tuple[str, ...]:
+        return () if params.get("soft_delete", True) else (HARD_DELETE_PERMISSION,)
+
+    @classmethod
+    def label(cls, params: dict[str, Any]) -> str:
+        return "Soft delete" if params.get("soft_delete", True) else "Hard delete"
 
     def apply(self, *, ids, operation, now) -> None:
         if self.cascade:

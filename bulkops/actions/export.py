@@ -8,15 +8,19 @@ exported too; deleted ones are not.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from django.db.models import BigIntegerField, Count, F, Func, TextField
 from django.db.models.functions import Cast, Coalesce
+from django.urls import reverse
+from django.utils import timezone
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.base import AdminVariant, BulkAction, Param, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.conf import bulkops_settings
@@ -40,6 +44,27 @@ def export_dir() -> Path:
 
 def export_path(filename: str) -> Path:
     return export_dir() / filename
+
+
+def download_url(filename: str) -> str:
+    """The API's download URL of an export file (DESIGN §5)."""
+    return reverse("bulkops-api:download", args=[filename])
+
+
+def _iso(moment: datetime.datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def file_state(operation) -> str:
+    """``ready``, ``expired``, ``pending`` (still being written) or ``missing``: the one
+    rule the API's and the admin's downloads answer by."""
+    if operation.expires_at is not None and operation.expires_at <= timezone.now():
+        return "expired"
+    if not operation.is_finished:
+        return "pending"
+    if operation.status not in ("completed", "partial") or not operation.export_file:
+        return "missing"
+    return "ready" if export_path(operation.export_file).is_file() else "missing"
 
 
 def neutralise(value: str) -> str:
@@ -104,10 +129,23 @@ class ExportAction(BulkAction):
     permission = "bulkops.view_session"
     result_status = "exported"
     read_only = True
+    produces_file = True
     params_spec = {
-        "format": Param(default=ExportFormat.CSV.value, choices=tuple(ExportFormat.values)),
-        "include_details": Param(default=False),
+        "format": Param(
+            default=ExportFormat.CSV.value, choices=tuple(ExportFormat.values), label="Format"
+        ),
+        "include_details": Param(
+            default=False,
+            label="Include details (content size, exports, close/archive/delete times)",
+        ),
     }
+    api_path = "export-metadata"
+    api_example = {"session_ids": ["session-001"], "format": "csv", "include_details": False}
+    rate_limit = "30/m"
+    admin_variants = (
+        AdminVariant("export_sessions_csv", "Export as CSV", {"format": "csv"}),
+        AdminVariant("export_sessions_json", "Export as JSON", {"format": "json"}),
+    )
     sessions_per_second = 50_000.0
 
     @property
@@ -122,6 +160,34 @@ class ExportAction(BulkAction):
         if row.deleted_at is not None:
             return reasons.DELETED
         return None
+
+    @classmethod
+    def label(cls, params: dict[str, Any]) -> str:
+        return f"Export ({str(params.get('format', 'csv')).upper()})"
+
+    # --- what the operation shows ------------------------------------------------------
+    def prepare(self, operation) -> None:
+        operation.export_file = FILENAME_TEMPLATE.format(
+            date=operation.created_at, operation_id=operation.id, ext=self.params["format"]
+        )
+        operation.expires_at = operation.created_at + datetime.timedelta(
+            seconds=bulkops_settings.EXPORT_RETENTION_SECONDS
+        )
+
+    def representation(self, operation) -> dict[str, Any]:
+        return {
+            "download_url": download_url(operation.export_file),
+            "expires_at": _iso(operation.expires_at),
+        }
+
+    def accepted(self, operation) -> dict[str, Any]:
+        return {
+            "download_url": download_url(operation.export_file),
+            "metadata": {
+                "format": operation.params.get("format"),
+                "expires_at": _iso(operation.expires_at),
+            },
+        }
 
     # --- the file ---------------------------------------------------------------------
     def _part_path(self, operation) -> Path:

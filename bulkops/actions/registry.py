@@ -30,10 +30,16 @@ def register(cls: type[BulkAction]) -> type[BulkAction]:
     return cls
 
 
+def unregister(action_type: str) -> None:
+    """Remove an action (a plug-in withdrawn; tests that register a throwaway one)."""
+    _REGISTRY.pop(action_type, None)
+
+
 def get_action(action_type: str) -> type[BulkAction]:
     """Return the action class; raise KeyError for an unknown action."""
     return _REGISTRY[action_type]
 
 
 def registered_actions() -> dict[str, type[BulkAction]]:
+    """Every registered action by ``action_type``, in registration order."""
     return dict(_REGISTRY)

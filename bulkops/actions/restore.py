@@ -15,6 +15,8 @@ class RestoreAction(BulkAction):
     skip_reasons = frozenset({reasons.NOT_DELETED})
     result_status = "restored"
     filter_deleted = True
+    api_example = {"filter": {"search": "Q1"}}
+    rate_limit = "20/m"
     sessions_per_second = 50_000.0
 
     def check(self, row: SessionRow) -> str | None:

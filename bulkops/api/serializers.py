@@ -10,32 +10,36 @@ Business rules (eligibility, caps of filter selections, permissions) stay in
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from rest_framework import serializers
 
+from bulkops.actions import registered_actions
+from bulkops.actions.base import BulkAction, Param
 from bulkops.conf import bulkops_settings
-from bulkops.models import ExportFormat, ItemOutcome, OperationStatus, Session, SessionStatus
+from bulkops.engine import parse_moment, session_ids_problem
+from bulkops.engine.selection import MAX_OWNER_ID, MAX_SEARCH_LENGTH
+from bulkops.models import (
+    MAX_REASON_LENGTH,
+    SESSION_ID_REGEX,
+    ExportFormat,
+    ItemOutcome,
+    OperationStatus,
+    Session,
+    SessionStatus,
+)
 
-#: The session id format (DESIGN §3), anchored for ``fullmatch``: ``$`` would let a
-#: trailing newline through.
-SESSION_ID_REGEX = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+#: The session id format (DESIGN §3) as an OpenAPI pattern.
 SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
 #: A username in a filter: Django's username characters, ASCII only.
 USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
-ACTIONS = ("delete", "close", "archive", "restore", "export")
-MAX_REASON_LENGTH = 500
-MAX_SEARCH_LENGTH = 200
-MAX_OWNER_ID = 2**63 - 1
+ACTIONS = tuple(registered_actions())
 
 
 # --- strict fields ----------------------------------------------------------------------
@@ -91,48 +95,17 @@ class OperationStatusField(serializers.ChoiceField):
 
 
 class SessionIdListField(serializers.Field):
-    """1…``BULKOPS_MAX_SESSIONS_PER_OPERATION`` distinct id strings (DESIGN §5).
-
-    Every problem is reported in one sentence a person can act on: positions of
-    non-strings, the malformed ids, the duplicates by name.
-    """
-
-    default_error_messages = {
-        "not_a_list": "Must be a list of session id strings.",
-        "empty": "Select at least one session.",
-        "too_many": "At most {cap} sessions per operation; got {count}.",
-        "not_strings": "Every id must be a string; positions {positions} are not.",
-        "malformed": "Malformed session ids ({count}): {shown}. An id is 1–64 letters, "
-        "digits, '_' or '-', starting with a letter or digit.",
-        "duplicates": "Duplicate session ids: {duplicates}.",
-    }
+    """1…``BULKOPS_MAX_SESSIONS_PER_OPERATION`` distinct id strings (DESIGN §5), checked
+    by the engine's one id validator."""
 
     @staticmethod
     def cap() -> int:
         return bulkops_settings.MAX_SESSIONS_PER_OPERATION
 
     def to_internal_value(self, data: Any) -> list[str]:
-        if not isinstance(data, list):
-            self.fail("not_a_list")
-        if not data:
-            self.fail("empty")
-        if len(data) > self.cap():
-            self.fail("too_many", cap=self.cap(), count=len(data))
-        positions = [i for i, sid in enumerate(data) if not isinstance(sid, str)]
-        if positions:
-            self.fail("not_strings", positions=positions[:10])
-        malformed = [sid for sid in data if not re.fullmatch(SESSION_ID_REGEX, sid)]
-        if malformed:
-            shown = ", ".join(repr(sid[:70]) for sid in malformed[:5])
-            self.fail("malformed", count=len(malformed), shown=shown)
-        seen: set[str] = set()
-        duplicates: list[str] = []
-        for sid in data:
-            if sid in seen and sid not in duplicates:
-                duplicates.append(sid)
-            seen.add(sid)
-        if duplicates:
-            self.fail("duplicates", duplicates=", ".join(duplicates[:20]))
+        problem = session_ids_problem(data, cap=self.cap())
+        if problem:
+            raise serializers.ValidationError(problem, code="invalid")
         return list(data)
 
     def to_representation(self, value: list[str]) -> list[str]:
@@ -177,25 +150,15 @@ class OwnerField(serializers.Field):
 
 
 class MomentField(StrictCharField):
-    """An ISO 8601 date or date-time, handed to the services as text: a date as given, a
-    date-time in UTC (PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows)."""
+    """An ISO 8601 date or date-time (the engine's ``parse_moment``), handed on as text."""
 
     default_error_messages = {"invalid_moment": "Must be an ISO 8601 date or date-time."}
 
     def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
-        try:
-            moment = parse_datetime(value)
-            if moment is None:
-                if parse_date(value) is None:
-                    self.fail("invalid_moment")
-                return value
-            if timezone.is_naive(moment):
-                moment = timezone.make_aware(moment, datetime.UTC)
-            return moment.astimezone(datetime.UTC).isoformat()
-        except (ValueError, OverflowError):
-            # Well formed but impossible (2024-02-30), or out of range once in UTC.
+        if parse_moment(value) is None:
             self.fail("invalid_moment")
+        return value
 
 
 def text_field(*, max_length: int, **kwargs: Any) -> StrictCharField:
@@ -258,44 +221,48 @@ class SelectionInputSerializer(StrictInputSerializer):
         return {k: v for k, v in self.validated_data.items() if k in self.param_fields}
 
 
-class ValidateInputSerializer(SelectionInputSerializer):
-    action = StrictChoiceField(choices=ACTIONS)
-    soft_delete = StrictBooleanField(required=False, help_text="delete only")
-    cascade_exports = StrictBooleanField(required=False, help_text="delete only")
-    atomic = StrictBooleanField(required=False, help_text="delete, close, archive")
-    format = StrictChoiceField(choices=ExportFormat.values, required=False, help_text="export")
-    include_details = StrictBooleanField(required=False, help_text="export only")
-
-    param_fields = ("soft_delete", "cascade_exports", "atomic", "format", "include_details")
-
-
-class DeleteInputSerializer(SelectionInputSerializer):
-    soft_delete = StrictBooleanField(default=True)
-    cascade_exports = StrictBooleanField(default=False)
-    atomic = StrictBooleanField(default=False)
-
-    param_fields = ("soft_delete", "cascade_exports", "atomic")
+def param_field(param: Param, *, required: bool, help_text: str = "") -> serializers.Field:
+    """The strict DRF field of one action parameter."""
+    kwargs: dict[str, Any] = {"help_text": help_text or param.label}
+    if not required:
+        kwargs["required"] = False
+    else:
+        kwargs["default"] = param.default
+    if param.is_bool:
+        return StrictBooleanField(**kwargs)
+    return StrictChoiceField(choices=param.choices, **kwargs)
 
 
-class CloseInputSerializer(SelectionInputSerializer):
-    atomic = StrictBooleanField(default=False)
-
-    param_fields = ("atomic",)
-
-
-class ArchiveInputSerializer(CloseInputSerializer):
-    pass
-
-
-class RestoreInputSerializer(SelectionInputSerializer):
-    pass
+def input_serializer_for(action: type[BulkAction]) -> type[SelectionInputSerializer]:
+    """The body of ``POST /api/bulk/sessions/<action>``, generated from its
+    ``params_spec`` (named ``<Action>InputSerializer`` for the OpenAPI schema)."""
+    fields = {name: param_field(param, required=True) for name, param in action.params_spec.items()}
+    name = f"{action.__name__.removesuffix('Action')}InputSerializer"
+    attrs = {**fields, "param_fields": tuple(fields), "__module__": __name__}
+    return type(name, (SelectionInputSerializer,), attrs)
 
 
-class ExportInputSerializer(SelectionInputSerializer):
-    format = StrictChoiceField(choices=ExportFormat.values, default=ExportFormat.CSV.value)
-    include_details = StrictBooleanField(default=False)
+def validate_input_serializer() -> type[SelectionInputSerializer]:
+    """The body of validate: a selection, the action, and any action's parameters
+    (each optional; the engine refuses those the action does not take)."""
+    params: dict[str, tuple[Param, list[str]]] = {}
+    for action_type, action in registered_actions().items():
+        for name, param in action.params_spec.items():
+            params.setdefault(name, (param, []))[1].append(action_type)
+    fields = {
+        name: param_field(param, required=False, help_text=f"{', '.join(used)} only")
+        for name, (param, used) in params.items()
+    }
+    attrs = {
+        "action": StrictChoiceField(choices=tuple(registered_actions())),
+        **fields,
+        "param_fields": tuple(fields),
+        "__module__": __name__,
+    }
+    return type("ValidateInputSerializer", (SelectionInputSerializer,), attrs)
 
-    param_fields = ("format", "include_details")
+
+ValidateInputSerializer = validate_input_serializer()
 
 
 # --- outputs -----------------------------------------------------------------------------

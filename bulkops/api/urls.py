@@ -3,6 +3,7 @@ without one (the form DESIGN writes is in the OpenAPI schema, the other is an al
 
 from django.urls import path
 
+from bulkops.actions import registered_actions
 from bulkops.api import views
 
 app_name = "bulkops-api"
@@ -19,11 +20,15 @@ def get_routes(route: str, view, name: str) -> list:
 
 urlpatterns = [
     path("bulk/sessions/validate", views.ValidateView.as_view(), name="validate"),
-    path("bulk/sessions/delete", views.DeleteView.as_view(), name="delete"),
-    path("bulk/sessions/close", views.CloseView.as_view(), name="close"),
-    path("bulk/sessions/archive", views.ArchiveView.as_view(), name="archive"),
-    path("bulk/sessions/restore", views.RestoreView.as_view(), name="restore"),
-    path("bulk/sessions/export-metadata", views.ExportView.as_view(), name="export"),
+    # One POST per registered action (bulkops/actions/<action>.py names its path).
+    *(
+        path(
+            f"bulk/sessions/{action.path()}",
+            views.action_view(action).as_view(),
+            name=action.action_type,
+        )
+        for action in registered_actions().values()
+    ),
     *get_routes("bulk/sessions/info", views.InfoView, "info"),
     *get_routes("bulk/operations/", views.OperationListView, "operation-list"),
     *get_routes("bulk/operations/<str:operation_id>/", views.OperationDetailView, "operation"),

@@ -28,11 +28,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from bulkops import selectors
-from bulkops.actions.export import export_path
+from bulkops.actions import get_action
+from bulkops.actions.base import BulkAction
+from bulkops.actions.export import export_path, file_state
 from bulkops.api import schema as api_schema  # noqa: F401  (registers the extensions)
 from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
-from bulkops.api.filters import SessionFilter
 from bulkops.api.pagination import Pagination
 from bulkops.api.schema import (
     IDEMPOTENCY_KEY,
@@ -42,11 +43,9 @@ from bulkops.api.schema import (
     errors,
 )
 from bulkops.conf import bulkops_settings
-from bulkops.exceptions import OperationConflict
-from bulkops.models import BulkOperation, OperationSource, Session
-from bulkops.ratelimits import rate_limit_check, rate_limit_consume, rate_limit_status
-from bulkops.services import (
+from bulkops.engine import (
     Selection,
+    SessionFilterSet,
     operation_cancel,
     operation_create,
     operation_replay,
@@ -54,6 +53,10 @@ from bulkops.services import (
     operation_validate,
     request_fingerprint,
 )
+from bulkops.exceptions import OperationConflict
+from bulkops.models import BulkOperation, OperationSource, Session
+from bulkops.ratelimits import RETRY, VALIDATE, rate_limit, rate_limit_status
+from bulkops.representations import operation_accepted, operation_representation, status_url
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[!-~]{1,255}")
 OPERATION_ID = OpenApiParameter(
@@ -82,17 +85,17 @@ def idempotency_key(request: Request) -> str | None:
 
 def accepted(operation: BulkOperation) -> Response:
     """202 with ``Location`` = the status URL and the body DESIGN §5 gives."""
-    data = selectors.operation_accepted(operation)
-    out = (
-        s.ExportAcceptedSerializer
-        if operation.action == "export"
-        else s.OperationAcceptedSerializer
-    )
+    data = operation_accepted(operation)
+    out = accepted_serializer(get_action(operation.action))
     return Response(
         out(data).data,
         status=status.HTTP_202_ACCEPTED,
         headers={"Location": data["status_url"]},
     )
+
+
+def accepted_serializer(action: type[BulkAction]) -> type[s.OperationAcceptedSerializer]:
+    return s.ExportAcceptedSerializer if action.produces_file else s.OperationAcceptedSerializer
 
 
 def replayed(request: Request, key: str | None, fingerprint: str) -> Response | None:
@@ -158,14 +161,13 @@ class ValidateView(JSONBodyView):
     def post(self, request: Request) -> Response:
         serializer = s.ValidateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        rate_limit_check(request=request, kind="validate")
-        result = operation_validate(
-            user=request.user,
-            action=serializer.validated_data["action"],
-            selection=selection_of(serializer.validated_data),
-            params=serializer.params,
-        )
-        rate_limit_consume(request=request, kind="validate")
+        with rate_limit(request=request, scope=VALIDATE):
+            result = operation_validate(
+                user=request.user,
+                action=serializer.validated_data["action"],
+                selection=selection_of(serializer.validated_data),
+                params=serializer.params,
+            )
         return Response(s.ValidateOutputSerializer(result.as_dict()).data)
 
 
@@ -184,33 +186,32 @@ class ActionView(JSONBodyView):
         replay = replayed(request, key, fingerprint)
         if replay is not None:
             return replay
-        rate_limit_check(request=request, kind=self.action_type)
-        operation = operation_create(
-            user=request.user,
-            action=self.action_type,
-            selection=selection_of(serializer.validated_data),
-            params=serializer.params,
-            source=OperationSource.API,
-            reason=serializer.validated_data.get("reason", ""),
-            idempotency_key=key,
-            fingerprint=fingerprint,
-        )
-        rate_limit_consume(request=request, kind=self.action_type)
+        with rate_limit(request=request, scope=self.action_type):
+            operation = operation_create(
+                user=request.user,
+                action=self.action_type,
+                selection=selection_of(serializer.validated_data),
+                params=serializer.params,
+                source=OperationSource.API,
+                reason=serializer.validated_data.get("reason", ""),
+                idempotency_key=key,
+                fingerprint=fingerprint,
+            )
         return accepted(operation)
 
 
-def action_schema(action: str, input_serializer, example: dict[str, Any], output=None):
-    output = output or s.OperationAcceptedSerializer
+def action_schema(action: type[BulkAction], input_serializer):
+    name = action.action_type
     return extend_schema(
         tags=TAG_ACTIONS,
-        summary=f"Start a bulk {action}",
-        description=f"Creates a `{action}` operation and answers 202 with `Location` = its "
+        summary=f"Start a bulk {name}",
+        description=f"Creates a `{name}` operation and answers 202 with `Location` = its "
         "status URL. Rate-limited per user; at most "
         "`BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER` pending/running operations.",
         request=input_serializer,
         responses={
             202: OpenApiResponse(
-                output,
+                accepted_serializer(action),
                 description="Accepted; poll `status_url` (also the Location header).",
             ),
             **errors(400, 403, 413, 415, 422, 429),
@@ -226,47 +227,19 @@ def action_schema(action: str, input_serializer, example: dict[str, Any], output
                 description="The status URL.",
             ),
         ],
-        examples=[OpenApiExample(f"{action} by ids", value=example, request_only=True)],
+        examples=[OpenApiExample(f"{name} by ids", value=action.api_example, request_only=True)],
     )
 
 
-@action_schema(
-    "delete",
-    s.DeleteInputSerializer,
-    {"session_ids": ["session-001"], "soft_delete": True, "cascade_exports": False},
-)
-class DeleteView(ActionView):
-    action_type = "delete"
-    input_serializer = s.DeleteInputSerializer
-
-
-@action_schema("close", s.CloseInputSerializer, {"filter": {"status": "active"}, "atomic": False})
-class CloseView(ActionView):
-    action_type = "close"
-    input_serializer = s.CloseInputSerializer
-
-
-@action_schema("archive", s.ArchiveInputSerializer, {"session_ids": ["session-001"]})
-class ArchiveView(ActionView):
-    action_type = "archive"
-    input_serializer = s.ArchiveInputSerializer
-
-
-@action_schema("restore", s.RestoreInputSerializer, {"filter": {"search": "Q1"}})
-class RestoreView(ActionView):
-    action_type = "restore"
-    input_serializer = s.RestoreInputSerializer
-
-
-@action_schema(
-    "export",
-    s.ExportInputSerializer,
-    {"session_ids": ["session-001"], "format": "csv", "include_details": False},
-    output=s.ExportAcceptedSerializer,
-)
-class ExportView(ActionView):
-    action_type = "export"
-    input_serializer = s.ExportInputSerializer
+def action_view(action: type[BulkAction]) -> type[ActionView]:
+    """``POST /api/bulk/sessions/<action path>``, generated from the action's module."""
+    serializer = s.input_serializer_for(action)
+    view = type(
+        f"{action.__name__.removesuffix('Action')}View",
+        (ActionView,),
+        {"action_type": action.action_type, "input_serializer": serializer},
+    )
+    return action_schema(action, serializer)(view)
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -284,7 +257,7 @@ class OperationListView(generics.GenericAPIView):
 
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(self.get_queryset())
-        data = [selectors.operation_representation(op, errors=False) for op in page]
+        data = [operation_representation(op, errors=False) for op in page]
         return self.get_paginated_response(s.OperationSerializer(data, many=True).data)
 
 
@@ -319,7 +292,7 @@ def items_page(request: Request, view: APIView, operation: BulkOperation) -> dic
 class OperationDetailView(APIView):
     def get(self, request: Request, operation_id: str) -> Response:
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        data = selectors.operation_representation(operation)
+        data = operation_representation(operation)
         data["items"] = items_page(request, self, operation)
         return Response(s.OperationDetailSerializer(data).data)
 
@@ -349,7 +322,7 @@ class OperationItemsView(generics.GenericAPIView):
 class OperationStatusView(APIView):
     def get(self, request: Request, operation_id: str) -> Response:
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        return Response(s.OperationSerializer(selectors.operation_representation(operation)).data)
+        return Response(s.OperationSerializer(operation_representation(operation)).data)
 
 
 @extend_schema(
@@ -368,7 +341,7 @@ class OperationCancelView(APIView):
     def post(self, request: Request, operation_id: str) -> Response:
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         operation = operation_cancel(operation=operation)
-        data = selectors.operation_representation(operation)
+        data = operation_representation(operation)
         return Response(
             s.OperationSerializer(data).data,
             status=status.HTTP_202_ACCEPTED,
@@ -396,15 +369,14 @@ class OperationRetryView(APIView):
         replay = replayed(request, key, fingerprint)
         if replay is not None:
             return replay
-        rate_limit_check(request=request, kind="retry")
-        new = operation_retry(
-            operation=operation,
-            user=request.user,
-            source=OperationSource.API,
-            idempotency_key=key,
-            fingerprint=fingerprint,
-        )
-        rate_limit_consume(request=request, kind="retry")
+        with rate_limit(request=request, scope=RETRY):
+            new = operation_retry(
+                operation=operation,
+                user=request.user,
+                source=OperationSource.API,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+            )
         return accepted(new)
 
 
@@ -478,7 +450,7 @@ class SessionListView(generics.ListAPIView):
     queryset = Session.objects.none()
     serializer_class = s.SessionSerializer
     pagination_class = Pagination
-    filterset_class = SessionFilter
+    filterset_class = SessionFilterSet
 
     def get_queryset(self):
         return selectors.sessions_for_user(user=self.request.user)
@@ -549,13 +521,13 @@ class DownloadView(APIView):
 
     def get(self, request: Request, filename: str) -> FileResponse:
         operation = selectors.export_operation_for_download(user=request.user, filename=filename)
-        state = selectors.export_file_state(operation)
+        state = file_state(operation)
         if state == "expired":
             raise Gone("This export has expired; run the export again.")
         if state == "pending":
             raise OperationConflict(
                 f"The export is not finished yet ({operation.status}); "
-                f"poll {selectors.operation_status_url(operation.id)}."
+                f"poll {status_url(operation.id)}."
             )
         if state != "ready":
             raise NotFound("This export produced no file.")

@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 import pytest
 from django.core.management import call_command
 
+from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation
-from bulkops.services import Selection, operation_create
 
 IN_CI = bool(os.environ.get("CI"))
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -52,7 +52,9 @@ def run_worker() -> None:
     that would close the very connection holding the test data (autocommit is off), so
     it is a no-op here. Everything else is the worker as deployed.
     """
-    with mock.patch("bulkops.worker.close_old_connections", lambda: None):
+    with mock.patch(
+        "django_tasks_db.management.commands.db_worker.close_old_connections", lambda: None
+    ):
         call_command(
             "db_worker", batch=True, startup_delay=False, reload=False, interval=0, verbosity=0
         )

@@ -13,8 +13,8 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
+from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation, Session, SessionExport
-from bulkops.services import Selection, operation_create
 from bulkops.tests.helpers import execute, run_worker
 
 pytestmark = pytest.mark.django_db

@@ -13,8 +13,8 @@ from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from bulkops.actions.export import export_path
+from bulkops.engine import operations_cleanup
 from bulkops.models import BulkOperation, BulkOperationItem
-from bulkops.services import operations_cleanup
 from bulkops.tests.helpers import execute
 
 DAY = datetime.timedelta(days=1)
@@ -43,7 +43,7 @@ def world(owner, make_session, settings):
     DBTaskResult.objects.update(finished_at=now - 2 * DAY)
     queued = DBTaskResult.objects.create(
         args_kwargs={"args": [], "kwargs": {"operation_id": "op-x"}},
-        task_path="bulkops.tasks.run_bulk_operation",
+        task_path="bulkops.engine.queue.run_bulk_operation",
         backend_name="default",
         run_after=now,
     )

@@ -67,7 +67,7 @@ def test_bulk_command_creates_an_operation_the_worker_runs(owner, make_session):
 
 def test_bulk_command_wait_prints_progress_and_summary(owner, make_session):
     import bulkops.management.commands.bulk as bulk_module
-    from bulkops.services import operation_create, operation_execute
+    from bulkops.engine import operation_create, operation_execute
 
     ids = [make_session(owner).pk for _ in range(2)]
 

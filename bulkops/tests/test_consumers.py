@@ -14,8 +14,8 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from bulkops import events
-from bulkops.consumers import BulkOperationsConsumer
-from bulkops.services import Selection, operation_create
+from bulkops.engine import Selection, operation_create
+from bulkops.realtime.consumers import BulkOperationsConsumer
 from bulkops.tests.helpers import run_worker
 from project.asgi import application
 

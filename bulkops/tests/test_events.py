@@ -11,8 +11,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
-from bulkops import events, services
-from bulkops.services import Selection, operation_create
+from bulkops import events
+from bulkops.engine import Selection, executor, operation_create
 from bulkops.tests.helpers import assert_counters_add_up, execute, free_port
 from bulkops.worker import WorkerThread
 from project.asgi import application
@@ -39,7 +39,7 @@ def twenty_sessions(owner, make_session, settings):
 def test_progress_is_coalesced_but_started_and_final_are_never_dropped(
     owner, twenty_sessions, published, monkeypatch
 ):
-    monkeypatch.setattr(services._Publisher, "MIN_INTERVAL", 3600)
+    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 3600)
     op = execute(owner, "close", twenty_sessions)
     run = published
     assert kinds(run)[0] == "bulk_operation_started"
@@ -57,7 +57,7 @@ def test_progress_is_coalesced_but_started_and_final_are_never_dropped(
 def test_at_most_one_progress_event_per_committed_chunk(
     owner, twenty_sessions, published, monkeypatch
 ):
-    monkeypatch.setattr(services._Publisher, "MIN_INTERVAL", 0)
+    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 0)
     op = execute(owner, "close", twenty_sessions)
     progress = [e for e in published if e["type"] == "bulk_operation_progress"]
     assert len(progress) == 10
@@ -170,6 +170,31 @@ async def test_events_from_the_in_process_worker_thread_reach_a_websocket_client
     finally:
         await comm.disconnect()
         await asyncio.to_thread(worker.stop)
-        services.stop_requested.clear()
         events.set_server_loop(None)
     assert not worker.is_alive()
+
+
+def test_each_event_is_sent_once_to_its_users_group_only(owner, twenty_sessions, monkeypatch):
+    """Counted on the channel layer itself: one ``group_send`` per event, to the user's
+    group (no per-operation group that nothing joins)."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    sent: list[tuple[str, str]] = []
+    original = layer.group_send
+
+    async def counting(group, message):
+        sent.append((group, message["event"]["type"]))
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counting)
+    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 0)
+    execute(owner, "close", twenty_sessions)
+    assert {group for group, _ in sent} == {events.user_group(owner.pk)}
+    counts = {kind: [k for _, k in sent].count(kind) for _, kind in sent}
+    assert counts == {
+        "bulk_operation_started": 1,
+        "sessions_updated": 10,
+        "bulk_operation_progress": 10,
+        "bulk_operation_completed": 1,
+    }

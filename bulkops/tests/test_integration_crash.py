@@ -71,7 +71,7 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
         "SELECT status, exception_class_path FROM django_tasks_database_dbtaskresult "
         "ORDER BY enqueued_at"
     )
-    assert sorted(tasks) == [("FAILED", "bulkops.services.WorkerLost"), ("SUCCESSFUL", "")], (
+    assert sorted(tasks) == [("FAILED", "bulkops.engine.queue.WorkerLost"), ("SUCCESSFUL", "")], (
         tasks,
         procs.log("worker-rescuer"),
     )

@@ -11,9 +11,16 @@ from django.utils import timezone
 from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
-from bulkops import services
+from bulkops.engine import (
+    Selection,
+    executor,
+    operation_create,
+    operation_execute,
+    operation_hand_off,
+    operation_reap_stale,
+    queue,
+)
 from bulkops.models import BulkOperation
-from bulkops.services import Selection, operation_create, operation_execute, operation_reap_stale
 from bulkops.tests.helpers import assert_counters_add_up, outcomes, run_worker
 from bulkops.worker import make_worker
 
@@ -21,7 +28,7 @@ LONG_AGO = datetime.timedelta(minutes=10)
 
 
 def task_rows(op) -> dict[str, int]:
-    rows = services._operation_tasks(op.pk).values_list("status", flat=True)
+    rows = queue.operation_tasks(op.pk).values_list("status", flat=True)
     return {status: list(rows).count(status) for status in set(rows)}
 
 
@@ -34,7 +41,7 @@ def crashed(owner, make_session, settings):
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
     calls = iter([False, True])
     operation_execute(operation_id=op.pk, should_stop=lambda: next(calls))
-    services._operation_tasks(op.pk).update(
+    queue.operation_tasks(op.pk).update(
         status=TaskResultStatus.RUNNING, started_at=timezone.now() - LONG_AGO
     )
     BulkOperation.objects.filter(pk=op.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
@@ -46,8 +53,8 @@ def crashed(owner, make_session, settings):
 def test_reaper_resumes_a_stale_operation_and_nothing_is_applied_twice(crashed):
     assert operation_reap_stale() == [crashed.pk]
     assert task_rows(crashed) == {TaskResultStatus.FAILED: 1, TaskResultStatus.READY: 1}
-    lost = services._operation_tasks(crashed.pk).get(status=TaskResultStatus.FAILED)
-    assert lost.exception_class_path == services.WORKER_LOST
+    lost = queue.operation_tasks(crashed.pk).get(status=TaskResultStatus.FAILED)
+    assert lost.exception_class_path == queue.WORKER_LOST
     run_worker()
     crashed.refresh_from_db()
     assert (crashed.status, crashed.processed, crashed.succeeded, crashed.skipped) == (
@@ -85,7 +92,7 @@ def test_reaper_stale_after_is_the_setting(crashed, settings):
 def test_reaper_restarts_a_pending_operation_whose_task_is_gone(owner, make_session):
     make_session(owner, id="s1")
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
-    services._operation_tasks(op.pk).delete()
+    queue.operation_tasks(op.pk).delete()
     assert operation_reap_stale() == []  # young: its task may just be on its way
     BulkOperation.objects.filter(pk=op.pk).update(created_at=timezone.now() - LONG_AGO)
     assert operation_reap_stale() == [op.pk]
@@ -129,29 +136,26 @@ def test_bulkops_reap_command(crashed, capsys):
 
 
 def test_graceful_stop_finishes_the_chunk_and_hands_off(owner, make_session, settings, monkeypatch):
-    """SIGTERM (``stop_requested``): the chunk in progress commits, the operation stays
+    """SIGTERM (the worker's ``stopping``): the chunk in progress commits, the operation stays
     running, and the worker enqueues it again at once with the attempt given back."""
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner, id=f"s{i}").pk for i in range(6)]
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
-    original = services._Publisher.chunk
+    original = executor._Publisher.chunk
+    worker = make_worker()
 
     def chunk_then_sigterm(self, part):
         original(self, part)
-        services.stop_requested.set()
+        worker.stopping.set()
 
-    monkeypatch.setattr(services._Publisher, "chunk", chunk_then_sigterm)
-    worker = make_worker()
+    monkeypatch.setattr(executor._Publisher, "chunk", chunk_then_sigterm)
     task = DBTaskResult.objects.ready().get()
     task.claim(worker.worker_id)
-    try:
-        worker.run_task(task)
-    finally:
-        services.stop_requested.clear()
+    worker.run_task(task)
     op.refresh_from_db()
     assert (op.status, op.processed, op.attempts) == ("running", 2, 0)
     assert task_rows(op) == {TaskResultStatus.SUCCESSFUL: 1, TaskResultStatus.READY: 1}
-    monkeypatch.setattr(services._Publisher, "chunk", original)
+    monkeypatch.setattr(executor._Publisher, "chunk", original)
     run_worker()
     op.refresh_from_db()
     assert (op.status, op.succeeded, op.attempts) == ("completed", 6, 1)
@@ -162,5 +166,5 @@ def test_hand_off_of_a_finished_operation_does_nothing(owner, make_session):
     make_session(owner, id="s1")
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
     run_worker()
-    assert services.operation_hand_off(operation_id=op.pk) is False
+    assert operation_hand_off(operation_id=op.pk) is False
     assert task_rows(op) == {TaskResultStatus.SUCCESSFUL: 1}

@@ -7,13 +7,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from bulkops.actions.close import CloseAction
-from bulkops.exceptions import (
-    IdempotencyConflict,
-    OperationConflict,
-    TooManyActiveOperations,
-)
-from bulkops.models import BulkOperation, BulkOperationItem, Session
-from bulkops.services import (
+from bulkops.engine import (
     Selection,
     operation_cancel,
     operation_create,
@@ -22,6 +16,12 @@ from bulkops.services import (
     operation_retry,
     operation_validate,
 )
+from bulkops.exceptions import (
+    IdempotencyConflict,
+    OperationConflict,
+    TooManyActiveOperations,
+)
+from bulkops.models import BulkOperation, BulkOperationItem, Session
 from bulkops.tests.helpers import assert_counters_add_up, execute, outcomes, run_worker
 
 pytestmark = pytest.mark.django_db
@@ -376,7 +376,7 @@ def test_internal_error_fails_the_rest_and_keeps_committed_chunks(
     monkeypatch.setattr(CloseAction, "apply", boom_on_second)
     op = execute(owner, "close", ids)
     assert op.status == "failed"  # a fatal error fails the operation (DESIGN §3) …
-    assert "Internal error (RuntimeError)" in op.error
+    assert "Internal error (RuntimeError: disk on fire)" in op.error  # the real cause
     # … but what committed before it stays, and the rest say why they were not done.
     assert (
         sorted(outcomes(op).values())

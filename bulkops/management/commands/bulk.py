@@ -7,14 +7,15 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
-from bulkops.actions.export import export_path
+from bulkops.actions import get_action, registered_actions
+from bulkops.actions.base import Param
+from bulkops.actions.export import export_path, file_state
+from bulkops.engine import Selection, operation_create
 from bulkops.exceptions import BulkOpsError
 from bulkops.models import BulkOperation, OperationSource
-from bulkops.services import Selection, operation_create
+from bulkops.representations import eta_seconds, progress_percent, rate_per_second
 
-ACTIONS = ["close", "archive", "delete", "restore", "export"]
 BAR_WIDTH = 30
 
 
@@ -33,6 +34,29 @@ def _parse_filter(pairs: list[str]) -> dict:
     return result
 
 
+def _option(name: str, param: Param) -> tuple[str, dict]:
+    """The ``bulk`` option of one action parameter, generated from its ``Param``."""
+    flag = "--" + name.replace("_", "-")
+    if not param.is_bool:
+        return flag, {"choices": list(param.choices), "default": None, "help": param.label}
+    if param.default:
+        flag = param.cli_flag or f"--no-{name.replace('_', '-')}"
+        return flag, {"action": "store_false", "default": None, "help": param.label}
+    return flag, {"action": "store_true", "default": None, "help": param.label}
+
+
+def action_options() -> dict[str, tuple[str, dict, list[str]]]:
+    """Every parameter of every registered action: name -> (flag, argparse kwargs, the
+    actions that take it). One flag per parameter name, shared by the actions."""
+    options: dict[str, tuple[str, dict, list[str]]] = {}
+    for action_type, action in registered_actions().items():
+        for name, param in action.params_spec.items():
+            if name not in options:
+                options[name] = (*_option(name, param), [])
+            options[name][2].append(action_type)
+    return options
+
+
 def _error_text(exc: ValidationError) -> str:
     if hasattr(exc, "message_dict"):
         return "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items())
@@ -43,7 +67,7 @@ class Command(BaseCommand):
     help = "Start a bulk operation (and with --wait, watch it run to the end)."
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=ACTIONS)
+        parser.add_argument("action", choices=list(registered_actions()))
         parser.add_argument("--user", required=True, help="Username the operation runs as.")
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--ids", nargs="+", metavar="ID", help="Session ids.")
@@ -54,15 +78,9 @@ class Command(BaseCommand):
             help="Select all that match: status, search, created_after, "
             "created_before, owner, deleted.",
         )
-        parser.add_argument("--hard", action="store_true", help="delete: remove the rows.")
-        parser.add_argument(
-            "--cascade-exports",
-            action="store_true",
-            help="delete: remove the sessions' exports too.",
-        )
-        parser.add_argument("--atomic", action="store_true", help="All or nothing.")
-        parser.add_argument("--format", choices=["csv", "json"], default="csv")
-        parser.add_argument("--include-details", action="store_true")
+        for name, (flag, kwargs, used_by) in action_options().items():
+            help_text = f"{', '.join(used_by)}: {kwargs.pop('help')}"
+            parser.add_argument(flag, dest=name, help=help_text, **kwargs)
         parser.add_argument("--reason", default="", help="Free text kept for the audit.")
         parser.add_argument(
             "--wait", action="store_true", help="Show a progress bar until the operation finishes."
@@ -80,13 +98,13 @@ class Command(BaseCommand):
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user named {opts['user']!r}.") from None
         action = opts["action"]
-        params: dict = {}
-        if action in ("close", "archive", "delete"):
-            params["atomic"] = opts["atomic"]
-        if action == "delete":
-            params.update(soft_delete=not opts["hard"], cascade_exports=opts["cascade_exports"])
-        if action == "export":
-            params.update(format=opts["format"], include_details=opts["include_details"])
+        spec = get_action(action).params_spec
+        given = {name: opts[name] for name in action_options() if opts.get(name) is not None}
+        unused = sorted(set(given) - set(spec))
+        if unused:
+            flags = ", ".join(action_options()[name][0] for name in unused)
+            raise CommandError(f"{action} does not take {flags}.")
+        params = {name: given.get(name, param.default) for name, param in spec.items()}
         selection = (
             Selection(session_ids=opts["ids"])
             if opts["ids"]
@@ -137,18 +155,12 @@ class Command(BaseCommand):
             time.sleep(0.1)
 
     def draw(self, op: BulkOperation) -> None:
-        done = op.processed / op.total if op.total else 1.0
-        if op.is_finished:
-            done = 1.0
-        filled = int(done * BAR_WIDTH)
-        elapsed = None
-        if op.started_at:
-            end = op.finished_at or timezone.now()
-            elapsed = (end - op.started_at).total_seconds()
-        rate = op.processed / elapsed if elapsed else 0.0
-        eta = (op.total - op.processed) / rate if rate and not op.is_finished else 0.0
+        percent = progress_percent(op)
+        filled = percent * BAR_WIDTH // 100
+        rate = rate_per_second(op) or 0.0
+        eta = eta_seconds(op) or 0.0
         line = (
-            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done * 100:5.1f}% "
+            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:5.1f}% "
             f"{op.processed}/{op.total}  ok {op.succeeded}  skipped {op.skipped}  "
             f"failed {op.failed}  {rate:,.0f}/s  ETA {eta:.1f}s  {op.status:<9}"
         )
@@ -169,5 +181,5 @@ class Command(BaseCommand):
             reasons[reason] = reasons.get(reason, 0) + 1
         if reasons:
             self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
-        if op.action == "export" and op.export_file and op.status in ("completed", "partial"):
+        if get_action(op.action).produces_file and file_state(op) == "ready":
             self.stdout.write(f"File: {export_path(op.export_file).resolve()}")

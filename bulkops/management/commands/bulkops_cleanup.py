@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from bulkops.services import operations_cleanup
+from bulkops.engine import operations_cleanup
 
 
 class Command(BaseCommand):
@@ -22,20 +22,19 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--task-results-days",
-            type=float,
-            default=1.0,
-            help="Keep finished task results this many days (default: 1).",
+            type=int,
+            default=1,
+            help="Keep finished task results this many whole days (default: 1; "
+            "django-tasks-db's prune_db_task_results does the pruning).",
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would go; delete nothing."
         )
 
     def handle(self, *args, retention_days, task_results_days, dry_run, **options) -> None:
-        import datetime
-
         result = operations_cleanup(
             retention_days=retention_days,
-            task_results_after=datetime.timedelta(days=task_results_days),
+            task_results_days=task_results_days,
             dry_run=dry_run,
         )
         verb = "Would remove" if dry_run else "Removed"

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from bulkops.services import operation_reap_stale
+from bulkops.engine import operation_reap_stale
 
 
 class Command(BaseCommand):

@@ -48,7 +48,8 @@ class Command(DbWorkerCommand):
         reap_interval: float | None = None,
         **options,
     ) -> None:
-        # The library's handle, building our worker instead of its own.
+        # The library's handle builds its Worker inline, so these lines are its handle's,
+        # building ours instead (tests/worker pins the options it passes).
         self.configure_logging(verbosity)
         reload = reload and not batch
         queue_names = queue_name.split(",")

@@ -19,7 +19,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from bulkops import events
 from bulkops.exceptions import OperationNotFound
-from bulkops.selectors import operation_get_for_user, operation_representation
+from bulkops.representations import operation_representation
+from bulkops.selectors import operation_get_for_user
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403

@@ -1,8 +1,8 @@
-"""WebSocket routes (see bulkops.consumers)."""
+"""WebSocket routes (see bulkops.realtime.consumers)."""
 
 from django.urls import path, re_path
 
-from bulkops.consumers import BulkOperationsConsumer
+from bulkops.realtime.consumers import BulkOperationsConsumer
 
 websocket_urlpatterns = [
     path("ws/bulk/", BulkOperationsConsumer.as_asgi()),

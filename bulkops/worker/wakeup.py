@@ -1,15 +1,10 @@
-"""Wake idle workers the moment a task is enqueued, instead of at their next poll.
+"""The listening side of the wake-up (the enqueue side is ``bulkops.engine.queue``).
 
 django-tasks-db workers poll their queue every ``--interval`` seconds, so a new
-operation waits half an interval on average before anything runs it. Every enqueue
-(``django_tasks.signals.task_enqueued``, which fires inside the creating transaction)
-therefore also:
-
-- on commit, sets ``task_ready``, which a worker in the same process (``serve``) waits
-  on between polls;
-- on PostgreSQL, sends ``NOTIFY bulkops_tasks`` in that same transaction — PostgreSQL
-  delivers it only if and when the transaction commits — to which every ``db_worker``
-  process listens on a connection of its own (``Listener``).
+operation would wait half an interval on average before anything runs it. Every
+enqueue therefore sets ``queue.task_ready`` on commit (for a worker in the same
+process) and, on PostgreSQL, sends ``NOTIFY bulkops_tasks`` in the creating transaction,
+to which every ``db_worker`` process listens here on a connection of its own.
 
 Polling stays as the safety net: a lost notification costs one interval, nothing more.
 """
@@ -19,22 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import connection, connections, transaction
+from django.db import connection, connections
+
+from bulkops.engine.queue import WAKEUP_CHANNEL, task_ready
 
 logger = logging.getLogger("bulkops.worker")
-
-CHANNEL = "bulkops_tasks"
-
-#: Set when a task was committed to the queue; the worker clears it before each poll.
-task_ready = threading.Event()
-
-
-def on_task_enqueued(sender, task_result, **kwargs) -> None:
-    """django_tasks ``task_enqueued`` receiver (connected in ``BulkopsConfig.ready``)."""
-    transaction.on_commit(task_ready.set)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
 
 
 class Listener(threading.Thread):
@@ -61,7 +45,7 @@ class Listener(threading.Thread):
         connection.ensure_connection()
         raw = connection.connection
         raw.autocommit = True
-        raw.execute(f"LISTEN {CHANNEL}")
+        raw.execute(f"LISTEN {WAKEUP_CHANNEL}")
         self.listening.set()
         while not self.stopped.is_set():
             for _ in raw.notifies(timeout=1.0, stop_after=1):

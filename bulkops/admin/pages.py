@@ -1,0 +1,156 @@
+"""The operation pages of ``BulkOperationAdmin``: progress (live over the WebSocket,
+with a polling fallback), its JSON, cancel, retry and download."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
+
+from bulkops.actions import get_action, reasons
+from bulkops.actions.export import export_path, file_state
+from bulkops.engine import operation_cancel, operation_retry
+from bulkops.exceptions import BulkOpsError
+from bulkops.models import BulkOperation, OperationSource
+from bulkops.ratelimits import RETRY, rate_limit
+from bulkops.representations import operation_label, operation_representation, rate_per_second
+from bulkops.selectors import operations_for_admin
+
+if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
+    from django.http import HttpRequest
+
+
+def error_text(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
+    return " ".join(exc.messages)
+
+
+def progress_url(op: BulkOperation) -> str:
+    return reverse("admin:bulkops_bulkoperation_progress", args=[op.pk])
+
+
+def operation_for(request: HttpRequest, operation_id: str) -> BulkOperation:
+    """The operation if the admin shows it to the user; else 404."""
+    return get_object_or_404(operations_for_admin(user=request.user), pk=operation_id)
+
+
+def file_of(op: BulkOperation) -> str | None:
+    """The operation's file state (``file_state``), or None when it writes no file."""
+    return file_state(op) if get_action(op.action).produces_file else None
+
+
+def live_state(op: BulkOperation) -> dict[str, Any]:
+    """The operation representation plus what the page shows beside it."""
+    data = operation_representation(op)
+    data["rate"] = rate_per_second(op)
+    # The contract's /api/download/<file> (same rules as the admin's own download view).
+    data["download_link"] = data.get("download_url") if file_of(op) == "ready" else None
+    return data
+
+
+class OperationPages:
+    """The progress page, its JSON, cancel, retry and download, for BulkOperationAdmin."""
+
+    def __init__(self, modeladmin: ModelAdmin) -> None:
+        self.modeladmin = modeladmin
+
+    def progress(self, request: HttpRequest, operation_id: str) -> TemplateResponse:
+        op = operation_for(request, operation_id)
+        state = live_state(op)
+        admin = self.modeladmin
+        context = {
+            **admin.admin_site.each_context(request),
+            "title": _("%(action)s operation") % {"action": get_action(op.action).display_name},
+            "subtitle": op.pk,
+            "opts": admin.opts,
+            "operation": op,
+            "state": state,
+            "action_label": operation_label(op),
+            "can_cancel": not op.is_finished
+            and (op.user_id == request.user.pk or request.user.is_superuser),
+            "can_retry": op.is_finished
+            and op.user_id == request.user.pk
+            and op.items.filter(outcome="failed").exclude(reason=reasons.NOT_FOUND).exists(),
+            "status_url": reverse("admin:bulkops_bulkoperation_status", args=[op.pk]),
+            "detail_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk]),
+            "failed_items_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk])
+            + "?outcome=failed#items",
+            "ws_path": "/ws/bulk/",
+            "expired": file_of(op) == "expired",
+            "media": admin.media,
+        }
+        request.current_app = admin.admin_site.name
+        return TemplateResponse(request, "admin/bulkops/bulkoperation/progress.html", context)
+
+    def status(self, request: HttpRequest, operation_id: str) -> JsonResponse:
+        return JsonResponse(live_state(operation_for(request, operation_id)))
+
+    def cancel(self, request: HttpRequest, operation_id: str) -> HttpResponseRedirect:
+        op = operation_for(request, operation_id)
+        try:
+            op = operation_cancel(operation=op)
+        except BulkOpsError as exc:
+            self.modeladmin.message_user(request, exc.message, messages.WARNING)
+        else:
+            self.modeladmin.message_user(
+                request,
+                _("Cancelled.") if op.is_finished else _("Cancelling after the current chunk…"),
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(progress_url(op))
+
+    def retry(self, request: HttpRequest, operation_id: str) -> HttpResponseRedirect:
+        op = operation_for(request, operation_id)
+        if op.user_id != request.user.pk:
+            raise PermissionDenied
+        try:
+            with rate_limit(request=request, scope=RETRY):
+                new = operation_retry(operation=op, user=request.user, source=OperationSource.ADMIN)
+        except (BulkOpsError, ValidationError) as exc:
+            text = exc.message if isinstance(exc, BulkOpsError) else error_text(exc)
+            self.modeladmin.message_user(request, text, messages.ERROR)
+            return HttpResponseRedirect(progress_url(op))
+        self.modeladmin.message_user(
+            request,
+            ngettext(
+                "Retrying %(count)d failed session.",
+                "Retrying %(count)d failed sessions.",
+                new.total,
+            )
+            % {"count": new.total},
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(progress_url(new))
+
+    def download(self, request: HttpRequest, operation_id: str) -> HttpResponse:
+        op = operation_for(request, operation_id)
+        state = file_of(op)
+        if state == "expired":
+            return HttpResponse(
+                _("This export has expired; run the export again."),
+                status=410,
+                content_type="text/plain; charset=utf-8",
+            )
+        if state != "ready":
+            raise Http404
+        path = export_path(op.export_file)
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=op.export_file)
+
+    def views(self) -> dict[str, Any]:
+        return {
+            "progress": self.progress,
+            "status": self.status,
+            "cancel": require_POST(self.cancel),
+            "retry": require_POST(self.retry),
+            "download": self.download,
+        }

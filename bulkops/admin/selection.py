@@ -1,0 +1,152 @@
+"""The session changelist's rows as a selection: ticked ids, or "select all N matching"
+sent as the changelist's filter when it maps exactly onto the one ``SessionFilterSet``,
+else the matching ids read server-side — never one POST field per row."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.text import smart_split, unescape_string_literal
+from django.utils.translation import gettext as _
+
+from bulkops.engine import Selection, selection_queryset
+from bulkops.selectors import user_may_act_on_others
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+    from django.http import HttpRequest
+
+    from bulkops.actions.base import BulkAction
+    from bulkops.models import Session
+
+#: Changelist parameters that do not change which rows match.
+NEUTRAL_PARAMS = {"o", "p", "all", "e"}
+DATE_FIELD = "created_at"
+#: The admin's ``deleted`` list filter -> the selection filter's ``deleted``.
+DELETED_VALUES = {None: False, "yes": True}
+
+
+class NoEquivalent(Exception):
+    """A changelist parameter the selection filter cannot say exactly."""
+
+
+def sees_every_session(user) -> bool:
+    """Whether the session changelist shows every user's sessions (else only the user's)."""
+    return user_may_act_on_others(user, "bulkops.view_session")
+
+
+def _date_hierarchy_range(params: dict[str, str]) -> tuple[str, str]:
+    try:
+        year = int(params.pop(f"{DATE_FIELD}__year"))
+        month = int(params.pop(f"{DATE_FIELD}__month", 0)) or None
+        day = int(params.pop(f"{DATE_FIELD}__day", 0)) or None
+        start = datetime.datetime(year, month or 1, day or 1)
+    except (KeyError, ValueError, OverflowError):
+        raise NoEquivalent from None
+    if day:
+        end = start + datetime.timedelta(days=1)
+    elif month:
+        end = (start + datetime.timedelta(days=32)).replace(day=1)
+    else:
+        end = start.replace(year=year + 1)
+    tz = timezone.get_current_timezone()
+    return timezone.make_aware(start, tz).isoformat(), timezone.make_aware(end, tz).isoformat()
+
+
+def _created_range(params: dict[str, str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    if f"{DATE_FIELD}__year" in params:
+        result["created_after"], result["created_before"] = _date_hierarchy_range(params)
+    for lookup, key in (("gte", "created_after"), ("lt", "created_before")):
+        value = params.pop(f"{DATE_FIELD}__{lookup}", None)
+        if value is not None:
+            if key in result:
+                raise NoEquivalent
+            result[key] = value
+    return result
+
+
+def _search(params: dict[str, str]) -> dict[str, str]:
+    terms = list(smart_split(params.pop("q", "")))
+    if len(terms) > 1:
+        # The admin ANDs the words; the selection filter searches for the whole text.
+        raise NoEquivalent
+    if not terms:
+        return {}
+    term = terms[0]
+    if term[:1] in "\"'" and term[-1:] == term[:1]:
+        term = unescape_string_literal(term)
+    return {"search": term} if term else {}
+
+
+def _owner(params: dict[str, str]) -> dict[str, int]:
+    if "owner__id__exact" not in params:
+        return {}
+    owner = params.pop("owner__id__exact")
+    if not owner.isdigit():
+        raise NoEquivalent
+    return {"owner": int(owner)}
+
+
+def changelist_filter(request: HttpRequest) -> dict[str, Any] | None:
+    """Translate the session changelist's query string into a selection filter
+    (DESIGN §5: status, search, created_after, created_before, owner, deleted); return
+    None when some parameter has no exact equivalent."""
+    params = {k: v for k, v in request.GET.items() if k not in NEUTRAL_PARAMS}
+    if any(len(request.GET.getlist(k)) > 1 for k in params):
+        return None
+    try:
+        deleted = params.pop("deleted", None)
+        if deleted not in DELETED_VALUES:
+            raise NoEquivalent
+        result: dict[str, Any] = {"deleted": DELETED_VALUES[deleted]}
+        if "status__exact" in params:
+            result["status"] = params.pop("status__exact")
+        result |= _owner(params) | _created_range(params) | _search(params)
+    except NoEquivalent:
+        return None
+    return None if params else result
+
+
+def _ids(queryset: QuerySet[Session]) -> list[str]:
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
+
+
+def changelist_selection(
+    request: HttpRequest, queryset: QuerySet[Session], act: BulkAction
+) -> tuple[Selection, int]:
+    """The selection for the rows the action was run on, and their number.
+
+    Explicitly ticked rows are sent as ids (one page at most). "Select all N matching"
+    (``select_across``) is sent as the changelist's filter when it maps exactly — the
+    mapped filter must match the same number of rows in the action's scope — else as
+    the matching ids read here. Raise ValidationError when nothing matches or more than
+    the action's cap.
+    """
+    if request.POST.get("select_across") not in ("1", "True", "true"):
+        ids = _ids(queryset)
+        if not ids:
+            raise ValidationError(_("None of the selected sessions can be shown any more."))
+        return Selection(session_ids=ids), len(ids)
+    count = queryset.count()
+    if count > act.max_sessions:
+        raise ValidationError(
+            _(
+                "All %(count)d matching sessions were selected, but %(action)s takes at "
+                "most %(cap)d at once. Narrow the filter and try again."
+            )
+            % {"count": count, "action": act.display_name.lower(), "cap": act.max_sessions}
+        )
+    if not count:
+        raise ValidationError(_("No sessions match the filter."))
+    filters = changelist_filter(request)
+    if filters is not None and not sees_every_session(request.user):
+        filters["owner"] = request.user.pk
+    if filters is not None:
+        matched = selection_queryset(user=request.user, action=act, filters=filters)
+        if matched.count() == count:
+            return Selection(filter=filters), count
+    return Selection(session_ids=_ids(queryset)), count

@@ -1,0 +1,157 @@
+"""The session changelist, with one admin action per registered bulk action variant."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.core.exceptions import PermissionDenied
+from django.db.models.functions import Length
+from django.template.defaultfilters import filesizeformat
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+
+from bulkops.admin.actions import AdminBulkAction, admin_bulk_actions, may_run, run_bulk_action
+from bulkops.admin.base import OwnRowsAdmin
+from bulkops.admin.selection import sees_every_session
+from bulkops.models import Session
+
+
+def bulk_admin_action(spec: AdminBulkAction):
+    """An admin action (``delete_selected``-style) that runs ``spec`` in two passes."""
+
+    def action(modeladmin, request, queryset):
+        return run_bulk_action(modeladmin, request, queryset, spec)
+
+    action.__name__ = spec.name
+    description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
+    return admin.action(description=description)(action)
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    """Soft-deleted sessions stay out of the changelist unless asked for."""
+
+    title = _("deleted")
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Deleted only")), ("all", _("All, deleted too"))]
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": _("Not deleted"),
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "all":
+            return queryset
+        return queryset.filter(deleted_at__isnull=value != "yes")
+
+
+@admin.register(Session)
+class SessionAdmin(OwnRowsAdmin):
+    list_display = ("id", "title", "owner", "status", "deleted", "created_at", "size")
+    list_filter = (
+        "status",
+        DeletedFilter,
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+    )
+    search_fields = ("id", "title")
+    search_help_text = _("Search by id or title.")
+    date_hierarchy = "created_at"
+    list_select_related = ("owner",)
+    list_per_page = 100
+    #: The bulk actions come from the registry (``get_actions``), one per admin variant.
+    actions: list = []
+    fieldsets = (
+        (None, {"fields": ("id", "owner", "title", "status", "content", "metadata")}),
+        (
+            _("Lifecycle"),
+            {"fields": ("created_at", "updated_at", "closed_at", "archived_at", "deleted_at")},
+        ),
+        (_("Archive"), {"fields": ("archive_original_size", "archive_compressed_size")}),
+    )
+    readonly_fields = (
+        "updated_at",
+        "closed_at",
+        "archived_at",
+        "deleted_at",
+        "archive_original_size",
+        "archive_compressed_size",
+    )
+    raw_id_fields = ("owner",)
+
+    def get_queryset(self, request):
+        qs = (
+            super()
+            .get_queryset(request)
+            .defer("content", "archive_blob")
+            .annotate(content_length=Length("content"))
+        )
+        if sees_every_session(request.user):
+            return qs
+        return qs.filter(owner=request.user)
+
+    def get_list_filter(self, request):
+        if sees_every_session(request.user):
+            return self.list_filter
+        return tuple(f for f in self.list_filter if not isinstance(f, tuple))
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:
+            return ("id", *self.readonly_fields)
+        return self.readonly_fields
+
+    @admin.display(description=_("deleted"), boolean=True, ordering="deleted_at")
+    def deleted(self, obj: Session) -> bool:
+        return obj.deleted_at is not None
+
+    @admin.display(description=_("size"), ordering="content_length")
+    def size(self, obj: Session) -> str:
+        if obj.archive_original_size is not None and obj.status == "archived":
+            return _("%(original)s (archived: %(compressed)s)") % {
+                "original": filesizeformat(obj.archive_original_size),
+                "compressed": filesizeformat(obj.archive_compressed_size or 0),
+            }
+        return filesizeformat(obj.content_length)
+
+    # --- permissions (DESIGN §4): own sessions need none, everyone's need the model's ---
+    def may_view_others(self, request, obj) -> bool:
+        return admin.ModelAdmin.has_view_permission(self, request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        # The admin's own delete removes rows: a hard delete, outside any operation.
+        return super().has_delete_permission(request, obj) and request.user.has_perm(
+            "bulkops.hard_delete_session"
+        )
+
+    def get_actions(self, request):
+        """Every registered action's admin variants this user may run (DESIGN §4)."""
+        actions = super().get_actions(request)
+        # Django's delete_selected would remove rows outside any bulk operation.
+        actions.pop("delete_selected", None)
+        if IS_POPUP_VAR in request.GET:
+            return actions
+        for spec in admin_bulk_actions().values():
+            if may_run(request.user, spec):
+                func = bulk_admin_action(spec)
+                actions[spec.name] = (func, spec.name, func.short_description)
+        return actions
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "POST":
+            offered = self.get_actions(request)
+            known = set(admin_bulk_actions()) | {"delete_selected"}
+            if any(n in known and n not in offered for n in request.POST.getlist("action")):
+                # A forged POST for an action this user is not offered.
+                raise PermissionDenied
+        return super().changelist_view(request, extra_context)

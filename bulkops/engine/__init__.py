@@ -1,0 +1,55 @@
+"""The bulk-operation engine (DESIGN.md §3–§7), as a package.
+
+Every writer of operations — the API, the admin, the ``bulk`` command, the worker —
+goes through these functions, so eligibility, limits and records are the same
+everywhere. They take keyword-only arguments and raise Django / ``bulkops.exceptions``
+errors; the interfaces shape responses.
+"""
+
+from bulkops.engine.cleanup import CleanupResult, operations_cleanup
+from bulkops.engine.eligibility import Partition, action_build
+from bulkops.engine.executor import operation_execute
+from bulkops.engine.operations import (
+    clean_reason,
+    operation_cancel,
+    operation_create,
+    operation_replay,
+    operation_retry,
+    request_fingerprint,
+)
+from bulkops.engine.preview import ValidationResult, operation_validate
+from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
+from bulkops.engine.selection import (
+    Selection,
+    SessionFilterSet,
+    clean_session_ids,
+    parse_moment,
+    selection_queryset,
+    selection_resolve,
+    session_ids_problem,
+)
+
+__all__ = [
+    "CleanupResult",
+    "Partition",
+    "Selection",
+    "SessionFilterSet",
+    "ValidationResult",
+    "action_build",
+    "clean_reason",
+    "clean_session_ids",
+    "operation_cancel",
+    "operation_create",
+    "operation_execute",
+    "operation_hand_off",
+    "operation_reap_stale",
+    "operation_replay",
+    "operation_retry",
+    "operation_validate",
+    "operations_cleanup",
+    "parse_moment",
+    "request_fingerprint",
+    "selection_queryset",
+    "selection_resolve",
+    "session_ids_problem",
+]

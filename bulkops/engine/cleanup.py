@@ -1,0 +1,67 @@
+"""Cleanup (DESIGN §7.4): what has served its time, removed and counted."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.utils import timezone
+
+from bulkops.actions.export import export_dir, export_path
+from bulkops.conf import bulkops_settings
+from bulkops.engine.queue import prune_task_results
+from bulkops.models import FINISHED_OPERATION_STATUSES, BulkOperation
+
+#: An export's ``.part`` file untouched this long was interrupted for good.
+PART_FILE_MAX_AGE = datetime.timedelta(days=1)
+
+
+@dataclass
+class CleanupResult:
+    export_files: int = 0
+    operations: int = 0
+    task_results: int = 0
+
+
+def _stale_export_files(*, now: datetime.datetime, old_operations) -> list[Path]:
+    expired = BulkOperation.objects.filter(expires_at__lt=now).exclude(export_file="")
+    names = (old_operations.exclude(export_file="") | expired).values_list("export_file", flat=True)
+    files = [export_path(name) for name in names]
+    if export_dir().is_dir():
+        horizon = (now - PART_FILE_MAX_AGE).timestamp()
+        files += [p for p in export_dir().glob("*.part") if p.stat().st_mtime < horizon]
+    return [path for path in files if path.is_file()]
+
+
+def operations_cleanup(
+    *,
+    now: datetime.datetime | None = None,
+    retention_days: int | None = None,
+    task_results_days: int = 1,
+    dry_run: bool = False,
+) -> CleanupResult:
+    """Remove what has served its time and count it:
+
+    - export files past ``expires_at`` (the download answers 410 from then on), and
+      ``.part`` files older than a day (an export interrupted for good);
+    - finished operations (with their items and export files) finished more than
+      ``retention_days`` (default ``BULKOPS_OPERATION_RETENTION_DAYS``) ago;
+    - finished task results older than ``task_results_days``, with django-tasks-db's
+      ``prune_db_task_results`` (queued and running ones are never touched).
+    """
+    now = now or timezone.now()
+    days = bulkops_settings.OPERATION_RETENTION_DAYS if retention_days is None else retention_days
+    old = BulkOperation.objects.filter(
+        status__in=FINISHED_OPERATION_STATUSES,
+        finished_at__lt=now - datetime.timedelta(days=days),
+    )
+    files = _stale_export_files(now=now, old_operations=old)
+    result = CleanupResult(export_files=len(files), operations=old.count())
+    result.task_results = prune_task_results(min_age_days=task_results_days, dry_run=dry_run)
+    if not dry_run:
+        for path in files:
+            path.unlink(missing_ok=True)
+        while batch := list(old.values_list("pk", flat=True)[:500]):
+            BulkOperation.objects.filter(pk__in=batch).delete()
+    return result

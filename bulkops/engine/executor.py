@@ -1,0 +1,280 @@
+"""``operation_execute``: run an operation's pending items in chunks (DESIGN §7).
+
+Each chunk is one transaction that locks the operation row, re-checks eligibility
+under row locks, applies the action set-based and records outcomes per group; events
+go out after it commits. Only ``pending`` items are processed, so running this again —
+after a crash, or twice at once — never applies an item twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from django.db import connection, transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from bulkops import events
+from bulkops.actions import get_action, reasons
+from bulkops.actions.base import BulkAction
+from bulkops.actions.sql import is_postgresql
+from bulkops.conf import bulkops_settings
+from bulkops.engine.eligibility import Partition, partition, session_rows
+from bulkops.engine.outcomes import close_remaining, finalise, record, record_atomic_rollback
+from bulkops.models import (
+    FINISHED_OPERATION_STATUSES,
+    BulkOperation,
+    BulkOperationItem,
+    ItemOutcome,
+    OperationStatus,
+    Session,
+)
+from bulkops.selectors import sessions_in_scope
+
+logger = logging.getLogger("bulkops.engine")
+
+#: Why an execution stopped between chunks (None: it ran to the end).
+CANCELLED, TIMEOUT, SHUTDOWN, ROLLED_BACK = "cancelled", "timeout", "shutdown", "rolled_back"
+
+
+class AtomicRollback(Exception):
+    """Raised inside an all-or-nothing operation to undo every chunk."""
+
+    def __init__(self, failures: dict[str, list[str]]) -> None:
+        super().__init__("atomic operation rolled back")
+        self.failures = failures
+
+
+# --- one chunk ----------------------------------------------------------------------------
+def _next_chunk(op: BulkOperation) -> list[str]:
+    return list(
+        BulkOperationItem.objects.filter(operation=op, outcome=ItemOutcome.PENDING)
+        .order_by("session_id")
+        .values_list("session_id", flat=True)[: bulkops_settings.CHUNK_SIZE]
+    )
+
+
+def _run_chunk(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> Partition | None:
+    """One chunk in the caller's transaction: lock, re-check, apply, record. Return None
+    when there is nothing left (or the operation was finished meanwhile)."""
+    if is_postgresql():
+        # A chunk's commit is a checkpoint, not a promise to anyone: if PostgreSQL
+        # itself crashes, the chunk's session changes, item outcomes and counters are
+        # lost together (one transaction) and the resumed run does them again. So it
+        # need not wait for the WAL flush. The final commit (finalise) does wait, and
+        # flushing it flushes every earlier chunk too (WAL is written in order).
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    status = (
+        BulkOperation.objects.select_for_update().values_list("status", flat=True).get(pk=op.pk)
+    )
+    if status in FINISHED_OPERATION_STATUSES:
+        return None
+    ids = _next_chunk(op)
+    if not ids:
+        return None
+    now = timezone.now()
+    rows = session_rows(action=act, scope=scope, ids=ids, lock=True)
+    part = partition(action=act, ids=ids, rows=rows)
+    act.apply(ids=part.eligible, operation=op, now=now)
+    record(op, part, now)
+    return part
+
+
+class _Publisher:
+    """Publishes after each committed chunk, coalescing progress to ~10 events/s."""
+
+    MIN_INTERVAL = 0.1
+
+    def __init__(self, op: BulkOperation, act: BulkAction) -> None:
+        self.op = op
+        self.act = act
+        self.last = float("-inf")  # the first chunk always reports
+
+    def chunk(self, part: Partition) -> None:
+        if part.eligible:
+            events.publish_sessions_updated(self.op, part.eligible, str(self.act.result_status))
+        now = time.monotonic()
+        if now - self.last >= self.MIN_INTERVAL:
+            self.last = now
+            self.op.refresh_from_db()
+            events.publish_operation(self.op, "bulk_operation_progress")
+
+
+FINAL_EVENTS = {
+    OperationStatus.COMPLETED: "bulk_operation_completed",
+    OperationStatus.PARTIAL: "bulk_operation_completed",
+    OperationStatus.FAILED: "bulk_operation_failed",
+    OperationStatus.CANCELLED: "bulk_operation_cancelled",
+}
+
+
+# --- start and stop -------------------------------------------------------------------------
+def _give_up(op: BulkOperation) -> None:
+    close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.INTERNAL_ERROR)
+    finalise(
+        op,
+        status=OperationStatus.FAILED,
+        error=f"Gave up after {op.attempts} attempts: the worker running it "
+        "stopped without finishing each time.",
+    )
+    transaction.on_commit(lambda: events.publish_operation(op, "bulk_operation_failed"))
+
+
+def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
+    """Claim the operation for this execution; return (op, first_attempt) or None when
+    there is nothing to do (finished) or it crashed too often (then it is failed)."""
+    with transaction.atomic():
+        op = BulkOperation.objects.select_for_update().filter(pk=operation_id).first()
+        if op is None or op.is_finished:
+            return None
+        if op.attempts >= bulkops_settings.MAX_ATTEMPTS:
+            _give_up(op)
+            return None
+        first = op.attempts == 0
+        if get_action(op.action).read_only and not first:
+            # A read-only action (export) keeps nothing between attempts: start over.
+            BulkOperationItem.objects.filter(operation=op).update(
+                outcome=ItemOutcome.PENDING, reason="", message=""
+            )
+            BulkOperation.objects.filter(pk=op.pk).update(
+                processed=0, succeeded=0, skipped=0, failed=0, cancelled=0
+            )
+        now = timezone.now()
+        BulkOperation.objects.filter(pk=op.pk).update(
+            status=OperationStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=op.started_at or now,
+            heartbeat_at=now,
+            version=F("version") + 1,
+        )
+        op.refresh_from_db()
+    return op, first
+
+
+def _stop_reason(op: BulkOperation, should_stop: Callable[[], bool] | None) -> str | None:
+    """Between chunks: CANCELLED, TIMEOUT, SHUTDOWN or None."""
+    fresh = BulkOperation.objects.filter(pk=op.pk).values("cancel_requested", "started_at").get()
+    if fresh["cancel_requested"]:
+        return CANCELLED
+    limit = bulkops_settings.OPERATION_TIMEOUT_SECONDS
+    if fresh["started_at"] and (timezone.now() - fresh["started_at"]).total_seconds() > limit:
+        return TIMEOUT
+    if should_stop is not None and should_stop():
+        return SHUTDOWN
+    return None
+
+
+# --- the two modes ----------------------------------------------------------------------------
+def _execute_chunks(op, act, scope, publisher, should_stop) -> str | None:
+    while True:
+        stop = _stop_reason(op, should_stop)
+        if stop:
+            return stop
+        with transaction.atomic():
+            part = _run_chunk(op, act, scope)
+        if part is None:
+            return None
+        publisher.chunk(part)
+
+
+def _execute_atomic(op, act, scope) -> str | None:
+    """All chunks in one transaction; any failed item undoes every change."""
+    failures: dict[str, list[str]] = defaultdict(list)
+    try:
+        with transaction.atomic():
+            while (part := _run_chunk(op, act, scope)) is not None:
+                for reason, ids in part.failed.items():
+                    failures[reason].extend(ids)
+            if failures:
+                raise AtomicRollback(failures)
+    except AtomicRollback:
+        with transaction.atomic():
+            op.error = record_atomic_rollback(op, failures)
+        return ROLLED_BACK
+    return None
+
+
+# --- finishing --------------------------------------------------------------------------------
+def _abort_quietly(act: BulkAction, op: BulkOperation) -> None:
+    """``act.abort`` must never keep an operation from ending: its failure is logged."""
+    try:
+        act.abort(op)
+    except Exception:
+        logger.exception("abort hook of %s failed", op.pk)
+
+
+def _conclude(op: BulkOperation, act: BulkAction, stop: str | None) -> None:
+    """Finish the operation the way the execution ended (in one transaction)."""
+    with transaction.atomic():
+        if stop in (CANCELLED, TIMEOUT):
+            _abort_quietly(act, op)
+            reason = reasons.CANCELLED if stop == CANCELLED else reasons.TIMEOUT
+            close_remaining(op, outcome=ItemOutcome.CANCELLED, reason=reason)
+            message = (
+                "Cancelled on request."
+                if stop == CANCELLED
+                else f"timeout: stopped after {bulkops_settings.OPERATION_TIMEOUT_SECONDS} s."
+            )
+            finalise(op, status=OperationStatus.CANCELLED, error=message)
+        elif stop == ROLLED_BACK:
+            _abort_quietly(act, op)
+            finalise(op, status=OperationStatus.FAILED, error=op.error)
+        else:
+            op.refresh_from_db()
+            if not op.is_finished:
+                act.finish(op)
+                finalise(op)
+
+
+def _fail(op: BulkOperation, act: BulkAction, exc: Exception) -> None:
+    """A fatal error: chunks already committed stay; the rest fail ``internal_error``
+    and the operation fails at once with the cause."""
+    logger.exception("operation %s stopped on an internal error", op.pk)
+    _abort_quietly(act, op)
+    with transaction.atomic():
+        close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.INTERNAL_ERROR)
+        finalise(
+            op,
+            status=OperationStatus.FAILED,
+            error=f"Internal error ({type(exc).__name__}: {str(exc)[:300]}); sessions "
+            "already processed keep their outcome, the rest were not touched.",
+        )
+
+
+def operation_execute(
+    *, operation_id: str, should_stop: Callable[[], bool] | None = None
+) -> BulkOperation | None:
+    """Run the operation's pending items in chunks until done, cancelled or timed out.
+
+    Each chunk is one transaction (all chunks one transaction when ``atomic``).
+    ``should_stop`` is asked between chunks (a worker shutting down): when it answers
+    True the operation is left ``running`` for the next worker to resume. Return the
+    operation, or None if it does not exist.
+    """
+    started = _start(operation_id)
+    if started is None:
+        return BulkOperation.objects.filter(pk=operation_id).first()
+    op, first = started
+    if first:
+        events.publish_operation(op, "bulk_operation_started")
+    act = get_action(op.action)(user=op.user, params=op.params)
+    scope = sessions_in_scope(user=op.user, action=act)
+    try:
+        act.begin(op)
+        if act.atomic:
+            stop = _execute_atomic(op, act, scope)
+        else:
+            stop = _execute_chunks(op, act, scope, _Publisher(op, act), should_stop)
+        if stop == SHUTDOWN:
+            logger.info("operation %s left to resume after worker shutdown", op.pk)
+            return op
+        _conclude(op, act, stop)
+    except Exception as exc:
+        _fail(op, act, exc)
+    op.refresh_from_db()
+    events.publish_operation(op, FINAL_EVENTS[op.status])
+    return op

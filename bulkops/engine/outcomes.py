@@ -1,0 +1,92 @@
+"""Item outcomes and operation counters, written per outcome group (never per row)."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.db.models import F
+from django.utils import timezone
+
+from bulkops.actions import reasons
+from bulkops.actions.sql import AnyOf
+from bulkops.engine.eligibility import Partition
+from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationStatus
+
+
+def final_status(op: BulkOperation) -> str:
+    """DESIGN §3: ``failed`` when every item failed, ``partial`` when some did,
+    ``completed`` otherwise (all-skipped is completed)."""
+    if op.failed and not (op.succeeded or op.skipped):
+        return OperationStatus.FAILED
+    if op.failed:
+        return OperationStatus.PARTIAL
+    return OperationStatus.COMPLETED
+
+
+def close_remaining(op: BulkOperation, *, outcome: str, reason: str) -> int:
+    """End every still-pending item of ``op`` with ``outcome``/``reason``; count them."""
+    n = BulkOperationItem.objects.filter(operation=op, outcome=ItemOutcome.PENDING).update(
+        outcome=outcome, reason=reason, message=reasons.message_for(reason)
+    )
+    if n:
+        counter = "cancelled" if outcome == ItemOutcome.CANCELLED else "failed"
+        BulkOperation.objects.filter(pk=op.pk).update(
+            processed=F("processed") + n, **{counter: F(counter) + n}
+        )
+    return n
+
+
+def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -> None:
+    """Mark ``op`` finished (with ``status``, or the one its counters give) and reload it."""
+    op.refresh_from_db()
+    now = timezone.now()
+    BulkOperation.objects.filter(pk=op.pk).update(
+        status=status or final_status(op),
+        error=error,
+        finished_at=now,
+        heartbeat_at=now,
+        started_at=op.started_at or now,
+        version=F("version") + 1,
+    )
+    op.refresh_from_db()
+
+
+def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
+    """Write one chunk's item outcomes per outcome group and bump the counters."""
+    groups: list[tuple[str, str, list[str]]] = []
+    if part.eligible:
+        groups.append((ItemOutcome.SUCCEEDED, "", part.eligible))
+    groups += [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
+    groups += [(ItemOutcome.FAILED, r, ids) for r, ids in part.failed.items()]
+    for outcome, reason, ids in groups:
+        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
+            outcome=outcome, reason=reason, message=reasons.message_for(reason) if reason else ""
+        )
+    n_ok, n_skip, n_fail = len(part.eligible), part.skipped_count, part.failed_count
+    BulkOperation.objects.filter(pk=op.pk).update(
+        processed=F("processed") + n_ok + n_skip + n_fail,
+        succeeded=F("succeeded") + n_ok,
+        skipped=F("skipped") + n_skip,
+        failed=F("failed") + n_fail,
+        version=F("version") + 1,
+        heartbeat_at=now,
+    )
+
+
+def record_atomic_rollback(op: BulkOperation, failures: dict[str, list[str]]) -> str:
+    """After an all-or-nothing operation rolled back: the culprits keep their reason,
+    every other item fails ``atomic_rollback``. Return the operation's error text."""
+    culprits = 0
+    for reason, ids in failures.items():
+        culprits += len(ids)
+        BulkOperationItem.objects.filter(operation=op, session_id__in=ids).update(
+            outcome=ItemOutcome.FAILED, reason=reason, message=reasons.message_for(reason)
+        )
+    close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.ATOMIC_ROLLBACK)
+    BulkOperation.objects.filter(pk=op.pk).update(
+        processed=op.total, failed=op.total, succeeded=0, skipped=0
+    )
+    return (
+        f"All-or-nothing operation rolled back: {culprits} of {op.total} sessions "
+        "could not be processed; nothing was changed."
+    )

@@ -1,0 +1,268 @@
+"""What a bulk request targets: an explicit id list, or a filter ("select all that match").
+
+The one home of three rules every interface shares:
+
+- ``clean_session_ids`` — the one session-id list validator (the API's field calls it);
+- ``parse_moment`` — the one ISO 8601 date/date-time parser;
+- ``SessionFilterSet`` — the one filter of sessions: the API's session list, filter
+  selections (API, CLI) and the admin's "select all N matching" all go through it, so a
+  filter means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+
+from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
+from bulkops.selectors import sessions_in_scope
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from bulkops.actions.base import BulkAction
+
+SESSION_ID_RE = re.compile(SESSION_ID_REGEX)
+FILTER_KEYS = ("status", "search", "created_after", "created_before", "owner", "deleted")
+MAX_SEARCH_LENGTH = 200
+MAX_OWNER_LENGTH = 150
+#: Larger numbers cannot be a primary key (bigint): such an ``owner`` is a username.
+MAX_OWNER_ID = 2**63 - 1
+BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Exactly one of an explicit id list or a filter ("select all that match")."""
+
+    session_ids: list[str] | None = None
+    filter: dict[str, Any] | None = None
+
+
+# --- ids ------------------------------------------------------------------------------------
+def _duplicates(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    duplicates: dict[str, None] = {}
+    for sid in ids:
+        if sid in seen:
+            duplicates[sid] = None
+        seen.add(sid)
+    return list(duplicates)
+
+
+def session_ids_problem(session_ids: Any, *, cap: int) -> str | None:
+    """What is wrong with ``session_ids`` in one sentence a person can act on, or None:
+    1…``cap`` distinct strings of the id format (DESIGN §5)."""
+    if not isinstance(session_ids, list):
+        return "Must be a list of session id strings."
+    if not session_ids:
+        return "Select at least one session."
+    if len(session_ids) > cap:
+        return f"At most {cap} sessions per operation; got {len(session_ids)}."
+    positions = [i for i, sid in enumerate(session_ids) if not isinstance(sid, str)]
+    if positions:
+        return f"Every id must be a string; positions {positions[:10]} are not."
+    malformed = [sid for sid in session_ids if not SESSION_ID_RE.fullmatch(sid)]
+    if malformed:
+        shown = ", ".join(repr(sid[:70]) for sid in malformed[:5])
+        return (
+            f"Malformed session ids ({len(malformed)}): {shown}. An id is 1–64 letters, "
+            "digits, '_' or '-', starting with a letter or digit."
+        )
+    duplicates = _duplicates(session_ids)
+    if duplicates:
+        return f"Duplicate session ids: {', '.join(duplicates[:20])}."
+    return None
+
+
+def clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
+    """Return the ids as a list; raise ValidationError naming what is wrong."""
+    problem = session_ids_problem(session_ids, cap=cap)
+    if problem:
+        raise ValidationError({"session_ids": problem})
+    return list(session_ids)
+
+
+# --- dates ----------------------------------------------------------------------------------
+def parse_moment(value: Any) -> datetime.datetime | None:
+    """An ISO 8601 date (midnight UTC) or date-time, as an aware UTC datetime; None when
+    ``value`` is not one. UTC because PostgreSQL refuses some offsets ISO 8601 allows."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = parse_datetime(value)
+        if moment is None:
+            day = parse_date(value)
+            if day is None:
+                return None
+            moment = datetime.datetime.combine(day, datetime.time.min)
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, datetime.UTC)
+        return moment.astimezone(datetime.UTC)
+    except (ValueError, OverflowError):
+        return None  # well-formed but impossible, e.g. 2024-02-30
+
+
+class MomentField(forms.Field):
+    default_error_messages = {"invalid": "Must be an ISO 8601 date or date-time."}
+
+    def to_python(self, value: Any) -> datetime.datetime | None:
+        if value in self.empty_values:
+            return None
+        moment = parse_moment(value)
+        if moment is None:
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return moment
+
+
+class MomentFilter(django_filters.Filter):
+    field_class = MomentField
+
+
+# --- the one filter -------------------------------------------------------------------------
+class SessionFilterSet(django_filters.FilterSet):
+    """``status`` (one or more), ``search`` (title or id, case-insensitive),
+    ``created_after`` (inclusive), ``created_before`` (exclusive), ``owner`` (a user id
+    *or* username: a number matches the user with that id and the user with that
+    username), ``deleted`` (``true``: only soft-deleted; ``false``: only live; absent:
+    ``deleted_default``), ``ordering`` (the list only)."""
+
+    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices)
+    search = django_filters.CharFilter(
+        method="filter_search", max_length=MAX_SEARCH_LENGTH, strip=False
+    )
+    created_after = MomentFilter(field_name="created_at", lookup_expr="gte")
+    created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
+    owner = django_filters.CharFilter(method="filter_owner", max_length=MAX_OWNER_LENGTH)
+    deleted = django_filters.ChoiceFilter(choices=BOOLEAN_CHOICES, method="filter_deleted")
+    ordering = django_filters.OrderingFilter(
+        fields=("created_at", "updated_at", "title", "status", "id")
+    )
+
+    class Meta:
+        model = Session
+        fields: list[str] = []
+
+    def __init__(self, *args: Any, deleted_default: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deleted_default = deleted_default
+
+    def filter_search(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        return qs.filter(Q(title__icontains=value) | Q(id__icontains=value))
+
+    def filter_owner(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        if value.isascii() and value.isdigit() and int(value) <= MAX_OWNER_ID:
+            return qs.filter(Q(owner_id=int(value)) | Q(owner__username=value))
+        return qs.filter(owner__username=value)
+
+    def filter_deleted(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
+        return qs  # applied in filter_queryset, which also covers the default
+
+    def filter_queryset(self, queryset: QuerySet[Session]) -> QuerySet[Session]:
+        queryset = super().filter_queryset(queryset)
+        value = self.form.cleaned_data.get("deleted")
+        deleted = self.deleted_default if value in (None, "") else value == "true"
+        return queryset.filter(deleted_at__isnull=not deleted)
+
+
+def _filter_value(key: str, value: Any) -> Any:
+    """A selection filter's JSON value as the FilterSet's form data."""
+    if key == "status":
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            raise ValidationError(
+                {"filter.status": f"Must be one of: {', '.join(SessionStatus.values)}."}
+            )
+        return values
+    if key == "deleted":
+        if not isinstance(value, bool):
+            raise ValidationError({"filter.deleted": "Must be true or false."})
+        return "true" if value else "false"
+    if key == "owner":
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            raise ValidationError({"filter.owner": "Must be a user id or username."})
+        return str(value)
+    if not isinstance(value, str):
+        raise ValidationError({f"filter.{key}": "Must be text."})
+    return value
+
+
+def filter_data(filters: Any) -> dict[str, Any]:
+    """A selection filter (``{status, search, created_after, created_before, owner,
+    deleted}``) as ``SessionFilterSet`` data; raise ValidationError on unknown keys or
+    values of the wrong type (a value that would silently widen the selection — an empty
+    status list, an empty owner — is refused, not ignored)."""
+    if not isinstance(filters, dict):
+        raise ValidationError({"filter": "Must be an object."})
+    unknown = sorted(set(map(str, filters)) - set(FILTER_KEYS))
+    if unknown:
+        raise ValidationError(
+            {
+                "filter": f"Unknown filter keys: {', '.join(unknown)}. "
+                f"Allowed: {', '.join(sorted(FILTER_KEYS))}."
+            }
+        )
+    return {k: _filter_value(k, v) for k, v in filters.items() if v is not None}
+
+
+def sessions_matching(
+    queryset: QuerySet[Session], *, filters: Any, deleted_default: bool
+) -> QuerySet[Session]:
+    """``queryset`` narrowed by a selection filter; raise ValidationError naming
+    ``filter.<key>`` for a bad value."""
+    filterset = SessionFilterSet(
+        filter_data(filters), queryset=queryset, deleted_default=deleted_default
+    )
+    if not filterset.is_valid():
+        raise ValidationError(
+            {f"filter.{key}": list(messages) for key, messages in filterset.errors.items()}
+        )
+    return filterset.qs
+
+
+def selection_queryset(
+    *, user: AbstractBaseUser, action: BulkAction, filters: Any
+) -> QuerySet[Session]:
+    """The sessions a filter selects for ``action``: within the user's scope (DESIGN §4)."""
+    return sessions_matching(
+        sessions_in_scope(user=user, action=action),
+        filters=filters,
+        deleted_default=action.filter_deleted,
+    )
+
+
+def selection_resolve(
+    *, user: AbstractBaseUser, action: BulkAction, selection: Selection
+) -> list[str]:
+    """Return the targeted session ids (order kept for id lists); raise ValidationError
+    when the selection is malformed, empty or over the action's cap."""
+    has_ids = selection.session_ids is not None
+    if has_ids == (selection.filter is not None):
+        raise ValidationError(
+            {"non_field_errors": "Give exactly one of 'session_ids' or 'filter'."}
+        )
+    cap = action.max_sessions
+    if has_ids:
+        return clean_session_ids(selection.session_ids, cap=cap)
+    qs = selection_queryset(user=user, action=action, filters=selection.filter)
+    ids = list(qs.order_by("id").values_list("id", flat=True)[: cap + 1])
+    if len(ids) > cap:
+        raise ValidationError(
+            {
+                "filter": f"The filter matches {qs.count()} sessions; the cap for "
+                f"{action.action_type} is {cap}. Narrow the filter."
+            },
+            code="too_many",
+        )
+    if not ids:
+        raise ValidationError({"filter": "No sessions match the filter."}, code="empty")
+    return ids

@@ -1,0 +1,1 @@
+"""The WebSocket interface: the consumer (authenticate, authorise, relay) and its routes."""
