@@ -20,10 +20,12 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine import Selection, operation_create
+from bulkops.engine.queue import delete_operation_tasks, operation_tasks
 from bulkops.models import (
     BulkOperation,
     OperationSource,
@@ -32,7 +34,7 @@ from bulkops.models import (
     SessionStatus,
 )
 from bulkops.seeding import WORDS, content_text, make_corpus
-from bulkops.services import Selection, operation_create
+from bulkops.worker import WorkerThread, make_worker
 
 CONTENT_BYTES = 2000
 #: Every n-th session has one export (hard delete with cascade removes them too).
@@ -215,14 +217,11 @@ class BenchData:
 
     def cleanup(self) -> None:
         """Delete the benchmark owner, its operations (and their task rows) and sessions."""
-        from django_tasks_db.models import DBTaskResult
-
         if self.owner is None:
             return
         op_ids = list(BulkOperation.objects.filter(user=self.owner).values_list("pk", flat=True))
         for start in range(0, len(op_ids), 500):
-            batch = op_ids[start : start + 500]
-            DBTaskResult.objects.filter(args_kwargs__kwargs__operation_id__in=batch).delete()
+            delete_operation_tasks(op_ids[start : start + 500])
         BulkOperation.objects.filter(user=self.owner).delete()
         SessionExport.objects.filter(session__owner=self.owner).delete()
         Session.objects.filter(owner=self.owner)._raw_delete(connection.alias)
@@ -272,28 +271,20 @@ class EngineRun:
     pickup_ms: float | None
 
 
-class WorkerThread(threading.Thread):
-    """The deployed worker loop (``make_worker``) on a thread, stoppable without touching
-    the engine's process-wide shutdown flag."""
+class BenchWorkerThread(WorkerThread):
+    """The deployed worker loop on a thread, as ``serve`` runs it; an error that ends it
+    is kept for the waiting thread to raise."""
 
     def __init__(self, interval: float) -> None:
-        from bulkops.worker import make_worker
-
-        super().__init__(name="bulkops-bench-worker", daemon=True)
-        self.worker = make_worker(interval=interval)
+        super().__init__(interval=interval)
+        self.name = "bulkops-bench-worker"
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.worker.run()
+            super().run()
         except BaseException as exc:  # surfaced by the waiting thread
             self.error = exc
-        finally:
-            connections.close_all()
-
-    def stop(self) -> None:
-        self.worker.running = False
-        self.join(timeout=60)
 
 
 class EngineRunner:
@@ -304,7 +295,7 @@ class EngineRunner:
         self.owner = owner
         self.mode = mode
         self.export_dir = export_dir
-        self.worker: WorkerThread | None = None
+        self.worker: BenchWorkerThread | None = None
         self._finished = threading.Event()
 
     def start(self) -> None:
@@ -313,14 +304,14 @@ class EngineRunner:
         if self.mode == "inline":
             return
         task_finished.connect(self._on_task_finished, dispatch_uid="bulkops-bench")
-        self.worker = WorkerThread(bulkops_settings.WORKER_INTERVAL)
+        self.worker = BenchWorkerThread(bulkops_settings.WORKER_INTERVAL)
         self.worker.start()
 
     def stop(self) -> None:
         from django_tasks.signals import task_finished
 
         if self.worker is not None:
-            self.worker.stop()
+            self.worker.stop(timeout=60)
             self.worker = None
         task_finished.disconnect(dispatch_uid="bulkops-bench")
 
@@ -329,10 +320,8 @@ class EngineRunner:
 
     def _wait(self, op: BulkOperation) -> BulkOperation:
         if self.mode == "inline":
-            from bulkops.worker import make_worker
-
             worker = make_worker(interval=0)
-            worker.batch = True  # run what is queued, then return
+            worker.exit_when_empty = True  # run what is queued, then return (``--batch``)
             worker.run()
             op.refresh_from_db()
             return op
@@ -375,13 +364,7 @@ class EngineRunner:
 
 
 def _pickup_ms(op: BulkOperation) -> float | None:
-    from django_tasks_db.models import DBTaskResult
-
-    task = (
-        DBTaskResult.objects.filter(args_kwargs__kwargs__operation_id=op.pk)
-        .values("enqueued_at")
-        .first()
-    )
+    task = operation_tasks(op.pk).values("enqueued_at").first()
     if task is None:
         return None
     return (op.started_at - task["enqueued_at"]).total_seconds() * 1000
