@@ -33,11 +33,13 @@ class RequestSizeLimitMiddleware:
 
     @staticmethod
     def too_large(limit: int) -> JsonResponse:
-        return JsonResponse(
-            {
-                "detail": f"Request body too large: the limit is {limit} bytes.",
-                "code": "request_too_large",
-                "max_bytes": limit,
-            },
-            status=413,
-        )
+        return JsonResponse(too_large_body(limit), status=413)
+
+
+def too_large_body(limit: int) -> dict:
+    """The JSON of every 413 (this middleware's, and the API's for RequestDataTooBig)."""
+    return {
+        "detail": f"Request body too large: the limit is {limit} bytes.",
+        "code": "request_too_large",
+        "max_bytes": limit,
+    }

@@ -1,8 +1,8 @@
 """Turn the services' errors into DRF responses (DESIGN §5): always a 4xx a person can
 act on, never a 500.
 
-- ``RateLimited`` (and ``TooManyActiveOperations``), django-ratelimit's ``Ratelimited``,
-  DRF's ``Throttled`` → 429 with ``Retry-After`` and a JSON body;
+- ``RateLimited`` (and ``TooManyActiveOperations``), DRF's ``Throttled`` → 429 with
+  ``Retry-After`` and a JSON body;
 - Django ``ValidationError`` → 400 with field errors;
 - ``OperationNotFound`` → 404; ``OperationConflict`` → 409; ``IdempotencyConflict`` → 422;
 - Django ``RequestDataTooBig`` (a body read past ``DATA_UPLOAD_MAX_MEMORY_SIZE``) → 413;
@@ -15,7 +15,6 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django_ratelimit.exceptions import Ratelimited
 from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 from rest_framework.response import Response
@@ -29,6 +28,7 @@ from bulkops.exceptions import (
     RateLimited,
     TooManyActiveOperations,
 )
+from bulkops.middleware import too_large_body
 
 
 class Gone(APIException):
@@ -61,22 +61,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             else ("rate_limited")
         )
         return _too_many(exc.message, code, exc.retry_after)
-    if isinstance(exc, Ratelimited):
-        # Raised by django-ratelimit's decorator; our views use bulkops.ratelimits, which
-        # knows the window, so this only answers for code that does not.
-        return _too_many("Rate limit exceeded. Try again shortly.", "rate_limited", 60)
     if isinstance(exc, Throttled):
         return _too_many(str(exc.detail), "rate_limited", int(exc.wait or 1))
     if isinstance(exc, DjangoValidationError):
         return Response(_validation_detail(exc), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, RequestDataTooBig):
-        limit = bulkops_settings.MAX_REQUEST_BYTES
         return Response(
-            {
-                "detail": f"Request body too large: the limit is {limit} bytes.",
-                "code": "request_too_large",
-                "max_bytes": limit,
-            },
+            too_large_body(bulkops_settings.MAX_REQUEST_BYTES),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, OperationNotFound):

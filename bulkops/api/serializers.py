@@ -242,27 +242,32 @@ def input_serializer_for(action: type[BulkAction]) -> type[SelectionInputSeriali
     return type(name, (SelectionInputSerializer,), attrs)
 
 
-def validate_input_serializer() -> type[SelectionInputSerializer]:
-    """The body of validate: a selection, the action, and any action's parameters
-    (each optional; the engine refuses those the action does not take)."""
+def validate_param_fields() -> dict[str, serializers.Field]:
+    """Every registered action's parameters, each optional (the engine refuses those the
+    action at hand does not take), with the actions that take it as help."""
     params: dict[str, tuple[Param, list[str]]] = {}
     for action_type, action in registered_actions().items():
         for name, param in action.params_spec.items():
             params.setdefault(name, (param, []))[1].append(action_type)
-    fields = {
+    return {
         name: param_field(param, required=False, help_text=f"{', '.join(used)} only")
         for name, (param, used) in params.items()
     }
-    attrs = {
-        "action": StrictChoiceField(choices=tuple(registered_actions())),
-        **fields,
-        "param_fields": tuple(fields),
-        "__module__": __name__,
-    }
-    return type("ValidateInputSerializer", (SelectionInputSerializer,), attrs)
 
 
-ValidateInputSerializer = validate_input_serializer()
+class ValidateInputSerializer(SelectionInputSerializer):
+    """The body of validate: a selection, the action, and any action's parameters —
+    read from the registry when the serializer is built, so a new action is in it."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["action"] = StrictChoiceField(choices=tuple(registered_actions()))
+        fields.update(validate_param_fields())
+        return fields
+
+    @property
+    def param_fields(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(validate_param_fields())
 
 
 # --- outputs -----------------------------------------------------------------------------

@@ -23,7 +23,13 @@ from bulkops.actions.base import BulkAction
 from bulkops.actions.sql import is_postgresql
 from bulkops.conf import bulkops_settings
 from bulkops.engine.eligibility import Partition, partition, session_rows
-from bulkops.engine.outcomes import close_remaining, finalise, record, record_atomic_rollback
+from bulkops.engine.outcomes import (
+    close_remaining,
+    fail_rest,
+    finalise,
+    record,
+    record_atomic_rollback,
+)
 from bulkops.models import (
     FINISHED_OPERATION_STATUSES,
     BulkOperation,
@@ -114,10 +120,8 @@ FINAL_EVENTS = {
 
 # --- start and stop -------------------------------------------------------------------------
 def _give_up(op: BulkOperation) -> None:
-    close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.INTERNAL_ERROR)
-    finalise(
+    fail_rest(
         op,
-        status=OperationStatus.FAILED,
         error=f"Gave up after {op.attempts} attempts: the worker running it "
         "stopped without finishing each time.",
     )
@@ -236,10 +240,8 @@ def _fail(op: BulkOperation, act: BulkAction, exc: Exception) -> None:
     logger.exception("operation %s stopped on an internal error", op.pk)
     _abort_quietly(act, op)
     with transaction.atomic():
-        close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.INTERNAL_ERROR)
-        finalise(
+        fail_rest(
             op,
-            status=OperationStatus.FAILED,
             error=f"Internal error ({type(exc).__name__}: {str(exc)[:300]}); sessions "
             "already processed keep their outcome, the rest were not touched.",
         )

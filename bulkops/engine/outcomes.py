@@ -51,6 +51,13 @@ def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -
     op.refresh_from_db()
 
 
+def fail_rest(op: BulkOperation, *, error: str) -> None:
+    """A fatal end: every still-pending item fails ``internal_error``; the operation is
+    ``failed`` with ``error``."""
+    close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.INTERNAL_ERROR)
+    finalise(op, status=OperationStatus.FAILED, error=error)
+
+
 def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
     """Write one chunk's item outcomes per outcome group and bump the counters."""
     groups: list[tuple[str, str, list[str]]] = []
