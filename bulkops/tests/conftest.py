@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 
 from bulkops.models import Session, SessionExport, SessionStatus
-from bulkops.tests.test_integration_support import worlds
+from bulkops.tests.support.processes import worlds
 
 
 @pytest.fixture(autouse=True)
@@ -23,9 +23,9 @@ def _isolated_exports_and_counters(tmp_path, settings):
 
 @pytest.fixture
 def world(tmp_path):
-    """The real-process tests' (test_integration_*.py) ``world(postgres=…, redis=…, **env)``
-    → (database, processes), torn down after the test: see ``test_integration_support.worlds``.
-    (test_api_actions and test_cleanup define a ``world`` fixture of their own.)"""
+    """The real-process tests' (integration/) ``world(postgres=…, redis=…, **env)``
+    → (database, processes), torn down after the test: see ``support.processes.worlds``.
+    (api/test_actions.py and engine/test_cleanup.py define a ``world`` fixture of their own.)"""
     yield from worlds(tmp_path)
 
 

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from bulkops import events
 from bulkops.engine import Selection, executor, operation_create
-from bulkops.tests.helpers import assert_counters_add_up, execute, free_port
+from bulkops.tests.support.helpers import assert_counters_add_up, execute, free_port
 from bulkops.worker import WorkerThread
 from project.asgi import application
 

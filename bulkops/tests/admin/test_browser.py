@@ -1,0 +1,361 @@
+"""The admin end to end in a real browser: Debian's Chromium driven by Playwright against
+``manage.py serve`` on a temporary SQLite database.
+
+The server runs without its in-process worker; the test starts ``db_worker`` once the
+progress page is on screen, so the page is seen going from pending to 100 % live (the
+WebSocket, or the polling fallback) — never by a reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bulkops.tests.support.helpers import REDIS_URL, free_port, port_open, redis_available, require
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[3]
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "browser-test-pw-1"
+QUARTERLY = 133  # more than a changelist page (100), so "Select all 133" is offered
+
+SETUP = f"""
+import datetime
+from django.contrib.auth.models import Permission, User
+from django.utils import timezone
+from bulkops.models import Session
+
+ada = User.objects.create_user("ada", password={PASSWORD!r}, is_staff=True)
+ada.user_permissions.set(Permission.objects.filter(
+    content_type__app_label="bulkops",
+    codename__in=["view_session", "change_session", "delete_session"],
+))
+now = timezone.now()
+rows = [Session(id="q-processing", owner=ada, title="Quarterly report (pipeline running)",
+                status="processing", content="x" * 4000, created_at=now)]
+rows += [Session(id=f"q-archived-{{i}}", owner=ada, title=f"Quarterly report, archived {{i}}",
+                 status="archived", created_at=now - datetime.timedelta(minutes=1 + i))
+         for i in range(2)]
+rows += [Session(id=f"q-{{i:03d}}", owner=ada, title=f"Quarterly report {{i:03d}}",
+                 content="Revenue, costs and notes. " * 80,
+                 created_at=now - datetime.timedelta(minutes=10 + i))
+         for i in range({QUARTERLY} - 3)]
+rows += [Session(id=f"note-{{i}}", owner=ada, title=f"Meeting note {{i}}",
+                 created_at=now - datetime.timedelta(hours=5, minutes=i))
+         for i in range(4)]
+Session.objects.bulk_create(rows)
+"""
+
+
+def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+@contextlib.contextmanager
+def live_server(tmp: Path, **extra_env: str):
+    """``manage.py serve --no-worker`` on a fresh SQLite file in ``tmp``, with the test
+    data; yields (base URL, env) — the env a worker process needs to share it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
+        BULKOPS_EXPORT_DIR=str(tmp / "exports"),
+        BULKOPS_CHUNK_SIZE="10",
+        DEBUG="1",
+        PYTHONUNBUFFERED="1",
+        **extra_env,
+    )
+    manage("migrate", "--no-input", env=env)
+    manage("shell", "-c", SETUP, env=env)
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"admin-browser-server-{tmp.name}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--no-demo", "--no-worker", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            if port_open("127.0.0.1", port):
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"serve exited early; see {log.name}")
+            time.sleep(0.1)
+        else:
+            pytest.fail("serve did not start listening within 30 s")
+        yield f"http://127.0.0.1:{port}", env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
+    with live_server(tmp_path_factory.mktemp("admin-browser")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    """A real worker process that runs every queued operation, then exits."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--batch",
+            "--no-startup-delay",
+            "--no-reload",
+            "--interval",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish_worker(proc: subprocess.Popen) -> None:
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+
+
+def log_in(page, base: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/admin/login/?next=/admin/bulkops/session/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    expect(page).to_have_url(re.compile(r"/admin/bulkops/session/$"))
+
+
+def run_action(page, action: str) -> None:
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def test_archive_with_confirmation_and_live_progress_then_export_and_download(server, browser):
+    from playwright.sync_api import expect
+
+    base, env = server
+    context = browser.new_context(
+        accept_downloads=True, viewport={"width": 1280, "height": 900}, color_scheme="light"
+    )
+    page = context.new_page()
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
+    try:
+        log_in(page, base)
+
+        # Filter the changelist, then tick eight rows: the processing session, the two
+        # archived ones and five active ones.
+        page.fill("#searchbar", "Quarterly")
+        page.press("#searchbar", "Enter")
+        expect(page.locator("#result_list tbody tr")).to_have_count(100)
+        expect(page.locator(".paginator")).to_contain_text(f"{QUARTERLY} sessions")
+        boxes = page.locator("#result_list tbody input.action-select")
+        for i in range(8):
+            boxes.nth(i).check()
+        run_action(page, "archive_sessions")
+
+        # The confirmation page: partitioned, with the reason; nothing has changed yet.
+        expect(page.locator("#content h1")).to_contain_text("Archive")
+        expect(page.locator('[data-count="eligible"]')).to_have_text("5")
+        expect(page.locator('[data-count="skipped"]')).to_have_text("2")
+        expect(page.locator('[data-count="ineligible"]')).to_have_text("1")
+        ineligible = page.locator("#ineligible")
+        expect(ineligible).to_contain_text("q-processing")
+        expect(ineligible).to_contain_text("A pipeline is working on this session")
+        expect(page.locator("#skipped")).to_contain_text("The session is already archived.")
+        page.fill("textarea[name=reason]", "Quarter closed: archive its reports")
+        shot(page, "admin-confirmation.png")
+        page.emulate_media(color_scheme="dark")
+        shot(page, "admin-confirmation-dark.png")
+        page.emulate_media(color_scheme="light")
+        page.click("input[name=post]")
+
+        # The progress page, pending: no worker runs yet.
+        expect(page).to_have_url(
+            re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$")
+        )
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+        expect(page.locator('[data-field="progress"]')).to_have_text("0")
+        page.evaluate("window.__sameDocument = true")
+
+        worker = start_worker(env)
+        expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
+        finish_worker(worker)
+        expect(page.locator(".bulkops-bar")).to_have_attribute("aria-valuenow", "100")
+        # The final state, swapped in without a reload: counts, the failed item and why.
+        failed = page.locator("#failed-items")
+        expect(failed).to_contain_text("q-processing", timeout=30_000)
+        expect(failed).to_contain_text("A pipeline is working on this session")
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("partial", re.I))
+        expect(page.locator('[data-field="succeeded"]')).to_have_text("5")
+        expect(page.locator('[data-field="skipped"]')).to_have_text("2")
+        expect(page.locator('[data-field="failed"]')).to_have_text("1")
+        assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+        shot(page, "admin-progress.png")
+        page.emulate_media(color_scheme="dark")
+        shot(page, "admin-progress-dark.png")
+        page.emulate_media(color_scheme="light")
+
+        # Export every matching session ("Select all 133"), then download the file.
+        page.goto(f"{base}/admin/bulkops/session/?q=Quarterly")
+        page.click("#action-toggle")
+        page.click(".actions .question a")
+        expect(page.locator(".actions .all")).to_be_visible()
+        run_action(page, "export_sessions_csv")
+        expect(page.locator(".bulkops-lead")).to_contain_text(f"All {QUARTERLY} sessions")
+        expect(page.locator('[data-count="eligible"]')).to_have_text(str(QUARTERLY))
+        page.check("input[name=format][value=csv]")
+        page.click("input[name=post]")
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+        worker = start_worker(env)
+        download_link = page.locator(".bulkops-download a")
+        expect(download_link).to_be_visible(timeout=60_000)
+        finish_worker(worker)
+        with page.expect_download() as info:
+            download_link.click()
+        download = info.value
+        assert re.fullmatch(r"session_export_\d{8}_op-[0-9a-f]+\.csv", download.suggested_filename)
+        rows = list(csv.reader(io.StringIO(Path(download.path()).read_bytes().decode("utf-8"))))
+        assert rows[0] == ["id", "title", "status", "owner", "created_at", "updated_at", "metadata"]
+        assert len(rows) == 1 + QUARTERLY
+        by_id = {row[0]: row for row in rows[1:]}
+        assert by_id["q-processing"][2] == "processing"  # export reads processing sessions
+        assert by_id["q-000"][1:4] == ["Quarterly report 000", "archived", "ada"]
+        assert not any(sid.startswith("note-") for sid in by_id)
+    finally:
+        # Which live path the page had: WebSocket frames, if the consumer answered.
+        (ARTIFACTS / "admin-browser-websocket.log").write_text(
+            "\n".join(str(f) for f in frames) or "no WebSocket frames (polling only)\n"
+        )
+        context.close()
+
+
+def test_without_javascript_the_progress_page_refreshes_to_the_final_state(server, browser):
+    from playwright.sync_api import expect
+
+    base, env = server
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    try:
+        log_in(page, base)
+        page.goto(f"{base}/admin/bulkops/session/?q=Meeting+note")
+        boxes = page.locator("#result_list tbody input.action-select")
+        expect(boxes).to_have_count(4)
+        for i in range(4):
+            boxes.nth(i).check()
+        run_action(page, "close_sessions")
+        expect(page.locator('[data-count="eligible"]')).to_have_text("4")
+        page.click("input[name=post]")
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+        finish_worker(start_worker(env))
+        # The <noscript> refresh brings the final state.
+        expect(page.locator('[data-field="status"]')).to_have_text(
+            re.compile("completed", re.I), timeout=30_000
+        )
+        expect(page.locator('[data-field="succeeded"]')).to_have_text("4")
+    finally:
+        context.close()
+
+
+def test_progress_moves_over_the_websocket_alone(browser, tmp_path):
+    """Server and worker share Redis, so the worker's events reach the page's socket; the
+    polling endpoint is blocked, so only the WebSocket can bring the bar to 100 %."""
+    from playwright.sync_api import expect
+
+    require(os.path.exists(CHROMIUM), "Chromium (/usr/bin/chromium)")
+    require(redis_available(), "Redis")
+    redis_env = {"REDIS_URL": REDIS_URL, "REDIS_PREFIX": f"admin-browser-{uuid.uuid4().hex}"}
+    with live_server(tmp_path, **redis_env) as (base, env):
+        context = browser.new_context()
+        page = context.new_page()
+        frames: list[dict] = []
+        page.on(
+            "websocket",
+            lambda ws: ws.on("framereceived", lambda payload: frames.append(json.loads(payload))),
+        )
+        page.route(
+            re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/status/$"), lambda r: r.abort()
+        )
+        try:
+            log_in(page, base)
+            page.goto(f"{base}/admin/bulkops/session/?q=Quarterly&status__exact=active")
+            boxes = page.locator("#result_list tbody input.action-select")
+            for i in range(3):
+                boxes.nth(i).check()
+            run_action(page, "close_sessions")
+            page.click("input[name=post]")
+            expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+            expect(page.locator("[data-live]")).to_have_text("live (WebSocket)")
+            worker = start_worker(env)
+            expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
+            finish_worker(worker)
+            expect(page.locator('[data-field="status"]')).to_have_text(
+                re.compile("completed", re.I), timeout=30_000
+            )
+            op_id = page.url.rstrip("/").split("/")[-2]
+            types = [f.get("type") for f in frames if f.get("operation_id") == op_id]
+            assert "bulk_operation_completed" in types, types
+        finally:
+            context.close()

@@ -1,0 +1,176 @@
+"""The embedded default end to end: `serve` as a real process, `bulk --wait` against it.
+
+This is the README's promise: one command runs the product, and in a second terminal
+`bulk close --user demo --filter status=active --wait` runs to completed — executed by
+the server's in-process worker, or by a separate db_worker when serve runs without one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bulkops.tests.support.helpers import free_port
+
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        BULKOPS_EXPORT_DIR=str(tmp_path / "exports"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _manage(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
+def _active_demo_sessions(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as conn:
+        (active,) = conn.execute(
+            "SELECT count(*) FROM bulkops_session s JOIN auth_user u ON u.id = s.owner_id "
+            "WHERE u.username = 'demo' AND s.status = 'active' AND s.deleted_at IS NULL"
+        ).fetchone()
+        (closed,) = conn.execute(
+            "SELECT count(*) FROM bulkops_session s JOIN auth_user u ON u.id = s.owner_id "
+            "WHERE u.username = 'demo' AND s.status = 'closed'"
+        ).fetchone()
+    return active, closed
+
+
+@pytest.mark.parametrize("worker", ["in_process", "separate_db_worker"])
+def test_serve_then_bulk_close_wait_runs_to_completed(tmp_path, worker):
+    env = _env(tmp_path)
+    port = free_port()
+    serve_args = ["serve", "--port", str(port)]
+    if worker == "separate_db_worker":
+        serve_args.append("--no-worker")
+    server = subprocess.Popen(
+        _manage(*serve_args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    db_worker = None
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/admin/login/", server)
+        if worker == "separate_db_worker":
+            db_worker = subprocess.Popen(
+                _manage("db_worker", "--no-reload", "--interval", "0.1"),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        active_before, closed_before = _active_demo_sessions(tmp_path / "db.sqlite3")
+        assert active_before > 100  # the demo data: a few hundred sessions in all states
+
+        result = subprocess.run(
+            _manage(
+                "bulk",
+                "close",
+                "--user",
+                "demo",
+                "--filter",
+                "status=active",
+                "--wait",
+                "--timeout",
+                "90",
+            ),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "100.0%" in result.stdout
+        assert f"completed: {active_before} succeeded, 0 skipped, 0 failed" in result.stdout
+
+        active_after, closed_after = _active_demo_sessions(tmp_path / "db.sqlite3")
+        assert active_after == 0
+        assert closed_after == closed_before + active_before
+    finally:
+        banner = _stop(server)
+        if db_worker is not None:
+            _stop(db_worker)
+    assert f"http://127.0.0.1:{port}/admin/" in banner
+    assert f"ws://127.0.0.1:{port}/ws/bulk/" in banner
+    assert "demo / " in banner
+
+
+def test_with_debug_off_the_admin_gets_its_static_files_from_whitenoise(tmp_path):
+    env = _env(tmp_path)
+    env.update(
+        DEBUG="0",
+        SECRET_KEY="test-only-secret-key-with-enough-length-and-variety-0123456789",
+        ALLOWED_HOSTS="127.0.0.1",
+        # Plain HTTP on loopback in this test; production keeps the secure defaults.
+        SECURE_SSL_REDIRECT="0",
+        SESSION_COOKIE_SECURE="0",
+        CSRF_COOKIE_SECURE="0",
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        _manage("serve", "--no-demo", "--port", str(port)),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for_http(f"{base}/admin/login/", server, timeout=120)
+        with urllib.request.urlopen(f"{base}/admin/login/", timeout=5) as response:
+            page = response.read().decode()
+        stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', page)
+        assert any("admin/css/base" in href for href in stylesheets), page[:500]
+        for href in stylesheets:
+            with urllib.request.urlopen(base + href, timeout=5) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/css")
+                assert len(response.read()) > 100
+    finally:
+        _stop(server)

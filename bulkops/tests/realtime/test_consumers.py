@@ -1,0 +1,386 @@
+"""The WebSocket consumer (DESIGN.md §6), through the real ASGI stack of project.asgi:
+origin check, session middleware, auth middleware, routing, consumer, channel layer
+(in-memory, or Redis when REDIS_URL is set)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from bulkops import events
+from bulkops.engine import Selection, operation_create
+from bulkops.realtime.consumers import BulkOperationsConsumer
+from bulkops.tests.support.helpers import run_worker
+from project.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator(
+    path: str = "/ws/bulk/", *, origin: str | None = "http://testserver", cookie: str = ""
+) -> WebsocketCommunicator:
+    headers = [(b"host", b"testserver")]
+    if origin:
+        headers.append((b"origin", origin.encode()))
+    if cookie:
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def sync(func, *args, **kwargs):
+    """Run sync (ORM) code from the test's event loop."""
+    return await database_sync_to_async(func)(*args, **kwargs)
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float = 5) -> list:
+    """Every message up to and including the first of type ``kind``."""
+    seen = []
+    while True:
+        message = await comm.receive_json_from(timeout=timeout)
+        seen.append(message)
+        if message["type"] == kind:
+            return seen
+
+
+async def connected(comm: WebsocketCommunicator) -> WebsocketCommunicator:
+    ok, _ = await comm.connect()
+    assert ok
+    return comm
+
+
+async def token_connected(user, path: str = "/ws/bulk/") -> WebsocketCommunicator:
+    token = await database_sync_to_async(lambda: Token.objects.create(user=user).key)()
+    comm = await connected(communicator(path))
+    await comm.send_json_to({"type": "auth", "token": token})
+    assert await comm.receive_json_from() == {"type": "authenticated", "user_id": user.pk}
+    return comm
+
+
+@database_sync_to_async
+def create_close(user, ids):
+    return operation_create(user=user, action="close", selection=Selection(session_ids=ids))
+
+
+@database_sync_to_async
+def publish(op, kind="bulk_operation_progress"):
+    op.refresh_from_db()
+    events.publish_operation(op, kind)
+
+
+@pytest.fixture
+def short_auth_timeout(monkeypatch):
+    monkeypatch.setattr(BulkOperationsConsumer, "auth_timeout", 0.2)
+
+
+# --- authentication ----------------------------------------------------------------------------
+async def test_session_cookie_authenticates_and_events_of_own_operations_arrive(
+    owner, make_session
+):
+    await sync(make_session, owner, id="s1")
+    comm = await connected(communicator(cookie=await sync(session_cookie, owner)))
+    try:
+        assert await comm.receive_json_from() == {"type": "authenticated", "user_id": owner.pk}
+        op = await create_close(owner, ["s1"])
+        await publish(op)
+        event = (await receive_until(comm, "bulk_operation_progress"))[-1]
+        # Flat: the representation at the top level, as the original client reads it.
+        assert event["operation_id"] == op.pk
+        assert event["total"] == 1 and "progress" in event and "version" in event
+    finally:
+        await comm.disconnect()
+
+
+async def test_token_message_authenticates(owner, make_session):
+    await sync(make_session, owner, id="s1")
+    comm = await token_connected(owner)
+    try:
+        op = await create_close(owner, ["s1"])
+        await publish(op)
+        event = (await receive_until(comm, "bulk_operation_progress"))[-1]
+        assert event["operation_id"] == op.pk
+    finally:
+        await comm.disconnect()
+
+
+async def test_no_authentication_in_time_closes_4401(db, short_auth_timeout):
+    comm = await connected(communicator())
+    error = await comm.receive_json_from(timeout=3)
+    assert (error["type"], error["code"]) == ("error", "not_authenticated")
+    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_anonymous_is_refused_everything_but_auth_and_gets_no_events(
+    owner, make_session, monkeypatch
+):
+    monkeypatch.setattr(BulkOperationsConsumer, "auth_timeout", 1.0)
+    await sync(make_session, owner, id="s1")
+    op = await create_close(owner, ["s1"])
+    comm = await connected(communicator())
+    try:
+        await comm.send_json_to({"type": "subscribe", "operation_id": op.pk})
+        error = await comm.receive_json_from()
+        assert error["code"] == "not_authenticated"
+        await publish(op)
+        # Nothing else until the deadline closes it: no event, no snapshot.
+        error = await comm.receive_json_from(timeout=3)
+        assert error["code"] == "not_authenticated"
+        assert (await comm.receive_output(timeout=3))["code"] == 4401
+    finally:
+        await comm.disconnect()
+
+
+async def test_bad_token_closes_4401(db):
+    comm = await connected(communicator())
+    await comm.send_json_to({"type": "auth", "token": "not-a-token"})
+    error = await comm.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", "authentication_failed")
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+async def test_auth_with_a_non_string_token_is_an_error_and_the_connection_stays(db):
+    comm = await connected(communicator())
+    try:
+        await comm.send_json_to({"type": "auth", "token": 123})
+        assert (await comm.receive_json_from())["code"] == "missing_field"
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
+
+
+@pytest.mark.parametrize("ref", ["{own}", "user-{own}"])
+async def test_own_user_path_is_accepted(owner, ref):
+    comm = await connected(
+        communicator(
+            f"/ws/bulk/{ref.format(own=owner.pk)}/", cookie=await sync(session_cookie, owner)
+        )
+    )
+    try:
+        assert await comm.receive_json_from() == {"type": "authenticated", "user_id": owner.pk}
+    finally:
+        await comm.disconnect()
+
+
+@pytest.mark.parametrize("ref", ["{other}", "user-{other}", "nobody", "user-x"])
+async def test_someone_elses_user_path_closes_4403(owner, stranger, ref):
+    path = f"/ws/bulk/{ref.format(other=stranger.pk)}/"
+    comm = await connected(communicator(path, cookie=await sync(session_cookie, owner)))
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+async def test_someone_elses_user_path_closes_4403_after_token_auth(owner, stranger):
+    token = await database_sync_to_async(lambda: Token.objects.create(user=owner).key)()
+    comm = await connected(communicator(f"/ws/bulk/{stranger.pk}/"))
+    await comm.send_json_to({"type": "auth", "token": token})
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "https://testserver.evil.example", None])
+async def test_foreign_or_missing_origin_is_refused_before_the_consumer(owner, origin):
+    comm = communicator(origin=origin, cookie=await sync(session_cookie, owner))
+    ok, _ = await comm.connect()
+    assert not ok
+
+
+# --- subscribe, unsubscribe, ping --------------------------------------------------------------
+async def test_subscribe_to_someone_elses_operation_is_not_found_and_leaks_nothing(
+    owner, stranger, make_session
+):
+    await sync(make_session, stranger, id="theirs")
+    theirs = await create_close(stranger, ["theirs"])
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to({"type": "subscribe", "operation_id": theirs.pk})
+        foreign = await comm.receive_json_from()
+        await comm.send_json_to({"type": "subscribe", "operation_id": "op-doesnotexist"})
+        unknown = await comm.receive_json_from()
+        assert foreign["code"] == unknown["code"] == "not_found"
+        assert foreign["message"] == unknown["message"]
+        assert set(foreign) == {"type", "code", "message", "operation_id"}
+        await publish(theirs)
+        assert await comm.receive_nothing(timeout=0.5)
+    finally:
+        await comm.disconnect()
+
+
+async def test_late_subscribe_gets_the_snapshot_of_a_finished_operation(owner, make_session):
+    await sync(make_session, owner, id="s1")
+    await sync(make_session, owner, id="s2", status="closed")
+    op = await create_close(owner, ["s1", "s2"])
+    await database_sync_to_async(run_worker)()
+    comm = await token_connected(owner)
+    try:
+        # Events of the run are long gone; the snapshot is the truth.
+        await comm.send_json_to({"type": "subscribe", "operation_id": op.pk})
+        message = (await receive_until(comm, "subscribed"))[-1]
+        snapshot = message["operation"]
+        assert snapshot["operation_id"] == op.pk
+        assert (snapshot["status"], snapshot["progress"], snapshot["processed"]) == (
+            "completed",
+            100,
+            2,
+        )
+        assert (snapshot["succeeded"], snapshot["skipped"]) == (1, 1)
+    finally:
+        await comm.disconnect()
+
+
+async def test_subscribe_then_live_events_until_the_final_one(owner, make_session):
+    for i in range(3):
+        await sync(make_session, owner, id=f"s{i}")
+    op = await create_close(owner, ["s0", "s1", "s2"])
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to({"type": "subscribe", "operation_id": op.pk})
+        snapshot = (await receive_until(comm, "subscribed"))[-1]["operation"]
+        assert snapshot["status"] == "pending"
+        await database_sync_to_async(run_worker)()
+        seen = await receive_until(comm, "bulk_operation_completed")
+        kinds = [m["type"] for m in seen]
+        assert "bulk_operation_started" in kinds and "sessions_updated" in kinds
+        updated = next(m for m in seen if m["type"] == "sessions_updated")
+        assert updated == {
+            "type": "sessions_updated",
+            "operation_id": op.pk,
+            "session_ids": ["s0", "s1", "s2"],
+            "status": "closed",
+        }
+        final = seen[-1]
+        assert (final["status"], final["succeeded"], final["progress"]) == ("completed", 3, 100)
+        versions = [m["version"] for m in seen if m["type"].startswith("bulk_operation")]
+        assert versions == sorted(versions) and final["version"] > snapshot["version"]
+    finally:
+        await comm.disconnect()
+
+
+async def test_unsubscribe(owner, make_session):
+    await sync(make_session, owner, id="s1")
+    op = await create_close(owner, ["s1"])
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to({"type": "unsubscribe", "operation_id": op.pk})
+        assert (await comm.receive_json_from())["code"] == "not_found"
+        await comm.send_json_to({"type": "subscribe", "operation_id": op.pk})
+        await receive_until(comm, "subscribed")
+        await comm.send_json_to({"type": "unsubscribe", "operation_id": op.pk})
+        assert (await receive_until(comm, "unsubscribed"))[-1] == {
+            "type": "unsubscribed",
+            "operation_id": op.pk,
+        }
+    finally:
+        await comm.disconnect()
+
+
+async def test_ping_pong_before_and_after_authentication(owner):
+    comm = await connected(communicator())
+    try:
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
+
+
+async def test_already_authenticated_auth_is_an_error(owner):
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to({"type": "auth", "token": "x"})
+        assert (await comm.receive_json_from())["code"] == "already_authenticated"
+    finally:
+        await comm.disconnect()
+
+
+# --- malformed frames and limits -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"text_data": "{not json"}, "invalid_json"),
+        ({"text_data": "[1, 2]"}, "invalid_message"),
+        ({"text_data": '"ping"'}, "invalid_message"),
+        ({"text_data": "{}"}, "invalid_message"),
+        ({"text_data": '{"type": 5}'}, "invalid_message"),
+        ({"text_data": '{"type": "explode"}'}, "unknown_type"),
+        ({"text_data": '{"type": "subscribe"}'}, "missing_field"),
+        ({"text_data": '{"type": "subscribe", "operation_id": 7}'}, "missing_field"),
+        ({"text_data": '{"type": "unsubscribe"}'}, "missing_field"),
+        ({"bytes_data": b"\x00\x01"}, "invalid_message"),
+        ({"text_data": json.dumps({"type": "ping", "pad": "x" * 5000})}, "too_large"),
+    ],
+)
+async def test_malformed_frames_get_an_error_and_the_connection_stays_usable(owner, frame, code):
+    comm = await token_connected(owner)
+    try:
+        await comm.send_to(**frame)
+        error = await comm.receive_json_from()
+        assert (error["type"], error["code"]) == ("error", code)
+        assert isinstance(error["message"], str) and error["message"]
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
+
+
+async def test_subscriptions_per_connection_are_capped(owner, make_session, monkeypatch):
+    monkeypatch.setattr(BulkOperationsConsumer, "max_subscriptions", 2)
+    ops = []
+    for i in range(3):
+        await sync(make_session, owner, id=f"s{i}")
+        ops.append(await create_close(owner, [f"s{i}"]))
+    comm = await token_connected(owner)
+    try:
+        for op in ops[:2]:
+            await comm.send_json_to({"type": "subscribe", "operation_id": op.pk})
+            await receive_until(comm, "subscribed")
+        # Subscribing again to one already held is fine; a third one is not.
+        await comm.send_json_to({"type": "subscribe", "operation_id": ops[0].pk})
+        await receive_until(comm, "subscribed")
+        await comm.send_json_to({"type": "subscribe", "operation_id": ops[2].pk})
+        error = (await receive_until(comm, "error"))[-1]
+        assert error["code"] == "too_many_subscriptions"
+        await comm.send_json_to({"type": "unsubscribe", "operation_id": ops[0].pk})
+        await receive_until(comm, "unsubscribed")
+        await comm.send_json_to({"type": "subscribe", "operation_id": ops[2].pk})
+        assert (await receive_until(comm, "subscribed"))[-1]["operation"]["operation_id"] == (
+            ops[2].pk
+        )
+    finally:
+        await comm.disconnect()
+
+
+async def test_messages_per_second_are_capped_and_the_excess_dropped(owner, monkeypatch):
+    monkeypatch.setattr(BulkOperationsConsumer, "max_messages_per_second", 5)
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(BulkOperationsConsumer, "clock", staticmethod(lambda: clock["now"]))
+    comm = await token_connected(owner)
+    clock["now"] += 1.0  # a fresh window (the auth message counted in the first one)
+    try:
+        for _ in range(12):
+            await comm.send_json_to({"type": "ping"})
+        answers = []
+        while not await comm.receive_nothing(timeout=0.3):
+            answers.append(await comm.receive_json_from())
+        assert answers.count({"type": "pong"}) == 5
+        errors = [a for a in answers if a["type"] == "error"]
+        assert [e["code"] for e in errors] == ["rate_limited"]  # once per window
+        clock["now"] += 1.0
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
