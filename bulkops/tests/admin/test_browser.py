@@ -192,9 +192,86 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
-def test_archive_with_confirmation_and_live_progress_then_export_and_download(server, browser):
+def confirm_archive_of_eight(page) -> None:
+    """Filter the changelist, tick eight rows (the processing session, the two archived
+    ones and five active ones), and check the confirmation page; nothing changes yet."""
     from playwright.sync_api import expect
 
+    page.fill("#searchbar", "Quarterly")
+    page.press("#searchbar", "Enter")
+    expect(page.locator("#result_list tbody tr")).to_have_count(100)
+    expect(page.locator(".paginator")).to_contain_text(f"{QUARTERLY} sessions")
+    boxes = page.locator("#result_list tbody input.action-select")
+    for i in range(8):
+        boxes.nth(i).check()
+    run_action(page, "archive_sessions")
+    expect(page.locator("#content h1")).to_contain_text("Archive")
+    expect(page.locator('[data-count="eligible"]')).to_have_text("5")
+    expect(page.locator('[data-count="skipped"]')).to_have_text("2")
+    expect(page.locator('[data-count="ineligible"]')).to_have_text("1")
+    ineligible = page.locator("#ineligible")
+    expect(ineligible).to_contain_text("q-processing")
+    expect(ineligible).to_contain_text("A pipeline is working on this session")
+    expect(page.locator("#skipped")).to_contain_text("The session is already archived.")
+    page.fill("textarea[name=reason]", "Quarter closed: archive its reports")
+    shot(page, "admin-confirmation.png")
+    page.emulate_media(color_scheme="dark")
+    shot(page, "admin-confirmation-dark.png")
+    page.emulate_media(color_scheme="light")
+
+
+def watch_archive_run_live(page, env) -> None:
+    """The progress page goes from pending to its final state without a reload."""
+    from playwright.sync_api import expect
+
+    expect(page).to_have_url(re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$"))
+    expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+    expect(page.locator('[data-field="progress"]')).to_have_text("0")
+    page.evaluate("window.__sameDocument = true")
+    worker = start_worker(env)
+    expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
+    finish_worker(worker)
+    expect(page.locator(".bulkops-bar")).to_have_attribute("aria-valuenow", "100")
+    failed = page.locator("#failed-items")
+    expect(failed).to_contain_text("q-processing", timeout=30_000)
+    expect(failed).to_contain_text("A pipeline is working on this session")
+    expect(page.locator('[data-field="status"]')).to_have_text(re.compile("partial", re.I))
+    expect(page.locator('[data-field="succeeded"]')).to_have_text("5")
+    expect(page.locator('[data-field="skipped"]')).to_have_text("2")
+    expect(page.locator('[data-field="failed"]')).to_have_text("1")
+    assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+    shot(page, "admin-progress.png")
+    page.emulate_media(color_scheme="dark")
+    shot(page, "admin-progress-dark.png")
+    page.emulate_media(color_scheme="light")
+
+
+def export_all_matching_and_download(page, base, env) -> list[list[str]]:
+    """ "Select all" matching sessions, export them as CSV, download the file's rows."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/admin/bulkops/session/?q=Quarterly")
+    page.click("#action-toggle")
+    page.click(".actions .question a")
+    expect(page.locator(".actions .all")).to_be_visible()
+    run_action(page, "export_sessions_csv")
+    expect(page.locator(".bulkops-lead")).to_contain_text(f"All {QUARTERLY} sessions")
+    expect(page.locator('[data-count="eligible"]')).to_have_text(str(QUARTERLY))
+    page.check("input[name=format][value=csv]")
+    page.click("input[name=post]")
+    expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
+    worker = start_worker(env)
+    download_link = page.locator(".bulkops-download a")
+    expect(download_link).to_be_visible(timeout=60_000)
+    finish_worker(worker)
+    with page.expect_download() as info:
+        download_link.click()
+    download = info.value
+    assert re.fullmatch(r"session_export_\d{8}_op-[0-9a-f]+\.csv", download.suggested_filename)
+    return list(csv.reader(io.StringIO(Path(download.path()).read_bytes().decode("utf-8"))))
+
+
+def test_archive_with_confirmation_and_live_progress_then_export_and_download(server, browser):
     base, env = server
     context = browser.new_context(
         accept_downloads=True, viewport={"width": 1280, "height": 900}, color_scheme="light"
@@ -204,80 +281,10 @@ def test_archive_with_confirmation_and_live_progress_then_export_and_download(se
     page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(payload)))
     try:
         log_in(page, base)
-
-        # Filter the changelist, then tick eight rows: the processing session, the two
-        # archived ones and five active ones.
-        page.fill("#searchbar", "Quarterly")
-        page.press("#searchbar", "Enter")
-        expect(page.locator("#result_list tbody tr")).to_have_count(100)
-        expect(page.locator(".paginator")).to_contain_text(f"{QUARTERLY} sessions")
-        boxes = page.locator("#result_list tbody input.action-select")
-        for i in range(8):
-            boxes.nth(i).check()
-        run_action(page, "archive_sessions")
-
-        # The confirmation page: partitioned, with the reason; nothing has changed yet.
-        expect(page.locator("#content h1")).to_contain_text("Archive")
-        expect(page.locator('[data-count="eligible"]')).to_have_text("5")
-        expect(page.locator('[data-count="skipped"]')).to_have_text("2")
-        expect(page.locator('[data-count="ineligible"]')).to_have_text("1")
-        ineligible = page.locator("#ineligible")
-        expect(ineligible).to_contain_text("q-processing")
-        expect(ineligible).to_contain_text("A pipeline is working on this session")
-        expect(page.locator("#skipped")).to_contain_text("The session is already archived.")
-        page.fill("textarea[name=reason]", "Quarter closed: archive its reports")
-        shot(page, "admin-confirmation.png")
-        page.emulate_media(color_scheme="dark")
-        shot(page, "admin-confirmation-dark.png")
-        page.emulate_media(color_scheme="light")
+        confirm_archive_of_eight(page)
         page.click("input[name=post]")
-
-        # The progress page, pending: no worker runs yet.
-        expect(page).to_have_url(
-            re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$")
-        )
-        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
-        expect(page.locator('[data-field="progress"]')).to_have_text("0")
-        page.evaluate("window.__sameDocument = true")
-
-        worker = start_worker(env)
-        expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
-        finish_worker(worker)
-        expect(page.locator(".bulkops-bar")).to_have_attribute("aria-valuenow", "100")
-        # The final state, swapped in without a reload: counts, the failed item and why.
-        failed = page.locator("#failed-items")
-        expect(failed).to_contain_text("q-processing", timeout=30_000)
-        expect(failed).to_contain_text("A pipeline is working on this session")
-        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("partial", re.I))
-        expect(page.locator('[data-field="succeeded"]')).to_have_text("5")
-        expect(page.locator('[data-field="skipped"]')).to_have_text("2")
-        expect(page.locator('[data-field="failed"]')).to_have_text("1")
-        assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
-        shot(page, "admin-progress.png")
-        page.emulate_media(color_scheme="dark")
-        shot(page, "admin-progress-dark.png")
-        page.emulate_media(color_scheme="light")
-
-        # Export every matching session ("Select all 133"), then download the file.
-        page.goto(f"{base}/admin/bulkops/session/?q=Quarterly")
-        page.click("#action-toggle")
-        page.click(".actions .question a")
-        expect(page.locator(".actions .all")).to_be_visible()
-        run_action(page, "export_sessions_csv")
-        expect(page.locator(".bulkops-lead")).to_contain_text(f"All {QUARTERLY} sessions")
-        expect(page.locator('[data-count="eligible"]')).to_have_text(str(QUARTERLY))
-        page.check("input[name=format][value=csv]")
-        page.click("input[name=post]")
-        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("pending", re.I))
-        worker = start_worker(env)
-        download_link = page.locator(".bulkops-download a")
-        expect(download_link).to_be_visible(timeout=60_000)
-        finish_worker(worker)
-        with page.expect_download() as info:
-            download_link.click()
-        download = info.value
-        assert re.fullmatch(r"session_export_\d{8}_op-[0-9a-f]+\.csv", download.suggested_filename)
-        rows = list(csv.reader(io.StringIO(Path(download.path()).read_bytes().decode("utf-8"))))
+        watch_archive_run_live(page, env)
+        rows = export_all_matching_and_download(page, base, env)
         assert rows[0] == ["id", "title", "status", "owner", "created_at", "updated_at", "metadata"]
         assert len(rows) == 1 + QUARTERLY
         by_id = {row[0]: row for row in rows[1:]}

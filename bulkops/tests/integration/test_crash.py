@@ -22,6 +22,45 @@ pytestmark = pytest.mark.processes
 SIZE = 64 * 1024  # characters per session: "large" (1000 of them: ~70 MB of UTF-8)
 
 
+def assert_task_rows_lost_then_successful(db, procs) -> None:
+    """The victim's task row, left RUNNING by django-tasks-db, was marked lost. (The
+    rescuer marks its own task row SUCCESSFUL just after the operation's last commit:
+    wait for that before reading the rows.)"""
+    wait_until(
+        lambda: (
+            not db.scalar(
+                "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult WHERE status = %s",
+                "RUNNING",
+            )
+        ),
+        "the task rows to settle",
+        timeout=30,
+    )
+    tasks = db.query(
+        "SELECT status, exception_class_path FROM django_tasks_database_dbtaskresult "
+        "ORDER BY enqueued_at"
+    )
+    assert sorted(tasks) == [("FAILED", "bulkops.engine.queue.WorkerLost"), ("SUCCESSFUL", "")], (
+        tasks,
+        procs.log("worker-rescuer"),
+    )
+
+
+def assert_archived_exactly_once(db, *, sessions: int) -> None:
+    """Content moved into the blob, which gives back the original, for every session."""
+    rows = db.query(
+        "SELECT id, status, content, archive_blob, archive_original_size FROM bulkops_session "
+        "ORDER BY id"
+    )
+    assert len(rows) == sessions
+    for sid, status, content, blob, original_size in rows:
+        i = int(sid.split("-")[1])
+        assert (status, content) == ("archived", ""), sid
+        original = content_for(i, SIZE)
+        assert decompress_content(bytes(blob)) == original, sid
+        assert original_size == len(original.encode("utf-8"))
+
+
 def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_once(world):
     db, procs = world(
         postgres=using_postgres(),
@@ -54,39 +93,8 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
         op_id,
     )
     assert outcomes == [("succeeded", 1000)]
-    # The victim's task row, left RUNNING by django-tasks-db, was marked lost. (The
-    # rescuer marks its own task row SUCCESSFUL just after the operation's last commit:
-    # wait for that before reading the rows.)
-    wait_until(
-        lambda: (
-            not db.scalar(
-                "SELECT COUNT(*) FROM django_tasks_database_dbtaskresult WHERE status = %s",
-                "RUNNING",
-            )
-        ),
-        "the task rows to settle",
-        timeout=30,
-    )
-    tasks = db.query(
-        "SELECT status, exception_class_path FROM django_tasks_database_dbtaskresult "
-        "ORDER BY enqueued_at"
-    )
-    assert sorted(tasks) == [("FAILED", "bulkops.engine.queue.WorkerLost"), ("SUCCESSFUL", "")], (
-        tasks,
-        procs.log("worker-rescuer"),
-    )
-    # Archived exactly once: content moved into the blob, which gives back the original.
-    rows = db.query(
-        "SELECT id, status, content, archive_blob, archive_original_size FROM bulkops_session "
-        "ORDER BY id"
-    )
-    assert len(rows) == 1000
-    for sid, status, content, blob, original_size in rows:
-        i = int(sid.split("-")[1])
-        assert (status, content) == ("archived", ""), sid
-        original = content_for(i, SIZE)
-        assert decompress_content(bytes(blob)) == original, sid
-        assert original_size == len(original.encode("utf-8"))
+    assert_task_rows_lost_then_successful(db, procs)
+    assert_archived_exactly_once(db, sessions=1000)
     print(
         f"\n[crash] killed at {at_kill['processed']}/1000; the rescuer finished "
         f"{recovered_after:.2f} s after the kill (stale after 3 s)"

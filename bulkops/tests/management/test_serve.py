@@ -76,58 +76,46 @@ def _active_demo_sessions(db: Path) -> tuple[int, int]:
     return active, closed
 
 
-@pytest.mark.parametrize("worker", ["in_process", "separate_db_worker"])
-def test_serve_then_bulk_close_wait_runs_to_completed(tmp_path, worker):
-    env = _env(tmp_path)
-    port = free_port()
-    serve_args = ["serve", "--port", str(port)]
-    if worker == "separate_db_worker":
-        serve_args.append("--no-worker")
-    server = subprocess.Popen(
-        _manage(*serve_args),
+def _popen(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        _manage(*args),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _bulk_close_active_and_wait(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        _manage("bulk", "close", "--user", "demo", "--filter", "status=active", "--wait",
+                "--timeout", "90"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("worker", ["in_process", "separate_db_worker"])
+def test_serve_then_bulk_close_wait_runs_to_completed(tmp_path, worker):
+    env = _env(tmp_path)
+    port = free_port()
+    separate = worker == "separate_db_worker"
+    server = _popen(["serve", "--port", str(port), *(["--no-worker"] if separate else [])], env)
     db_worker = None
     try:
         _wait_for_http(f"http://127.0.0.1:{port}/admin/login/", server)
-        if worker == "separate_db_worker":
-            db_worker = subprocess.Popen(
-                _manage("db_worker", "--no-reload", "--interval", "0.1"),
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+        if separate:
+            db_worker = _popen(["db_worker", "--no-reload", "--interval", "0.1"], env)
         active_before, closed_before = _active_demo_sessions(tmp_path / "db.sqlite3")
         assert active_before > 100  # the demo data: a few hundred sessions in all states
-
-        result = subprocess.run(
-            _manage(
-                "bulk",
-                "close",
-                "--user",
-                "demo",
-                "--filter",
-                "status=active",
-                "--wait",
-                "--timeout",
-                "90",
-            ),
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = _bulk_close_active_and_wait(env)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "100.0%" in result.stdout
         assert f"completed: {active_before} succeeded, 0 skipped, 0 failed" in result.stdout
-
         active_after, closed_after = _active_demo_sessions(tmp_path / "db.sqlite3")
         assert active_after == 0
         assert closed_after == closed_before + active_before
