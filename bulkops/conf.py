@@ -10,6 +10,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_EXPORT_SESSIONS": 10_000,
     "MAX_ACTIVE_OPERATIONS_PER_USER": 5,
     "MAX_REQUEST_BYTES": 1024 * 1024,
+    "MAX_WS_CONNECTIONS_PER_USER": 20,
     "CHUNK_SIZE": 5000,
     "OPERATION_TIMEOUT_SECONDS": 300,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,
@@ -20,6 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "ARCHIVE_ZSTD_LEVEL": 3,
     "EXPORT_DIR": Path("var/exports"),
     "WORKER_INTERVAL": 0.1,
+    #: Who may read /api/schema/ and /api/docs/: "public" or "staff" (settings.py's
+    #: default: "public" with DEBUG on, "staff" with DEBUG off).
+    "API_DOCS": "staff",
     #: Overrides of the per-scope rates (defaults: bulkops.ratelimits.rates()).
     "RATE_LIMITS": {},
 }

@@ -1,8 +1,34 @@
-"""Refuse oversized request bodies with a JSON 413 before anything reads them."""
+"""Request guards that answer before any view runs: NUL characters in the URL (400), and
+oversized request bodies (413), both as JSON."""
+
+import io
 
 from django.http import JsonResponse
 
 from bulkops.conf import bulkops_settings
+
+
+class RejectNulMiddleware:
+    """A NUL character (``%00``) in the URL is answered before any view runs: in the
+    path, 404 (no resource is named with one); in the query string, 400. PostgreSQL
+    refuses NUL in text, so passed on to a query it would surface as a 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path:
+            return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+        query = request.GET
+        if any(
+            "\x00" in key or any("\x00" in value for value in query.getlist(key))
+            for key in query
+        ):
+            return JsonResponse(
+                {"detail": "Query strings may not contain NUL characters.", "code": "invalid"},
+                status=400,
+            )
+        return self.get_response(request)
 
 
 class RequestSizeLimitMiddleware:
@@ -28,7 +54,11 @@ class RequestSizeLimitMiddleware:
             body = request.read(limit + 1) if hasattr(request, "read") else b""
             if len(body) > limit:
                 return self.too_large(limit)
+            # A chunked body (no Content-Length): now read whole, so say its length, or
+            # DRF would parse it as empty.
             request._body = body
+            request._stream = io.BytesIO(body)
+            request.META["CONTENT_LENGTH"] = str(len(body))
         return self.get_response(request)
 
     @staticmethod

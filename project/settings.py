@@ -73,6 +73,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A NUL in a URL is a 400 before anything (a database) can choke on it.
+    "bulkops.middleware.RejectNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "bulkops.middleware.RequestSizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -134,6 +136,9 @@ if REDIS_URL:
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": REDIS_PREFIX,
+            # Redis away must not hang a request: rate limits then fail open
+            # (bulkops/ratelimits.py), so fail fast.
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
         }
     }
     CHANNEL_LAYERS = {
@@ -215,6 +220,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # DRF's JSON parser, with a body nested too deep a 400 instead of a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["bulkops.api.parsers.JSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
@@ -244,6 +251,7 @@ BULKOPS_MAX_SESSIONS_PER_OPERATION = env_int("BULKOPS_MAX_SESSIONS_PER_OPERATION
 BULKOPS_MAX_EXPORT_SESSIONS = env_int("BULKOPS_MAX_EXPORT_SESSIONS", 10_000)
 BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = env_int("BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER", 5)
 BULKOPS_MAX_REQUEST_BYTES = env_int("BULKOPS_MAX_REQUEST_BYTES", 1024 * 1024)
+BULKOPS_MAX_WS_CONNECTIONS_PER_USER = env_int("BULKOPS_MAX_WS_CONNECTIONS_PER_USER", 20)
 BULKOPS_CHUNK_SIZE = env_int("BULKOPS_CHUNK_SIZE", 5000)
 BULKOPS_OPERATION_TIMEOUT_SECONDS = env_int("BULKOPS_OPERATION_TIMEOUT_SECONDS", 300)
 BULKOPS_EXPORT_RETENTION_SECONDS = env_int("BULKOPS_EXPORT_RETENTION_SECONDS", 24 * 3600)

@@ -21,7 +21,6 @@ from drf_spectacular.utils import (
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -35,6 +34,7 @@ from bulkops.api import schema as api_schema  # noqa: F401  (registers the exten
 from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
 from bulkops.api.pagination import Pagination
+from bulkops.api.parsers import JSONParser
 from bulkops.api.schema import (
     IDEMPOTENCY_KEY,
     PAGE_PARAMS,
