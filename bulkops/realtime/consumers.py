@@ -24,12 +24,22 @@ from bulkops.selectors import operation_get_for_user
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
-USER_REF_RE = re.compile(r"^(?:user-)?([0-9]{1,18})$")
+USER_REF_RE = re.compile(r"(?:user-)?([0-9]{1,18})")
+#: The shapes of what the database is asked about (models.new_operation_id, DRF's token
+#: keys): anything else is refused before a query, so no input (a NUL, say) reaches it.
+OPERATION_ID_RE = re.compile(r"op-[0-9a-f]{32}")
+TOKEN_RE = re.compile(r"[0-9a-f]{40}")
+
+
+async def _user_for_token(token: str):
+    """The active user owning this DRF token, or None (also for a malformed token)."""
+    if TOKEN_RE.fullmatch(token) is None:
+        return None
+    return await _token_owner(token)
 
 
 @database_sync_to_async
-def _user_for_token(token: str):
-    """The active user owning this DRF token, or None."""
+def _token_owner(token: str):
     from rest_framework.authtoken.models import Token
 
     found = Token.objects.select_related("user").filter(key=token).first()
@@ -38,10 +48,22 @@ def _user_for_token(token: str):
     return found.user
 
 
+async def _snapshot(user, operation_id: str) -> dict[str, Any] | None:
+    """The operation's representation, authorised like the REST API; None when the id is
+    malformed, unknown or someone else's (the client cannot tell these apart)."""
+    if OPERATION_ID_RE.fullmatch(operation_id) is None:
+        return None
+    return await _read_snapshot(user, operation_id)
+
+
 @database_sync_to_async
-def _snapshot(user, operation_id: str) -> dict[str, Any]:
-    """The operation's representation, authorised like the REST API."""
-    return operation_representation(operation_get_for_user(user=user, operation_id=operation_id))
+def _read_snapshot(user, operation_id: str) -> dict[str, Any] | None:
+    try:
+        return operation_representation(
+            operation_get_for_user(user=user, operation_id=operation_id)
+        )
+    except OperationNotFound:
+        return None
 
 
 class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
@@ -72,7 +94,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
         # Accept first, so that refusals carry a close code the client can read.
         await self.accept()
         if ref is not None:
-            match = USER_REF_RE.match(ref)
+            match = USER_REF_RE.fullmatch(ref)
             if match is None:
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
@@ -126,7 +148,8 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: valid JSON nested deeper than the parser goes ("[[[[…").
             await self.send_error("invalid_json", "The message is not valid JSON.")
             return
         await self.receive_json(content)
@@ -161,7 +184,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
         if not isinstance(token, str) or not token:
             await self.send_error("missing_field", 'auth needs a string "token".')
             return
-        user = await _user_for_token(token[:64])
+        user = await _user_for_token(token)
         if user is None:
             await self.send_error("authentication_failed", "Invalid token.")
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -185,9 +208,8 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
                 "unsubscribe from finished operations.",
             )
             return
-        try:
-            snapshot = await _snapshot(self.user, operation_id)
-        except OperationNotFound:
+        snapshot = await _snapshot(self.user, operation_id)
+        if snapshot is None:
             await self.send_error("not_found", "No such operation.", operation_id=operation_id)
             return
         # Live events of the user's own operations already arrive through the user's

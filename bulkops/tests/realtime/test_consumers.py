@@ -322,6 +322,21 @@ async def test_already_authenticated_auth_is_an_error(owner):
         ({"text_data": '{"type": "unsubscribe"}'}, "missing_field"),
         ({"bytes_data": b"\x00\x01"}, "invalid_message"),
         ({"text_data": json.dumps({"type": "ping", "pad": "x" * 5000})}, "too_large"),
+        # Issue 13: these used to end the connection with 1011.
+        ({"text_data": "[" * 2000 + "]" * 2000}, "invalid_json"),
+        ({"text_data": '{"type": "subscribe", "operation_id": "\\u0000"}'}, "not_found"),
+        (
+            {
+                "text_data": json.dumps(
+                    {"type": "subscribe", "operation_id": "op-" + "0" * 32 + "\n"}
+                )
+            },
+            "not_found",
+        ),
+        (
+            {"text_data": json.dumps({"type": "subscribe", "operation_id": "op-" + "A" * 32})},
+            "not_found",
+        ),
     ],
 )
 async def test_malformed_frames_get_an_error_and_the_connection_stays_usable(owner, frame, code):
@@ -335,6 +350,45 @@ async def test_malformed_frames_get_an_error_and_the_connection_stays_usable(own
         assert await comm.receive_json_from() == {"type": "pong"}
     finally:
         await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "subscribe", "operation_id": "op-\u0000"},
+        {"type": "subscribe", "operation_id": "op-" + "0" * 31 + "\u0000"},
+        {"type": "subscribe", "operation_id": "op-" + "0" * 33},
+    ],
+)
+async def test_a_malformed_operation_id_never_reaches_the_database(owner, monkeypatch, message):
+    def no_query(**kwargs):
+        raise AssertionError("the database was asked about a malformed id")
+
+    monkeypatch.setattr("bulkops.realtime.consumers.operation_get_for_user", no_query)
+    comm = await token_connected(owner)
+    try:
+        await comm.send_json_to(message)
+        error = await comm.receive_json_from()
+        assert (error["code"], error["message"]) == ("not_found", "No such operation.")
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from() == {"type": "pong"}
+    finally:
+        await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "token", ["\u0000abc", "0" * 39 + "\u0000", "0" * 39 + "\n", "F" * 40, "0" * 41]
+)
+async def test_a_malformed_token_is_refused_4401_without_a_query(db, monkeypatch, token):
+    async def no_query(token):
+        raise AssertionError("the database was asked about a malformed token")
+
+    monkeypatch.setattr("bulkops.realtime.consumers._token_owner", no_query)
+    comm = await connected(communicator())
+    await comm.send_json_to({"type": "auth", "token": token})
+    error = await comm.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", "authentication_failed")
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
 async def test_subscriptions_per_connection_are_capped(owner, make_session, monkeypatch):

@@ -1,0 +1,149 @@
+"""The WebSocket endpoint as deployed (issue 13): a real daphne process serving
+project.asgi with DEBUG off, a real ``websockets`` client, the run's database (SQLite, or
+PostgreSQL with DATABASE_URL) and Redis when REDIS_URL is set.
+
+Each test plays an attack, then asserts what the client receives and what the server
+log holds (never a traceback, never a 1011 or a 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from bulkops.tests.support.processes import seed, using_postgres, using_redis, worlds
+
+pytestmark = pytest.mark.processes
+
+TRUSTED = "https://app.example.com"
+COOKIE = """
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+client = Client()
+client.force_login(get_user_model().objects.get(username="alice"))
+print(client.cookies[settings.SESSION_COOKIE_NAME].value)
+"""
+
+
+@dataclass
+class Daphne:
+    base: str
+    port: int
+    token: str
+    cookie: str
+    log_path: Path
+    log_start: int = 0
+
+    @property
+    def log(self) -> str:
+        """What the server logged since this test began."""
+        return self.log_path.read_text()[self.log_start :]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Daphne]:
+    """One daphne for the module (DEBUG off, CSRF_TRUSTED_ORIGINS = TRUSTED) and alice,
+    with a token and a session cookie."""
+    teardown = worlds(tmp_path_factory.mktemp("daphne"))
+    make = next(teardown)
+    try:
+        _, procs = make(
+            postgres=using_postgres(),
+            redis=using_redis(),
+            DEBUG="0",
+            SECRET_KEY="test-daphne-" + "k" * 40,
+            CSRF_TRUSTED_ORIGINS=TRUSTED,
+        )
+        user = seed(procs, sessions=1)
+        cookie = procs.run("shell", "-c", COOKIE).strip().splitlines()[-1]
+        base = procs.server("daphne")
+        yield Daphne(
+            base=base,
+            port=int(base.rsplit(":", 1)[1]),
+            token=user["token"],
+            cookie=cookie,
+            log_path=procs.tmp_path / "daphne.log",
+        )
+    finally:
+        next(teardown, None)  # kills the server, drops the database
+
+
+@pytest.fixture
+def daphne(server: Daphne) -> Daphne:
+    """The module's server, its log read from this test's start."""
+    server.log_start = len(server.log_path.read_text())
+    return server
+
+
+def ws_connect(daphne: Daphne, path: str = "/ws/bulk/", *, origin: str | None = "", **kwargs):
+    """A client of ``path``; ``origin`` defaults to the server's own (``None``: no header)."""
+    url = daphne.base.replace("http", "ws", 1) + path
+    return connect(url, origin=daphne.base if origin == "" else origin, open_timeout=30, **kwargs)
+
+
+async def receive(ws: ClientConnection) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+
+async def authenticated(ws: ClientConnection, daphne: Daphne) -> None:
+    await ws.send(json.dumps({"type": "auth", "token": daphne.token}))
+    assert (await receive(ws))["type"] == "authenticated"
+
+
+async def closed_with(ws: ClientConnection) -> int | None:
+    """The close code the server sent, once it has closed the connection."""
+    with pytest.raises(ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 10)
+    return ws.close_code
+
+
+def assert_clean_log(daphne: Daphne) -> None:
+    log = daphne.log
+    assert "Traceback" not in log, log
+    assert "Exception inside application" not in log, log
+
+
+# --- 1. messages that used to kill the connection ------------------------------------------
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("[" * 2000 + "]" * 2000, "invalid_json"),
+        ('{"type": "subscribe", "operation_id": "\\u0000"}', "not_found"),
+        ('{"type": "unsubscribe", "operation_id": "op-\\u0000"}', "not_found"),
+        ('{"type": "subscribe", "operation_id": "op-' + "0" * 31 + '\\u0000"}', "not_found"),
+    ],
+    ids=["nested-2000-deep", "nul-operation-id", "nul-unsubscribe", "nul-in-a-well-shaped-id"],
+)
+async def test_hostile_message_gets_an_error_and_the_connection_stays_usable(daphne, frame, code):
+    async with ws_connect(daphne) as ws:
+        await authenticated(ws, daphne)
+        await ws.send(frame)
+        error = await receive(ws)
+        assert (error["type"], error["code"]) == ("error", code)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await receive(ws) == {"type": "pong"}
+    assert_clean_log(daphne)
+
+
+@pytest.mark.parametrize("token", ["\u0000abc", "\u0000" * 40, "g" * 40, "A" * 41, ""])
+async def test_malformed_token_is_refused_4401_without_a_traceback(daphne, token):
+    async with ws_connect(daphne) as ws:
+        await ws.send(json.dumps({"type": "ping"}))
+        assert await receive(ws) == {"type": "pong"}
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        error = await receive(ws)
+        assert (error["type"], error["code"]) == (
+            "error",
+            "authentication_failed" if token else "missing_field",
+        )
+        if token:
+            assert await closed_with(ws) == 4401
+    assert_clean_log(daphne)
