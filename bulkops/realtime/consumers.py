@@ -24,6 +24,7 @@ from bulkops.selectors import operation_get_for_user
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 USER_REF_RE = re.compile(r"(?:user-)?([0-9]{1,18})")
 #: The shapes of what the database is asked about (models.new_operation_id, DRF's token
 #: keys): anything else is refused before a query, so no input (a NUL, say) reaches it.
@@ -260,3 +261,15 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
 
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
+
+
+async def unknown_path(scope: dict, receive, send) -> None:
+    """Any other WebSocket path (routing's catch-all): accepted only to say so, with a
+    ``not_found`` error and close 4404, where URLRouter would raise "No route found" and
+    daphne answer HTTP 500 with a traceback."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    error = {"type": "error", "code": "not_found", "message": "No WebSocket here; use /ws/bulk/."}
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps(error)})
+    await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND})

@@ -194,6 +194,14 @@ async def test_foreign_or_missing_origin_is_refused_before_the_consumer(owner, o
     assert not ok
 
 
+@pytest.mark.parametrize("path", ["/ws/bulk", "/ws/nope", "/ws/bulk/1/extra/", "/"])
+async def test_an_unknown_path_is_told_not_found_and_closed_4404(db, path):
+    comm = await connected(communicator(path))
+    error = await comm.receive_json_from()
+    assert (error["type"], error["code"]) == ("error", "not_found")
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4404}
+
+
 # --- subscribe, unsubscribe, ping --------------------------------------------------------------
 async def test_subscribe_to_someone_elses_operation_is_not_found_and_leaks_nothing(
     owner, stranger, make_session

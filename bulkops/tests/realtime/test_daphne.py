@@ -147,3 +147,17 @@ async def test_malformed_token_is_refused_4401_without_a_traceback(daphne, token
         if token:
             assert await closed_with(ws) == 4401
     assert_clean_log(daphne)
+
+
+# --- 2. unknown paths ---------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/ws/bulk", "/ws/nope", "/ws/bulk/1/extra/", "/", "/ws/bulk//"])
+async def test_unknown_path_is_closed_4404_for_anonymous_and_authenticated_clients(daphne, path):
+    async with ws_connect(daphne, path) as ws:
+        error = await receive(ws)
+        assert (error["type"], error["code"]) == ("error", "not_found")
+        assert await closed_with(ws) == 4404
+    headers = {"Cookie": f"sessionid={daphne.cookie}"}
+    async with ws_connect(daphne, path, additional_headers=headers) as ws:
+        assert (await receive(ws))["code"] == "not_found"
+        assert await closed_with(ws) == 4404
+    assert_clean_log(daphne)
