@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bulkops.tests.support.processes import seed, using_postgres, using_redis, worlds
 
@@ -160,4 +160,55 @@ async def test_unknown_path_is_closed_4404_for_anonymous_and_authenticated_clien
     async with ws_connect(daphne, path, additional_headers=headers) as ws:
         assert (await receive(ws))["code"] == "not_found"
         assert await closed_with(ws) == 4404
+    assert_clean_log(daphne)
+
+
+# --- 4. the Origin check: scheme, host and port --------------------------------------------
+def refused_origins(port: int) -> list[str | None]:
+    return [
+        f"https://127.0.0.1:{port}",  # other scheme
+        "http://127.0.0.1:9999",  # other port
+        "https://127.0.0.1:9999",  # both (the issue's example)
+        "http://127.0.0.1",  # the default port is not this server's
+        f"http://evil.example:{port}",  # host not in ALLOWED_HOSTS
+        f"http://127.0.0.1.evil.example:{port}",
+        "http://app.example.com",  # a trusted origin on another scheme
+        "https://app.example.com:8443",  # … or another port
+        "null",
+        None,  # no Origin at all
+    ]
+
+
+def accepted_origins(port: int) -> list[str]:
+    return [
+        f"http://127.0.0.1:{port}",
+        f"http://localhost:{port}",
+        f"HTTP://LOCALHOST:{port}",
+        TRUSTED,
+        TRUSTED + ":443",
+    ]
+
+
+async def test_only_same_or_trusted_origins_are_accepted_with_a_session_cookie(daphne):
+    headers = {"Cookie": f"sessionid={daphne.cookie}"}
+    for origin in refused_origins(daphne.port):
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_connect(daphne, origin=origin, additional_headers=headers):
+                pass
+        assert refused.value.response.status_code == 403, origin
+    for origin in accepted_origins(daphne.port):
+        async with ws_connect(daphne, origin=origin, additional_headers=headers) as ws:
+            assert (await receive(ws))["type"] == "authenticated", origin
+    assert_clean_log(daphne)
+
+
+async def test_behind_a_tls_proxy_the_https_origin_is_the_same_origin(daphne):
+    """DEBUG off trusts ``X-Forwarded-Proto: https`` (SECURE_PROXY_SSL_HEADER) like Django."""
+    headers = {"Cookie": f"sessionid={daphne.cookie}", "X-Forwarded-Proto": "https"}
+    origin = f"https://127.0.0.1:{daphne.port}"
+    async with ws_connect(daphne, origin=origin, additional_headers=headers) as ws:
+        assert (await receive(ws))["type"] == "authenticated"
+    with pytest.raises(InvalidStatus):
+        async with ws_connect(daphne, origin=daphne.base, additional_headers=headers):
+            pass
     assert_clean_log(daphne)
