@@ -2,14 +2,22 @@
 
 No business logic here: operations are read through ``bulkops.selectors`` and events are
 built and published by ``bulkops.events``. Every client message is answered or refused
-with ``{"type": "error", "code", "message"}``; only authentication problems close the
-connection (4401 no or bad credentials, 4403 someone else's user path).
+with ``{"type": "error", "code", "message"}`` and the connection stays usable. The server
+closes a connection only for these, each after an error message when one is due:
+
+* 4401 no credentials in time, or bad ones (``not_authenticated``,
+  ``authentication_failed``); 4403 someone else's user path;
+* 4404 an unknown path (``not_found``, ``unknown_path`` below);
+* 1013 "try again later": the channel layer (Redis) cannot be reached (``unavailable``).
+
+A foreign Origin never gets this far (bulkops.realtime.origin: HTTP 403).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -25,6 +33,13 @@ from bulkops.selectors import operation_get_for_user
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN_LATER = 1013
+UNAVAILABLE = {
+    "type": "error",
+    "code": "unavailable",
+    "message": "Live events are unavailable right now; reconnect later.",
+}
+logger = logging.getLogger("bulkops.realtime")
 USER_REF_RE = re.compile(r"(?:user-)?([0-9]{1,18})")
 #: The shapes of what the database is asked about (models.new_operation_id, DRF's token
 #: keys): anything else is refused before a query, so no input (a NUL, say) reaches it.
@@ -83,6 +98,21 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
     max_frame_size = 4096
     #: The rate limit's clock.
     clock = staticmethod(time.monotonic)
+    #: Seconds the channel layer may take to join a connection to its user's group.
+    layer_timeout = 5.0
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' consumer, but a channel layer that cannot even give this connection
+        its channel (Redis unreachable) is an ``unavailable`` error and close 1013, not a
+        1011 with a traceback."""
+        self.channel_name = None
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as exc:
+            if self.channel_name is not None:  # not the layer's new_channel(): a bug
+                raise
+            logger.warning("WebSocket closed 1013: the channel layer is unavailable: %r", exc)
+            await accept_and_close(receive, send, UNAVAILABLE, CLOSE_TRY_AGAIN_LATER)
 
     async def connect(self) -> None:
         self.user = None
@@ -91,6 +121,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
         self.window_start = 0.0
         self.window_count = 0
         self.path_user_id: int | None = None
+        self.group: str | None = None
         ref = self.scope.get("url_route", {}).get("kwargs", {}).get("user_ref")
         # Accept first, so that refusals carry a close code the client can read.
         await self.accept()
@@ -109,10 +140,11 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.auth_task is not None:
             self.auth_task.cancel()
-        if self.user is not None:
-            await self.channel_layer.group_discard(
-                events.user_group(self.user.pk), self.channel_name
-            )
+        if self.group is not None:
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception as exc:  # the layer's errors (Redis away): nothing to undo
+                logger.warning("WebSocket group not left: %s", exc)
 
     async def _auth_deadline(self) -> None:
         await asyncio.sleep(self.auth_timeout)
@@ -121,19 +153,38 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _authenticated(self, user) -> bool:
-        """Adopt ``user``; close with 4403 when the path names someone else."""
-        if self.path_user_id is not None and self.path_user_id != user.pk:
-            await self.close(code=CLOSE_FORBIDDEN)
-            return False
-        self.user = user
+        """Adopt ``user`` once the path names them (else 4403) and the channel layer has
+        joined this connection to their group (else 1013); then answer ``authenticated``."""
         if self.auth_task is not None:
             self.auth_task.cancel()
             self.auth_task = None
-        # Joined before answering: once the client reads ``authenticated``, no event of
-        # its operations can pass it by.
-        await self.channel_layer.group_add(events.user_group(user.pk), self.channel_name)
+        if self.path_user_id is not None and self.path_user_id != user.pk:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return False
+        if not await self._join(user):
+            return False
+        self.user = user
         await self.send_json({"type": "authenticated", "user_id": user.pk})
         return True
+
+    async def _join(self, user) -> bool:
+        # Joined before answering: once the client reads ``authenticated``, no event of
+        # its operations can pass it by.
+        group = events.user_group(user.pk)
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_add(group, self.channel_name), self.layer_timeout
+            )
+        except Exception as exc:  # the layer's errors (Redis away), or its timeout
+            return await self._unavailable("the channel layer", exc)
+        self.group = group
+        return True
+
+    async def _unavailable(self, what: str, exc: Exception) -> bool:
+        logger.warning("WebSocket closed 1013: %s is unavailable: %r", what, exc)
+        await self.send_json(UNAVAILABLE)
+        await self.close(code=CLOSE_TRY_AGAIN_LATER)
+        return False
 
     # --- client → server ---------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None):
@@ -263,13 +314,18 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
 
 
+async def accept_and_close(receive, send, error: dict, code: int) -> None:
+    """Complete the handshake only to send ``error`` and close with ``code``."""
+    if (await receive())["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps(error)})
+    await send({"type": "websocket.close", "code": code})
+
+
 async def unknown_path(scope: dict, receive, send) -> None:
     """Any other WebSocket path (routing's catch-all): accepted only to say so, with a
     ``not_found`` error and close 4404, where URLRouter would raise "No route found" and
     daphne answer HTTP 500 with a traceback."""
-    if (await receive())["type"] != "websocket.connect":
-        return
     error = {"type": "error", "code": "not_found", "message": "No WebSocket here; use /ws/bulk/."}
-    await send({"type": "websocket.accept"})
-    await send({"type": "websocket.send", "text": json.dumps(error)})
-    await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND})
+    await accept_and_close(receive, send, error, CLOSE_NOT_FOUND)

@@ -23,6 +23,7 @@ from bulkops.tests.support.processes import seed, using_postgres, using_redis, w
 pytestmark = pytest.mark.processes
 
 TRUSTED = "https://app.example.com"
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": "test-daphne-" + "k" * 40}
 COOKIE = """
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -58,9 +59,8 @@ def server(tmp_path_factory) -> Iterator[Daphne]:
         _, procs = make(
             postgres=using_postgres(),
             redis=using_redis(),
-            DEBUG="0",
-            SECRET_KEY="test-daphne-" + "k" * 40,
             CSRF_TRUSTED_ORIGINS=TRUSTED,
+            **PRODUCTION,
         )
         user = seed(procs, sessions=1)
         cookie = procs.run("shell", "-c", COOKIE).strip().splitlines()[-1]
@@ -83,19 +83,20 @@ def daphne(server: Daphne) -> Daphne:
     return server
 
 
-def ws_connect(daphne: Daphne, path: str = "/ws/bulk/", *, origin: str | None = "", **kwargs):
+def ws_connect(base: str, path: str = "/ws/bulk/", *, origin: str | None = "", **kwargs):
     """A client of ``path``; ``origin`` defaults to the server's own (``None``: no header)."""
-    url = daphne.base.replace("http", "ws", 1) + path
-    return connect(url, origin=daphne.base if origin == "" else origin, open_timeout=30, **kwargs)
+    url = base.replace("http", "ws", 1) + path
+    return connect(url, origin=base if origin == "" else origin, open_timeout=30, **kwargs)
 
 
 async def receive(ws: ClientConnection) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
 
-async def authenticated(ws: ClientConnection, daphne: Daphne) -> None:
-    await ws.send(json.dumps({"type": "auth", "token": daphne.token}))
-    assert (await receive(ws))["type"] == "authenticated"
+async def authenticate(ws: ClientConnection, token: str) -> dict:
+    """Send the token; return the answer."""
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    return await receive(ws)
 
 
 async def closed_with(ws: ClientConnection) -> int | None:
@@ -105,8 +106,7 @@ async def closed_with(ws: ClientConnection) -> int | None:
     return ws.close_code
 
 
-def assert_clean_log(daphne: Daphne) -> None:
-    log = daphne.log
+def assert_clean_log(log: str) -> None:
     assert "Traceback" not in log, log
     assert "Exception inside application" not in log, log
 
@@ -123,19 +123,19 @@ def assert_clean_log(daphne: Daphne) -> None:
     ids=["nested-2000-deep", "nul-operation-id", "nul-unsubscribe", "nul-in-a-well-shaped-id"],
 )
 async def test_hostile_message_gets_an_error_and_the_connection_stays_usable(daphne, frame, code):
-    async with ws_connect(daphne) as ws:
-        await authenticated(ws, daphne)
+    async with ws_connect(daphne.base) as ws:
+        assert (await authenticate(ws, daphne.token))["type"] == "authenticated"
         await ws.send(frame)
         error = await receive(ws)
         assert (error["type"], error["code"]) == ("error", code)
         await ws.send(json.dumps({"type": "ping"}))
         assert await receive(ws) == {"type": "pong"}
-    assert_clean_log(daphne)
+    assert_clean_log(daphne.log)
 
 
 @pytest.mark.parametrize("token", ["\u0000abc", "\u0000" * 40, "g" * 40, "A" * 41, ""])
 async def test_malformed_token_is_refused_4401_without_a_traceback(daphne, token):
-    async with ws_connect(daphne) as ws:
+    async with ws_connect(daphne.base) as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert await receive(ws) == {"type": "pong"}
         await ws.send(json.dumps({"type": "auth", "token": token}))
@@ -146,21 +146,21 @@ async def test_malformed_token_is_refused_4401_without_a_traceback(daphne, token
         )
         if token:
             assert await closed_with(ws) == 4401
-    assert_clean_log(daphne)
+    assert_clean_log(daphne.log)
 
 
 # --- 2. unknown paths ---------------------------------------------------------------------
 @pytest.mark.parametrize("path", ["/ws/bulk", "/ws/nope", "/ws/bulk/1/extra/", "/", "/ws/bulk//"])
 async def test_unknown_path_is_closed_4404_for_anonymous_and_authenticated_clients(daphne, path):
-    async with ws_connect(daphne, path) as ws:
+    async with ws_connect(daphne.base, path) as ws:
         error = await receive(ws)
         assert (error["type"], error["code"]) == ("error", "not_found")
         assert await closed_with(ws) == 4404
     headers = {"Cookie": f"sessionid={daphne.cookie}"}
-    async with ws_connect(daphne, path, additional_headers=headers) as ws:
+    async with ws_connect(daphne.base, path, additional_headers=headers) as ws:
         assert (await receive(ws))["code"] == "not_found"
         assert await closed_with(ws) == 4404
-    assert_clean_log(daphne)
+    assert_clean_log(daphne.log)
 
 
 # --- 4. the Origin check: scheme, host and port --------------------------------------------
@@ -193,22 +193,22 @@ async def test_only_same_or_trusted_origins_are_accepted_with_a_session_cookie(d
     headers = {"Cookie": f"sessionid={daphne.cookie}"}
     for origin in refused_origins(daphne.port):
         with pytest.raises(InvalidStatus) as refused:
-            async with ws_connect(daphne, origin=origin, additional_headers=headers):
+            async with ws_connect(daphne.base, origin=origin, additional_headers=headers):
                 pass
         assert refused.value.response.status_code == 403, origin
     for origin in accepted_origins(daphne.port):
-        async with ws_connect(daphne, origin=origin, additional_headers=headers) as ws:
+        async with ws_connect(daphne.base, origin=origin, additional_headers=headers) as ws:
             assert (await receive(ws))["type"] == "authenticated", origin
-    assert_clean_log(daphne)
+    assert_clean_log(daphne.log)
 
 
 async def test_behind_a_tls_proxy_the_https_origin_is_the_same_origin(daphne):
     """DEBUG off trusts ``X-Forwarded-Proto: https`` (SECURE_PROXY_SSL_HEADER) like Django."""
     headers = {"Cookie": f"sessionid={daphne.cookie}", "X-Forwarded-Proto": "https"}
     origin = f"https://127.0.0.1:{daphne.port}"
-    async with ws_connect(daphne, origin=origin, additional_headers=headers) as ws:
+    async with ws_connect(daphne.base, origin=origin, additional_headers=headers) as ws:
         assert (await receive(ws))["type"] == "authenticated"
     with pytest.raises(InvalidStatus):
-        async with ws_connect(daphne, origin=daphne.base, additional_headers=headers):
+        async with ws_connect(daphne.base, origin=daphne.base, additional_headers=headers):
             pass
-    assert_clean_log(daphne)
+    assert_clean_log(daphne.log)
