@@ -8,7 +8,10 @@ closes a connection only for these, each after an error message when one is due:
 * 4401 no credentials in time, or bad ones (``not_authenticated``,
   ``authentication_failed``); 4403 someone else's user path;
 * 4404 an unknown path (``not_found``, ``unknown_path`` below);
-* 1013 "try again later": the channel layer (Redis) cannot be reached (``unavailable``).
+* 4429 the user already has ``BULKOPS_MAX_WS_CONNECTIONS_PER_USER`` connections open
+  (``too_many_connections``; counted across servers, bulkops.realtime.connections);
+* 1013 "try again later": the channel layer or the connection count (Redis) cannot be
+  reached (``unavailable``).
 
 A foreign Origin never gets this far (bulkops.realtime.origin: HTTP 403).
 """
@@ -26,13 +29,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from bulkops import events
+from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationNotFound
+from bulkops.realtime.connections import Slot, registry
 from bulkops.representations import operation_representation
 from bulkops.selectors import operation_get_for_user
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY_CONNECTIONS = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
 UNAVAILABLE = {
     "type": "error",
@@ -100,12 +106,16 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
     clock = staticmethod(time.monotonic)
     #: Seconds the channel layer may take to join a connection to its user's group.
     layer_timeout = 5.0
+    #: Where connections are counted per user (bulkops.realtime.connections).
+    connection_registry = staticmethod(registry)
 
     async def __call__(self, scope, receive, send) -> None:
-        """Channels' consumer, but a channel layer that cannot even give this connection
-        its channel (Redis unreachable) is an ``unavailable`` error and close 1013, not a
-        1011 with a traceback."""
+        """Channels' consumer, and two guarantees: a channel layer that cannot even give
+        this connection its channel (Redis unreachable) is an ``unavailable`` error and
+        close 1013, not a 1011 with a traceback; the connection's slot is freed however
+        the consumer ends."""
         self.channel_name = None
+        self.slot: Slot | None = None
         try:
             await super().__call__(scope, receive, send)
         except Exception as exc:
@@ -113,6 +123,9 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
                 raise
             logger.warning("WebSocket closed 1013: the channel layer is unavailable: %r", exc)
             await accept_and_close(receive, send, UNAVAILABLE, CLOSE_TRY_AGAIN_LATER)
+        finally:
+            if self.slot is not None:
+                await self.slot.free()
 
     async def connect(self) -> None:
         self.user = None
@@ -153,19 +166,36 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def _authenticated(self, user) -> bool:
-        """Adopt ``user`` once the path names them (else 4403) and the channel layer has
-        joined this connection to their group (else 1013); then answer ``authenticated``."""
+        """Adopt ``user`` once the path names them (else 4403), one of their connection
+        slots is free (else 4429) and the channel layer has joined this connection to
+        their group (else 1013); then answer ``authenticated``."""
         if self.auth_task is not None:
             self.auth_task.cancel()
             self.auth_task = None
         if self.path_user_id is not None and self.path_user_id != user.pk:
             await self.close(code=CLOSE_FORBIDDEN)
             return False
-        if not await self._join(user):
+        if not await self._take_slot(user) or not await self._join(user):
             return False
         self.user = user
         await self.send_json({"type": "authenticated", "user_id": user.pk})
         return True
+
+    async def _take_slot(self, user) -> bool:
+        limit = bulkops_settings.MAX_WS_CONNECTIONS_PER_USER
+        self.slot = Slot(self.connection_registry(), user.pk)
+        try:
+            taken = await self.slot.take(limit)
+        except Exception as exc:  # the store's errors (Redis away)
+            return await self._unavailable("the connection count", exc)
+        if not taken:
+            await self.send_error(
+                "too_many_connections",
+                f"At most {limit} WebSocket connections per user are open at once; "
+                "close one, then reconnect.",
+            )
+            await self.close(code=CLOSE_TOO_MANY_CONNECTIONS)
+        return taken
 
     async def _join(self, user) -> bool:
         # Joined before answering: once the client reads ``authenticated``, no event of

@@ -163,6 +163,37 @@ async def test_unknown_path_is_closed_4404_for_anonymous_and_authenticated_clien
     assert_clean_log(daphne.log)
 
 
+# --- 3. connections per user, counted across servers -----------------------------------------
+async def test_the_connection_cap_holds_across_two_servers_sharing_redis(world):
+    _, procs = world(
+        postgres=using_postgres(),
+        redis=True,
+        BULKOPS_MAX_WS_CONNECTIONS_PER_USER="2",
+        **PRODUCTION,
+    )
+    token = (await asyncio.to_thread(seed, procs, sessions=0))["token"]
+    one = await asyncio.to_thread(procs.server, "one")
+    two = await asyncio.to_thread(procs.server, "two")
+    async with ws_connect(one) as a, ws_connect(two) as b:
+        assert (await authenticate(a, token))["type"] == "authenticated"
+        assert (await authenticate(b, token))["type"] == "authenticated"
+        for base in (one, two):
+            async with ws_connect(base) as refused:
+                error = await authenticate(refused, token)
+                assert (error["type"], error["code"]) == ("error", "too_many_connections")
+                assert await closed_with(refused) == 4429
+    # Both closed: their slots are free again (once each server has seen its disconnect).
+    for _ in range(50):
+        async with ws_connect(two) as c, ws_connect(one) as d:
+            answers = [await authenticate(c, token), await authenticate(d, token)]
+        if [m["type"] for m in answers] == ["authenticated"] * 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [m["type"] for m in answers] == ["authenticated"] * 2
+    for name in ("one", "two"):
+        assert_clean_log((procs.tmp_path / f"{name}.log").read_text())
+
+
 # --- 4. the Origin check: scheme, host and port --------------------------------------------
 def refused_origins(port: int) -> list[str | None]:
     return [
