@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 import pytest
+import redis
 from channels.layers import InMemoryChannelLayer, channel_layers
 from rest_framework.authtoken.models import Token
 
-from bulkops.realtime.connections import LocalConnections
+from bulkops.realtime.connections import LocalConnections, RedisConnections
 from bulkops.realtime.consumers import BulkOperationsConsumer
 from bulkops.tests.realtime.test_consumers import communicator, connected, session_cookie, sync
 from bulkops.tests.support.helpers import free_port
@@ -95,3 +96,19 @@ async def test_the_same_after_token_authentication(owner, layer, slots, caplog):
     await comm.disconnect()
     assert_logged_a_warning_and_no_traceback(caplog)
     assert slots.slots == {}
+
+
+async def test_a_connection_count_that_cannot_be_read_is_unavailable_and_close_1013(
+    owner, monkeypatch, caplog
+):
+    """The count lives in Redis with REDIS_URL: Redis away refuses (fail closed), as
+    the channel layer on the same Redis would."""
+    nowhere = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
+    slots = RedisConnections(nowhere, "test-nowhere")
+    monkeypatch.setattr(BulkOperationsConsumer, "connection_registry", staticmethod(lambda: slots))
+    comm = await connected(communicator(cookie=await sync(session_cookie, owner)))
+    assert (await comm.receive_json_from())["code"] == "unavailable"
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 1013}
+    await comm.disconnect()
+    assert_logged_a_warning_and_no_traceback(caplog)
+    assert any("the connection count is unavailable" in r.getMessage() for r in caplog.records)
