@@ -80,7 +80,11 @@ class SessionAdmin(OwnRowsAdmin):
         ),
         (_("Archive"), {"fields": ("archive_original_size", "archive_compressed_size")}),
     )
+    #: State goes through bulk operations only (eligibility, audit, events): the change
+    #: form never edits who owns a session, its status or its lifecycle.
     readonly_fields = (
+        "status",
+        "created_at",
         "updated_at",
         "closed_at",
         "archived_at",
@@ -107,9 +111,12 @@ class SessionAdmin(OwnRowsAdmin):
         return tuple(f for f in self.list_filter if not isinstance(f, tuple))
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None:
-            return ("id", *self.readonly_fields)
-        return self.readonly_fields
+        """A new session: its id, owner and text. An existing one: its title and
+        metadata only (its content too, unless archived: the archive holds it)."""
+        if obj is None:
+            return self.readonly_fields
+        fixed = ("id", "owner", *self.readonly_fields)
+        return (*fixed, "content") if obj.status == "archived" else fixed
 
     @admin.display(description=_("deleted"), boolean=True, ordering="deleted_at")
     def deleted(self, obj: Session) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -68,6 +69,12 @@ def clean_reason(reason: Any) -> str:
 
 
 def _check_active_cap(user: AbstractBaseUser) -> None:
+    """Inside the creating transaction: take the user's row lock first (a no-op
+    UPDATE — a row lock on PostgreSQL, the write lock on SQLite), so concurrent creators
+    of one user count one after the other and the cap holds under a burst."""
+    users = get_user_model()
+    key = users._meta.pk.name
+    users.objects.filter(pk=user.pk).update(**{key: F(key)})
     limit = bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER
     if active_operations_count(user=user) >= limit:
         raise TooManyActiveOperations(
@@ -97,7 +104,6 @@ def operation_create(
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
     ids = selection_resolve(user=user, action=act, selection=selection)
-    _check_active_cap(user)
     op = BulkOperation(
         user=user,
         action=act.action_type,
@@ -111,6 +117,7 @@ def operation_create(
     act.prepare(op)
     try:
         with transaction.atomic():
+            _check_active_cap(user)
             op.save(force_insert=True)
             BulkOperationItem.objects.bulk_create(
                 (BulkOperationItem(operation=op, session_id=sid) for sid in ids),

@@ -126,3 +126,24 @@ def test_export_json_keeps_metadata_exactly(owner, make_session):
     (record,) = json.loads(read_file(op))
     assert record["metadata"] == metadata
     assert record["id"] == s.pk and record["exports_count"] == 0
+
+
+def test_an_export_that_cannot_write_its_file_fails_at_once_with_the_cause(
+    owner, make_session, settings, tmp_path
+):
+    """The export directory is a plain file (as unwritable as it gets, even for root):
+    ``begin`` raises, and the operation ends ``failed`` in the same run — no lingering
+    ``running``, no retries — saying why; the download is a 404, never a 500."""
+    from bulkops.tests.support.api import token_client
+
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    settings.BULKOPS_EXPORT_DIR = blocker / "exports"
+    make_session(owner, id="s1")
+    op = execute(owner, "export", ["s1"])
+    assert (op.status, op.attempts, op.failed) == ("failed", 1, 1)
+    assert op.error.startswith("Internal error (NotADirectoryError: "), op.error
+    assert outcomes(op) == {"s1": ("failed", "internal_error")}
+    response = token_client(owner).get(f"/api/download/{op.export_file}")
+    assert response.status_code == 404
+    assert response.json()["detail"]

@@ -135,6 +135,42 @@ def test_archive_sizes_are_read_only(admin_client, trio):
     assert "archive_original_size" in response.context["adminform"].readonly_fields
 
 
+def test_the_change_form_cannot_reassign_or_change_state(client, make_user, make_session):
+    """Owner, status and lifecycle go through bulk operations only: a staff member with
+    ``change_session`` posting them on the change form changes the title, nothing else."""
+    staff = make_user(
+        "editor", staff=True, perms=("bulkops.view_session", "bulkops.change_session")
+    )
+    victim = make_user("victim")
+    session = make_session(make_user("ada"), id="s-edit", status="archived", content="")
+    client.force_login(staff)
+    url = reverse("admin:bulkops_session_change", args=["s-edit"])
+    page = client.get(url).content.decode()
+    for field in ("owner", "status", "closed_at", "content"):
+        assert f'name="{field}"' not in page, field
+    response = client.post(
+        url,
+        {
+            "title": "Renamed",
+            "metadata": "{}",
+            "owner": str(victim.pk),
+            "status": "active",
+            "closed_at_0": "2024-01-01",
+            "closed_at_1": "00:00:00",
+            "content": "resurrected",
+        },
+    )
+    assert response.status_code == 302, response.content[:500]
+    after = Session.objects.get(pk="s-edit")
+    assert after.title == "Renamed"
+    assert (after.owner_id, after.status, after.closed_at, after.content) == (
+        session.owner_id,
+        "archived",
+        None,
+        "",
+    )
+
+
 def test_staff_without_view_permission_sees_only_their_own_sessions(
     make_user, make_session, client, owner
 ):
