@@ -32,10 +32,13 @@ def world(tmp_path):
 def _clear_cache() -> None:
     """Forget rate-limit counters. On Redis, only this deployment's keys (KEY_PREFIX):
     django-redis' clear() would FLUSHDB a database others may share."""
-    if hasattr(cache, "delete_pattern"):
-        cache.delete_pattern("*")
-    else:
-        cache.clear()
+    try:
+        if hasattr(cache, "delete_pattern"):
+            cache.delete_pattern("*")
+        else:
+            cache.clear()
+    except Exception:
+        pass  # a test pointed the cache at a Redis that is not there (test_without_redis)
 
 
 @pytest.fixture
