@@ -19,6 +19,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
 from bulkops.api import serializers as s
+from bulkops.api.pagination import Pagination
 from bulkops.models import SessionStatus
 
 SELECTION_KEYS = ("session_ids", "filter")
@@ -190,9 +191,10 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "the same key with a different body → 422. 1–255 visible ASCII characters.",
 )
 
+#: The paginator's own parameters, with its real bounds (page_size 1–1000).
 PAGE_PARAMS = [
-    OpenApiParameter("page", OpenApiTypes.INT, description="Page of items (from 1)."),
-    OpenApiParameter("page_size", OpenApiTypes.INT, description="Items per page (1–1000)."),
+    OpenApiParameter(p["name"], p["schema"], description=p["description"])
+    for p in Pagination().get_schema_operation_parameters(None)
 ]
 
 VALIDATION_EXAMPLE = OpenApiExample(

@@ -65,6 +65,28 @@ def test_schema_generation_is_clean_and_valid():
     assert {s for s in schema["components"]["securitySchemes"]} == {"cookieAuth", "tokenAuth"}
 
 
+def test_every_page_size_in_the_schema_has_the_real_bounds():
+    """The paginated views refuse page_size 0 and 1001 (400): the schema says so."""
+    out = io.StringIO()
+    call_command("spectacular", "--format", "openapi-json", stdout=out)
+    schema = json.loads(out.getvalue())
+    found = [
+        (path, param["schema"])
+        for path, item in schema["paths"].items()
+        for operation in item.values()
+        for param in operation.get("parameters", [])
+        if param["name"] == "page_size"
+    ]
+    assert {path for path, _ in found} == {
+        "/api/bulk/operations/",
+        "/api/bulk/operations/{operation_id}/",
+        "/api/bulk/operations/{operation_id}/items",
+        "/api/sessions/",
+    }
+    for path, bounds in found:
+        assert (bounds.get("minimum"), bounds.get("maximum")) == (1, 1000), path
+
+
 def test_swagger_ui_is_served(client):
     assert client.get("/api/docs/").status_code == 200
 
