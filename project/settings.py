@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_tasks",
     "django_tasks_db",
@@ -228,12 +229,25 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "bulkops.api.exceptions.exception_handler",
 }
+# Who may read /api/schema/ and /api/docs/ (bulkops.api.permissions.CanReadApiDocs):
+# "public", or "staff" (authenticated active staff, by session or token).
+BULKOPS_API_DOCS = os.environ.get("BULKOPS_API_DOCS", "") or ("public" if DEBUG else "staff")
+if BULKOPS_API_DOCS not in ("public", "staff"):
+    raise ImproperlyConfigured(f"BULKOPS_API_DOCS must be public or staff: {BULKOPS_API_DOCS!r}")
 SPECTACULAR_SETTINGS = {
     "TITLE": "Bulk operations for sessions",
     "DESCRIPTION": "Validate, run and track bulk actions on sessions.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_AUTHENTICATION": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "SERVE_PERMISSIONS": ["bulkops.api.permissions.CanReadApiDocs"],
+    # Swagger UI from drf-spectacular-sidecar's static files: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Logging ----------------------------------------------------------------------------
