@@ -17,6 +17,8 @@ DEFAULTS: dict[str, Any] = {
     "OPERATION_RETENTION_DAYS": 30,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
     "STALE_AFTER_SECONDS": 60,
+    #: Longest a chunk waits for a session row another transaction holds (PostgreSQL).
+    "LOCK_TIMEOUT": 5.0,
     "MAX_ATTEMPTS": 3,
     "ARCHIVE_ZSTD_LEVEL": 3,
     "EXPORT_DIR": Path("var/exports"),

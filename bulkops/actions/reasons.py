@@ -16,6 +16,7 @@ ATOMIC_ROLLBACK = "atomic_rollback"
 CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 INTERNAL_ERROR = "internal_error"
+LOCKED = "locked"
 
 MESSAGES = {
     NOT_FOUND: _("No such session."),
@@ -32,6 +33,10 @@ MESSAGES = {
     CANCELLED: _("The operation was cancelled before this session was processed."),
     TIMEOUT: _("The operation ran out of time before this session was processed."),
     INTERNAL_ERROR: _("The operation stopped on an internal error before this session."),
+    LOCKED: _(
+        "Another transaction held this session longer than BULKOPS_LOCK_TIMEOUT; "
+        "retry the failed items."
+    ),
 }
 
 

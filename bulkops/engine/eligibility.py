@@ -7,7 +7,7 @@ chunk; the rule itself is each action's ``check(row)``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,13 +44,19 @@ class Partition:
 
 
 def session_rows(
-    *, action: BulkAction, scope: QuerySet[Session], ids: list[str], lock: bool
+    *,
+    action: BulkAction,
+    scope: QuerySet[Session],
+    ids: list[str],
+    lock: bool,
+    skip_locked: bool = False,
 ) -> dict[str, SessionRow]:
     """The rows ``check`` decides on, by id; locked in primary-key order when ``lock``
-    (so overlapping operations cannot deadlock) unless the action is read-only."""
+    (so overlapping operations cannot deadlock) unless the action is read-only. With
+    ``skip_locked``, rows another transaction holds are left out."""
     qs = scope.filter(AnyOf("pk", ids)).order_by("pk")
     if lock and not action.read_only:
-        qs = qs.select_for_update()
+        qs = qs.select_for_update(skip_locked=skip_locked)
     with_exports: set[str] = set()
     if action.needs_exports:
         with_exports = set(
@@ -64,12 +70,22 @@ def session_rows(
     }
 
 
-def partition(*, action: BulkAction, ids: Iterable[str], rows: dict[str, SessionRow]) -> Partition:
-    """Sort ``ids`` into eligible / skipped / failed by ``action.check``."""
+def partition(
+    *,
+    action: BulkAction,
+    ids: Iterable[str],
+    rows: dict[str, SessionRow],
+    held: Collection[str] = (),
+) -> Partition:
+    """Sort ``ids`` into eligible / skipped / failed by ``action.check``; an id without a
+    row is ``not_found``, or ``locked`` when it is in ``held``."""
     part = Partition()
     for sid in ids:
         row = rows.get(sid)
-        reason = reasons.NOT_FOUND if row is None else action.check(row)
+        if row is None:
+            reason = reasons.LOCKED if sid in held else reasons.NOT_FOUND
+        else:
+            reason = action.check(row)
         if reason is None:
             part.eligible.append(sid)
         elif reason in action.skip_reasons:

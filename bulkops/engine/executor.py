@@ -13,14 +13,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from bulkops import events
 from bulkops.actions import get_action, reasons
 from bulkops.actions.base import BulkAction
-from bulkops.actions.sql import is_postgresql
+from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.conf import bulkops_settings
 from bulkops.engine.eligibility import Partition, partition, session_rows
 from bulkops.engine.outcomes import (
@@ -42,6 +42,8 @@ from bulkops.selectors import sessions_in_scope
 
 logger = logging.getLogger("bulkops.engine")
 
+#: PostgreSQL's SQLSTATE for "lock not available" (lock_timeout expired).
+LOCK_NOT_AVAILABLE = "55P03"
 #: Why an execution stopped between chunks (None: it ran to the end).
 CANCELLED, TIMEOUT, SHUTDOWN, ROLLED_BACK = "cancelled", "timeout", "shutdown", "rolled_back"
 
@@ -63,9 +65,32 @@ def _next_chunk(op: BulkOperation) -> list[str]:
     )
 
 
-def _run_chunk(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> Partition | None:
+def _lock_timeout(seconds: float | None) -> None:
+    """``SET LOCAL lock_timeout`` (PostgreSQL; 0 or None: wait as long as it takes)."""
+    if is_postgresql():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('lock_timeout', %s, true)", [f"{int((seconds or 0) * 1000)}ms"]
+            )
+
+
+def _held_by_others(scope: QuerySet[Session], ids: list[str], rows: dict) -> set[str]:
+    """The ids a SKIP LOCKED read left out that do exist: another transaction holds them."""
+    missing = [sid for sid in ids if sid not in rows]
+    return (
+        set(scope.filter(AnyOf("pk", missing)).values_list("pk", flat=True)) if missing else set()
+    )
+
+
+def _run_chunk(
+    op: BulkOperation, act: BulkAction, scope: QuerySet[Session], *, skip_locked: bool = False
+) -> Partition | None:
     """One chunk in the caller's transaction: lock, re-check, apply, record. Return None
-    when there is nothing left (or the operation was finished meanwhile)."""
+    when there is nothing left (or the operation was finished meanwhile).
+
+    The session rows are locked waiting at most ``BULKOPS_LOCK_TIMEOUT``; past it the
+    database raises (``_is_lock_timeout``) and the caller runs the chunk again with
+    ``skip_locked``: the rows others hold then fail ``locked``, the rest go on."""
     if is_postgresql():
         # A chunk's commit is a checkpoint, not a promise to anyone: if PostgreSQL
         # itself crashes, the chunk's session changes, item outcomes and counters are
@@ -83,8 +108,11 @@ def _run_chunk(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> 
     if not ids:
         return None
     now = timezone.now()
-    rows = session_rows(action=act, scope=scope, ids=ids, lock=True)
-    part = partition(action=act, ids=ids, rows=rows)
+    _lock_timeout(bulkops_settings.LOCK_TIMEOUT)
+    rows = session_rows(action=act, scope=scope, ids=ids, lock=True, skip_locked=skip_locked)
+    _lock_timeout(None)
+    held = _held_by_others(scope, ids, rows) if skip_locked else set()
+    part = partition(action=act, ids=ids, rows=rows, held=held)
     act.apply(ids=part.eligible, operation=op, now=now)
     record(op, part, now)
     return part
@@ -173,13 +201,30 @@ def _stop_reason(op: BulkOperation, should_stop: Callable[[], bool] | None) -> s
 
 
 # --- the two modes ----------------------------------------------------------------------------
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    return getattr(getattr(exc, "__cause__", None), "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def _chunk(op, act, scope) -> Partition | None:
+    """One chunk in a transaction (a savepoint inside an atomic operation's); again
+    with SKIP LOCKED when some row stayed locked past ``BULKOPS_LOCK_TIMEOUT``."""
+    try:
+        with transaction.atomic():
+            return _run_chunk(op, act, scope)
+    except OperationalError as exc:
+        if not _is_lock_timeout(exc):
+            raise
+    logger.warning("operation %s: rows locked past the lock timeout fail 'locked'", op.pk)
+    with transaction.atomic():
+        return _run_chunk(op, act, scope, skip_locked=True)
+
+
 def _execute_chunks(op, act, scope, publisher, should_stop) -> str | None:
     while True:
         stop = _stop_reason(op, should_stop)
         if stop:
             return stop
-        with transaction.atomic():
-            part = _run_chunk(op, act, scope)
+        part = _chunk(op, act, scope)
         if part is None:
             return None
         publisher.chunk(part)
@@ -190,7 +235,7 @@ def _execute_atomic(op, act, scope) -> str | None:
     failures: dict[str, list[str]] = defaultdict(list)
     try:
         with transaction.atomic():
-            while (part := _run_chunk(op, act, scope)) is not None:
+            while (part := _chunk(op, act, scope)) is not None:
                 for reason, ids in part.failed.items():
                     failures[reason].extend(ids)
             if failures:
