@@ -6,8 +6,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     # Who may read these: SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] (BULKOPS_API_DOCS).
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    # The split view serves Swagger UI's init script from ?script, so nothing is inline;
-    # the assets come from drf-spectacular-sidecar.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    # The split view serves Swagger UI's init script from ?script, so nothing is inline
+    # (Content-Security-Policy); the assets come from drf-spectacular-sidecar.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="schema", template_name="drf_spectacular/swagger_ui_csp.html"
+        ),
+        name="swagger-ui",
+    ),
     path("api/", include("bulkops.api.urls")),
 ]

@@ -1,5 +1,5 @@
 """Who may read the API's description (BULKOPS_API_DOCS), and that Swagger UI is served
-from this server alone, with no inline script."""
+from this server alone, under the Content-Security-Policy, with nothing inline."""
 
 from __future__ import annotations
 
@@ -85,6 +85,18 @@ def test_the_docs_page_loads_only_local_files_and_no_inline_script(settings, cli
     assert all(body.strip() == "" for _, body in scripts), "an inline script"
     stylesheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
     assert stylesheets == ["/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css"]
+
+
+def test_the_docs_page_is_served_with_its_policy_and_nonce(settings, client):
+    settings.BULKOPS_API_DOCS = "public"
+    response = client.get(DOCS)
+    policy = response["Content-Security-Policy"]
+    nonce = re.search(r"<style nonce=\"([^\"]+)\">", response.content.decode()).group(1)
+    assert f"'nonce-{nonce}'" in policy
+    assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+    script = client.get(DOCS + "?script=")
+    assert script["Content-Type"].startswith("application/javascript")
+    assert "SwaggerUIBundle(" in script.content.decode()
 
 
 def test_the_sidecar_assets_are_static_files():
