@@ -12,6 +12,14 @@
   const FAST_POLL_MS = 1000;
   const SLOW_POLL_MS = 5000;
 
+  // The bar's width comes from its aria-valuenow, set here: the Content-Security-Policy
+  // (style-src 'self') refuses a style="" attribute in the page.
+  function paintBar(root) {
+    const bar = root.querySelector(".bulkops-bar");
+    const fill = root.querySelector(".bulkops-bar-fill");
+    if (bar && fill) fill.style.width = (bar.getAttribute("aria-valuenow") || 0) + "%";
+  }
+
   function start(root) {
     const opId = root.dataset.operationId;
     const statusUrl = root.dataset.statusUrl;
@@ -85,6 +93,7 @@
           const fresh = doc.getElementById("bulk-operation");
           if (fresh) {
             root.innerHTML = fresh.innerHTML;
+            paintBar(root);
             root.dataset.finished = "1";
             root.dataset.status = fresh.dataset.status;
           }
@@ -152,7 +161,9 @@
 
   function init() {
     const root = document.getElementById("bulk-operation");
-    if (root) start(root);
+    if (!root) return;
+    paintBar(root);
+    start(root);
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
