@@ -11,6 +11,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ACTIVE_OPERATIONS_PER_USER": 5,
     "MAX_REQUEST_BYTES": 1024 * 1024,
     "MAX_WS_CONNECTIONS_PER_USER": 20,
+    #: When set, /metrics needs "Authorization: Bearer <token>".
+    "METRICS_TOKEN": "",
     "CHUNK_SIZE": 5000,
     "OPERATION_TIMEOUT_SECONDS": 300,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,

@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import datetime
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, QuerySet, Sum
+from django.utils import timezone
 
 from bulkops.exceptions import OperationNotFound
 from bulkops.models import (
@@ -23,6 +25,7 @@ from bulkops.models import (
     BulkOperation,
     BulkOperationItem,
     ItemOutcome,
+    OperationStatus,
     Session,
     SessionStatus,
 )
@@ -88,6 +91,26 @@ def operations_for_admin(*, user: AbstractBaseUser) -> QuerySet[BulkOperation]:
 
 def active_operations_count(*, user: AbstractBaseUser) -> int:
     return BulkOperation.objects.filter(user=user, status__in=ACTIVE_OPERATION_STATUSES).count()
+
+
+def operation_metrics(*, now: datetime.datetime | None = None) -> dict[str, Any]:
+    """Aggregates only (no user data): operations by status, items processed, the
+    oldest pending operation's age and the stalest running heartbeat (seconds)."""
+    now = now or timezone.now()
+    by_status = dict(BulkOperation.objects.values_list("status").annotate(n=Count("pk")).order_by())
+    active = BulkOperation.objects.filter(status__in=ACTIVE_OPERATION_STATUSES)
+    oldest = active.filter(status="pending").order_by("created_at")
+    stalest = active.filter(status="running").order_by("heartbeat_at")
+    first_pending = oldest.values_list("created_at", flat=True).first()
+    first_beat = stalest.values_list("heartbeat_at", flat=True).first()
+    return {
+        "operations": {status: by_status.get(status, 0) for status in OperationStatus.values},
+        "items_processed": BulkOperation.objects.aggregate(n=Sum("processed"))["n"] or 0,
+        "oldest_pending_age_seconds": (now - first_pending).total_seconds()
+        if first_pending
+        else None,
+        "stalest_heartbeat_age_seconds": (now - first_beat).total_seconds() if first_beat else None,
+    }
 
 
 def operation_errors(*, operation: BulkOperation, limit: int = MAX_ERRORS_IN_REPRESENTATION):

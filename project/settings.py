@@ -195,9 +195,19 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 60 * 60 * 24 * 30)
-    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # Both are commitments for the whole domain that browsers keep (preload lists ship
+    # in browsers): opt in, never by default. check --deploy's reminders are silenced.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # What a TLS-terminating proxy must set, and only it (it must drop the client's).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Load balancers and scrapers call these over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SILENCED_SYSTEM_CHECKS = [
+        *globals().get("SILENCED_SYSTEM_CHECKS", []),
+        "security.W005",  # SECURE_HSTS_INCLUDE_SUBDOMAINS: opt-in (above)
+        "security.W021",  # SECURE_HSTS_PRELOAD: opt-in (above)
+    ]
 
 # --- I18N, static ---------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -288,6 +298,7 @@ BULKOPS_MAX_EXPORT_SESSIONS = env_int("BULKOPS_MAX_EXPORT_SESSIONS", 10_000)
 BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = env_int("BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER", 5)
 BULKOPS_MAX_REQUEST_BYTES = env_int("BULKOPS_MAX_REQUEST_BYTES", 1024 * 1024)
 BULKOPS_MAX_WS_CONNECTIONS_PER_USER = env_int("BULKOPS_MAX_WS_CONNECTIONS_PER_USER", 20)
+BULKOPS_METRICS_TOKEN = os.environ.get("BULKOPS_METRICS_TOKEN", "")
 BULKOPS_CHUNK_SIZE = env_int("BULKOPS_CHUNK_SIZE", 5000)
 BULKOPS_OPERATION_TIMEOUT_SECONDS = env_int("BULKOPS_OPERATION_TIMEOUT_SECONDS", 300)
 BULKOPS_EXPORT_RETENTION_SECONDS = env_int("BULKOPS_EXPORT_RETENTION_SECONDS", 24 * 3600)

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from bulkops.api import ops
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Who may read these: SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] (BULKOPS_API_DOCS).
@@ -16,4 +18,7 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("api/", include("bulkops.api.urls")),
+    # Operators': health (for load balancers, orchestrators) and Prometheus metrics.
+    path("healthz", ops.healthz, name="healthz"),
+    path("metrics", ops.metrics, name="metrics"),
 ]

@@ -119,6 +119,29 @@ def mark_lost(operation_id: str, *, now: datetime.datetime, note: str) -> int:
     )
 
 
+def queue_stats(*, now: datetime.datetime | None = None) -> dict[str, float | int | None]:
+    """What a health check or a metrics scrape wants of the queue: tasks waiting, the
+    age of the oldest one, and the age of the last one a worker finished (seconds)."""
+    now = now or timezone.now()
+    ready = DBTaskResult.objects.ready()
+    oldest = ready.order_by("enqueued_at").values_list("enqueued_at", flat=True).first()
+    last = (
+        DBTaskResult.objects.finished()
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    return {
+        "ready": ready.count(),
+        "oldest_ready_age_seconds": _age(now, oldest),
+        "last_finished_age_seconds": _age(now, last),
+    }
+
+
+def _age(now: datetime.datetime, moment: datetime.datetime | None) -> float | None:
+    return None if moment is None else round((now - moment).total_seconds(), 3)
+
+
 def prune_task_results(*, min_age_days: int, dry_run: bool = False) -> int:
     """Remove finished task rows older than ``min_age_days`` with django-tasks-db's own
     ``prune_db_task_results`` (every queue); queued and running rows are never touched
