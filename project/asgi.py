@@ -7,6 +7,27 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 django_asgi_app = get_asgi_application()
 
+
+def _static_files_collected() -> None:
+    """With DEBUG off the admin's pages name hashed static files that exist only after
+    ``collectstatic``: without them every admin page is a 500. Refuse to start instead,
+    saying what to run (``manage.py serve`` runs it itself before importing this)."""
+    from django.conf import settings
+    from django.contrib.staticfiles.storage import staticfiles_storage
+    from django.core.exceptions import ImproperlyConfigured
+
+    manifest = getattr(staticfiles_storage, "manifest_name", None)
+    if settings.DEBUG or manifest is None or staticfiles_storage.exists(manifest):
+        return
+    raise ImproperlyConfigured(
+        f"DEBUG is off and {settings.STATIC_ROOT}/{manifest} is missing: run "
+        "'python manage.py collectstatic --no-input' (once per release) before starting "
+        "the server."
+    )
+
+
+_static_files_collected()
+
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 

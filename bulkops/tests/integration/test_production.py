@@ -31,14 +31,28 @@ def get(url: str) -> tuple[int, dict, bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
+def test_without_collectstatic_daphne_refuses_to_start_and_says_why(world, tmp_path):
+    _, procs = world(
+        postgres=using_postgres(),
+        redis=False,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="127.0.0.1",
+        STATIC_ROOT=str(tmp_path / "never-collected"),
+    )
+    with pytest.raises(AssertionError, match="collectstatic"):
+        procs.server("daphne")
+
+
 @pytest.fixture
-def production(world):
+def production(world, tmp_path):
     _, procs = world(
         postgres=using_postgres(),
         redis=using_redis(),
         DEBUG="0",
         SECRET_KEY=secrets.token_urlsafe(50),
         ALLOWED_HOSTS="127.0.0.1",
+        STATIC_ROOT=str(tmp_path / "static"),
     )
     procs.run("migrate", "--no-input", "-v", "0")
     procs.run("collectstatic", "--no-input", "-v", "0")

@@ -56,13 +56,16 @@ def server(tmp_path_factory) -> Iterator[Daphne]:
     teardown = worlds(tmp_path_factory.mktemp("daphne"))
     make = next(teardown)
     try:
+        root = tmp_path_factory.mktemp("static")
         _, procs = make(
             postgres=using_postgres(),
             redis=using_redis(),
             CSRF_TRUSTED_ORIGINS=TRUSTED,
+            STATIC_ROOT=str(root),
             **PRODUCTION,
         )
         user = seed(procs, sessions=1)
+        procs.run("collectstatic", "--no-input", "-v", "0")  # DEBUG off: asgi requires it
         cookie = procs.run("shell", "-c", COOKIE).strip().splitlines()[-1]
         base = procs.server("daphne")
         yield Daphne(
@@ -164,14 +167,16 @@ async def test_unknown_path_is_closed_4404_for_anonymous_and_authenticated_clien
 
 
 # --- 3. connections per user, counted across servers -----------------------------------------
-async def test_the_connection_cap_holds_across_two_servers_sharing_redis(world):
+async def test_the_connection_cap_holds_across_two_servers_sharing_redis(world, tmp_path):
     _, procs = world(
         postgres=using_postgres(),
         redis=True,
         BULKOPS_MAX_WS_CONNECTIONS_PER_USER="2",
+        STATIC_ROOT=str(tmp_path / "static"),
         **PRODUCTION,
     )
     token = (await asyncio.to_thread(seed, procs, sessions=0))["token"]
+    await asyncio.to_thread(procs.run, "collectstatic", "--no-input", "-v", "0")
     one = await asyncio.to_thread(procs.server, "one")
     two = await asyncio.to_thread(procs.server, "two")
     async with ws_connect(one) as a, ws_connect(two) as b:
