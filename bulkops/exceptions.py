@@ -4,6 +4,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 __all__ = [
     "BulkOpsError",
+    "ExportFileError",
     "IdempotencyConflict",
     "OperationConflict",
     "OperationNotFound",
@@ -32,6 +33,11 @@ class OperationConflict(BulkOpsError):
 
 class IdempotencyConflict(BulkOpsError):
     """The Idempotency-Key was already used by this user for a different request."""
+
+
+class ExportFileError(BulkOpsError):
+    """The export file could not be written (disk full, read-only, not a directory);
+    the message says why without naming server paths."""
 
 
 class RateLimited(BulkOpsError):

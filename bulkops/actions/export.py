@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import datetime
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from bulkops.actions.base import AdminVariant, BulkAction, Param, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.conf import bulkops_settings
+from bulkops.exceptions import ExportFileError
 from bulkops.models import ExportFormat, Session
 
 FIELDS = ["id", "title", "status", "owner", "created_at", "updated_at", "metadata"]
@@ -65,6 +68,22 @@ def file_state(operation) -> str:
     if operation.status not in ("completed", "partial") or not operation.export_file:
         return "missing"
     return "ready" if export_path(operation.export_file).is_file() else "missing"
+
+
+def writes_file(method: Callable) -> Callable:
+    """An ``OSError`` writing the file becomes ``ExportFileError`` with the reason
+    (``No space left on device``), not the path: the operation's ``error`` is shown."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            raise ExportFileError(
+                f"Could not write the export file: {exc.strerror or type(exc).__name__}"
+            ) from exc
+
+    return wrapper
 
 
 def neutralise(value: str) -> str:
@@ -193,6 +212,7 @@ class ExportAction(BulkAction):
     def _part_path(self, operation) -> Path:
         return export_path(operation.export_file + ".part")
 
+    @writes_file
     def begin(self, operation) -> None:
         """Start the file afresh: an export is read-only, so a resumed one starts over."""
         export_dir().mkdir(parents=True, exist_ok=True)
@@ -229,6 +249,7 @@ class ExportAction(BulkAction):
             }
         return list(qs.values_list(*columns.values()))
 
+    @writes_file
     def apply(self, *, ids, operation, now) -> None:
         if not ids:
             return
@@ -255,6 +276,7 @@ class ExportAction(BulkAction):
             fh.flush()
             os.fsync(fh.fileno())
 
+    @writes_file
     def finish(self, operation) -> None:
         part = self._part_path(operation)
         if self.params["format"] == ExportFormat.JSON:

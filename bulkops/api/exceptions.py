@@ -6,7 +6,8 @@ act on, never a 500.
 - Django ``ValidationError`` → 400 with field errors;
 - ``OperationNotFound`` → 404; ``OperationConflict`` → 409; ``IdempotencyConflict`` → 422;
 - Django ``RequestDataTooBig`` (a body read past ``DATA_UPLOAD_MAX_MEMORY_SIZE``) → 413;
-- Django ``PermissionDenied`` → 403 (DRF's own mapping).
+- Django ``PermissionDenied`` → 403 (DRF's own mapping);
+- the database unreachable (``OperationalError``, ``InterfaceError``) → 503, ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from rest_framework import status
 from rest_framework.exceptions import APIException, Throttled
 from rest_framework.response import Response
@@ -83,4 +85,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             {"detail": exc.message, "code": "idempotency_conflict"},
             status=status.HTTP_422_UNPROCESSABLE_ENTITY,
         )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is away (restart, failover): a JSON 503 the client can retry,
+        # not an HTML 500; nothing was half done (each request is one transaction).
+        response = Response(
+            {"detail": "The database is unavailable; try again shortly.", "code": "unavailable"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = "5"
+        return response
     return drf_exception_handler(exc, context)

@@ -13,7 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from django.db import OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -30,6 +30,7 @@ from bulkops.engine.outcomes import (
     record,
     record_atomic_rollback,
 )
+from bulkops.exceptions import BulkOpsError
 from bulkops.models import (
     FINISHED_OPERATION_STATUSES,
     BulkOperation,
@@ -279,6 +280,14 @@ def _conclude(op: BulkOperation, act: BulkAction, stop: str | None) -> None:
                 finalise(op)
 
 
+def _cause(exc: Exception) -> str:
+    """The fatal error as the operation's ``error`` says it: a hook's own words (a
+    ``BulkOpsError``), else the exception's type and message."""
+    if isinstance(exc, BulkOpsError):
+        return exc.message
+    return f"Internal error ({type(exc).__name__}: {str(exc)[:300]})"
+
+
 def _fail(op: BulkOperation, act: BulkAction, exc: Exception) -> None:
     """A fatal error: chunks already committed stay; the rest fail ``internal_error``
     and the operation fails at once with the cause."""
@@ -287,8 +296,8 @@ def _fail(op: BulkOperation, act: BulkAction, exc: Exception) -> None:
     with transaction.atomic():
         fail_rest(
             op,
-            error=f"Internal error ({type(exc).__name__}: {str(exc)[:300]}); sessions "
-            "already processed keep their outcome, the rest were not touched.",
+            error=f"{_cause(exc)}; sessions already processed keep their outcome, "
+            "the rest were not touched.",
         )
 
 
@@ -320,6 +329,12 @@ def operation_execute(
             logger.info("operation %s left to resume after worker shutdown", op.pk)
             return op
         _conclude(op, act, stop)
+    except (OperationalError, InterfaceError):
+        # The connection failed (restart, killed backend, failover): the chunk in
+        # progress rolled back, committed ones stand. Leave the operation running: the
+        # reaper resumes it from its pending items (counting the attempt).
+        logger.warning("operation %s: database connection lost; left to resume", op.pk)
+        raise
     except Exception as exc:
         _fail(op, act, exc)
     op.refresh_from_db()
