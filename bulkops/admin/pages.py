@@ -15,9 +15,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from bulkops.actions import get_action, reasons
+from bulkops.actions import get_action
 from bulkops.actions.export import export_path, file_state
-from bulkops.engine import operation_cancel, operation_retry
+from bulkops.engine import operation_cancel, operation_retry, retryable_items
 from bulkops.exceptions import BulkOpsError
 from bulkops.models import BulkOperation, OperationSource
 from bulkops.ratelimits import RETRY, rate_limit
@@ -80,7 +80,7 @@ class OperationPages:
             and (op.user_id == request.user.pk or request.user.is_superuser),
             "can_retry": op.is_finished
             and op.user_id == request.user.pk
-            and op.items.filter(outcome="failed").exclude(reason=reasons.NOT_FOUND).exists(),
+            and retryable_items(op).exists(),
             "status_url": reverse("admin:bulkops_bulkoperation_status", args=[op.pk]),
             "detail_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk]),
             "failed_items_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk])

@@ -16,6 +16,7 @@ from bulkops.engine.operations import (
     operation_replay,
     operation_retry,
     request_fingerprint,
+    retryable_items,
 )
 from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
@@ -49,6 +50,7 @@ __all__ = [
     "operations_cleanup",
     "parse_moment",
     "request_fingerprint",
+    "retryable_items",
     "selection_queryset",
     "selection_resolve",
     "session_ids_problem",

@@ -134,6 +134,16 @@ def operation_create(
     return op
 
 
+def retryable_items(operation: BulkOperation):
+    """The items a retry would take: failed ones, except ``not_found`` (retrying those
+    cannot succeed), in session-id order."""
+    return (
+        operation.items.filter(outcome=ItemOutcome.FAILED)
+        .exclude(reason=reasons.NOT_FOUND)
+        .order_by("session_id")
+    )
+
+
 def operation_retry(
     *,
     operation: BulkOperation,
@@ -147,12 +157,7 @@ def operation_retry(
     running or nothing failed."""
     if not operation.is_finished:
         raise OperationConflict("The operation is still running; retry it when it has finished.")
-    failed_ids = list(
-        operation.items.filter(outcome=ItemOutcome.FAILED)
-        .exclude(reason=reasons.NOT_FOUND)
-        .order_by("session_id")
-        .values_list("session_id", flat=True)
-    )
+    failed_ids = list(retryable_items(operation).values_list("session_id", flat=True))
     if not failed_ids:
         raise OperationConflict("Nothing to retry: no item of this operation failed.")
     return operation_create(
