@@ -117,13 +117,21 @@ class SessionExport(models.Model):
 class OperationStatus(models.TextChoices):
     PENDING = "pending", _("Pending")
     RUNNING = "running", _("Running")
+    #: Stopped at a chunk boundary on request; ``resume`` makes it pending again.
+    PAUSED = "paused", _("Paused")
     COMPLETED = "completed", _("Completed")
     PARTIAL = "partial", _("Partial")
     FAILED = "failed", _("Failed")
     CANCELLED = "cancelled", _("Cancelled")
 
 
-ACTIVE_OPERATION_STATUSES = (OperationStatus.PENDING, OperationStatus.RUNNING)
+#: Not finished: these count toward BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER (a paused
+#: operation still means to act on its sessions).
+ACTIVE_OPERATION_STATUSES = (
+    OperationStatus.PENDING,
+    OperationStatus.RUNNING,
+    OperationStatus.PAUSED,
+)
 FINISHED_OPERATION_STATUSES = (
     OperationStatus.COMPLETED,
     OperationStatus.PARTIAL,
@@ -164,6 +172,11 @@ class BulkOperation(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
+    #: Asked to pause: the worker stops at the next chunk boundary (status ``paused``).
+    pause_requested = models.BooleanField(default=False)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    #: Time spent paused, which does not count toward the operation timeout.
+    paused_seconds = models.FloatField(default=0.0)
     attempts = models.PositiveSmallIntegerField(default=0)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True, default="")
@@ -218,6 +231,8 @@ class BulkOperationItem(models.Model):
     )
     reason = models.CharField(max_length=32, blank=True, default="")
     message = models.CharField(max_length=255, blank=True, default="")
+    #: The session's status just before the action applied to it (what undo restores).
+    previous_status = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["session_id"]
