@@ -21,8 +21,7 @@ class RejectNulMiddleware:
             return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
         query = request.GET
         if any(
-            "\x00" in key or any("\x00" in value for value in query.getlist(key))
-            for key in query
+            "\x00" in key or any("\x00" in value for value in query.getlist(key)) for key in query
         ):
             return JsonResponse(
                 {"detail": "Query strings may not contain NUL characters.", "code": "invalid"},

@@ -33,6 +33,9 @@ class Partition:
     eligible: list[str] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     failed: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: The eligible ids by the status their session had before the action (what an
+    #: undo restores; the succeeded items record it).
+    eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     @property
     def failed_count(self) -> int:
@@ -88,6 +91,7 @@ def partition(
             reason = action.check(row)
         if reason is None:
             part.eligible.append(sid)
+            part.eligible_by_status[row.status].append(sid)
         elif reason in action.skip_reasons:
             part.skipped[reason].append(sid)
         else:

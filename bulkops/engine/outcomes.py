@@ -59,15 +59,17 @@ def fail_rest(op: BulkOperation, *, error: str) -> None:
 
 
 def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
-    """Write one chunk's item outcomes per outcome group and bump the counters."""
-    groups: list[tuple[str, str, list[str]]] = []
-    if part.eligible:
-        groups.append((ItemOutcome.SUCCEEDED, "", part.eligible))
-    groups += [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
+    """Write one chunk's item outcomes per outcome group (succeeded items per status
+    the session had before, kept as ``previous_status``) and bump the counters."""
+    for previous, ids in part.eligible_by_status.items():
+        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
+            outcome=ItemOutcome.SUCCEEDED, reason="", message="", previous_status=previous
+        )
+    groups = [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
     groups += [(ItemOutcome.FAILED, r, ids) for r, ids in part.failed.items()]
     for outcome, reason, ids in groups:
         BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
-            outcome=outcome, reason=reason, message=reasons.message_for(reason) if reason else ""
+            outcome=outcome, reason=reason, message=reasons.message_for(reason)
         )
     n_ok, n_skip, n_fail = len(part.eligible), part.skipped_count, part.failed_count
     BulkOperation.objects.filter(pk=op.pk).update(

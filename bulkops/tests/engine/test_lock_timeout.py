@@ -39,9 +39,7 @@ def hold(conn, ids: list[str]) -> None:
 
 
 @pytest.mark.parametrize("atomic", [False, True])
-def test_rows_held_past_the_lock_timeout_fail_locked(
-    owner, make_session, settings, holder, atomic
-):
+def test_rows_held_past_the_lock_timeout_fail_locked(owner, make_session, settings, holder, atomic):
     settings.BULKOPS_LOCK_TIMEOUT = 0.3
     ids = [make_session(owner, id=f"s{i}").pk for i in range(5)]
     hold(holder, ["s1", "s3"])

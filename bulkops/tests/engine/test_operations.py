@@ -503,3 +503,13 @@ def test_nul_in_reason_is_refused(owner, make_session):
             user=owner, action="close", selection=Selection(session_ids=[s.pk]), reason="a\x00"
         )
     assert not BulkOperation.objects.exists()
+
+
+def test_succeeded_items_keep_the_status_their_session_had_before(owner, make_session):
+    make_session(owner, id="was-active")
+    make_session(owner, id="was-closed", status="closed")
+    make_session(owner, id="was-processing", status="processing")
+    op = execute(owner, "archive", ["was-active", "was-closed", "was-processing"])
+    previous = dict(op.items.values_list("session_id", "previous_status"))
+    assert previous == {"was-active": "active", "was-closed": "closed", "was-processing": ""}
+    assert outcomes(op)["was-processing"] == ("failed", "processing")
