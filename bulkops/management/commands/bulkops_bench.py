@@ -8,6 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
+from bulkops.bench.load import LoadBench, LoadOptions, render_load
 
 BAR_WIDTH = 30
 
@@ -67,11 +68,47 @@ class Command(BaseCommand):
             "the same worker runs right after each create (no pickup wait).",
         )
         parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
+        self.add_load_arguments(parser)
         parser.add_argument(
             "--keep", action="store_true", help="Keep the benchmark owner and its rows."
         )
 
+    def add_load_arguments(self, parser):
+        group = parser.add_argument_group("load (--load)")
+        group.add_argument(
+            "--load",
+            action="store_true",
+            help="Instead: N API clients and M WebSocket subscribers against 2 daphne + 2 "
+            "db_worker on PostgreSQL + Redis (a database of its own; docs/benchmarks.md).",
+        )
+        group.add_argument("--clients", type=int, default=50, help="API clients (default 50).")
+        group.add_argument(
+            "--subscribers", type=int, default=200, help="WebSocket subscribers (default 200)."
+        )
+        group.add_argument(
+            "--duration", type=float, default=60.0, help="Seconds of traffic (default 60)."
+        )
+
+    def handle_load(self, opts) -> None:
+        if opts["clients"] < 1 or opts["subscribers"] < 0 or not 0 < opts["duration"] <= 3600:
+            raise CommandError("--clients ≥ 1, --subscribers ≥ 0, 0 < --duration ≤ 3600.")
+        options = LoadOptions(
+            clients=opts["clients"], subscribers=opts["subscribers"], duration=opts["duration"]
+        )
+        data = LoadBench(options, progress=lambda msg: self.stderr.write(msg)).run()
+        self.write_report(render_load(data), data, opts["json_path"])
+
+    def write_report(self, text: str, data: dict, json_path: str | None) -> None:
+        self.stdout.write(text)
+        if json_path:
+            path = Path(json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            self.stdout.write(f"Figures written to {path}")
+
     def handle(self, *args, **opts):
+        if opts["load"]:
+            return self.handle_load(opts)
         actions = tuple(a.strip() for a in opts["actions"].split(",") if a.strip())
         unknown = [a for a in actions if a not in SCENARIOS]
         if unknown or not actions:
