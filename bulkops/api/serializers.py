@@ -181,6 +181,12 @@ class StrictInputSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class NoBodySerializer(StrictInputSerializer):
+    """Cancel and retry take no parameters: no body, or an empty JSON object. Anything
+    else is a 400 rather than ignored (a client must not believe ``session_ids`` narrowed
+    its retry)."""
+
+
 class SelectionFilterSerializer(StrictInputSerializer):
     """ "Select all that match" (DESIGN §5); without ``deleted``, live sessions match
     (soft-deleted ones for restore)."""

@@ -115,6 +115,11 @@ def selection_of(data: dict[str, Any]) -> Selection:
     )
 
 
+def no_body(request: Request) -> None:
+    """400 unless the body is absent or ``{}`` (see ``NoBodySerializer``)."""
+    s.NoBodySerializer(data=request.data).is_valid(raise_exception=True)
+
+
 # --- validate and the five actions ------------------------------------------------------------
 class JSONBodyView(APIView):
     """POST bodies are JSON only (anything else: 415)."""
@@ -330,15 +335,16 @@ class OperationStatusView(APIView):
     summary="Cancel an operation",
     description="A pending operation is cancelled at once; a running one stops at its next "
     "chunk boundary (the remaining items end `cancelled`). 409 once finished.",
-    request=None,
+    request=s.NoBodySerializer,
     parameters=[OPERATION_ID],
     responses={
         202: OpenApiResponse(s.OperationSerializer, description="Cancelled, or cancelling."),
-        **errors(403, 404, 409),
+        **errors(400, 403, 404, 409, 415),
     },
 )
-class OperationCancelView(APIView):
+class OperationCancelView(JSONBodyView):
     def post(self, request: Request, operation_id: str) -> Response:
+        no_body(request)
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         operation = operation_cancel(operation=operation)
         data = operation_representation(operation)
@@ -354,15 +360,16 @@ class OperationCancelView(APIView):
     summary="Retry the failed items of a finished operation",
     description="Starts a new operation over the failed items (except `not_found` ones). "
     "409 while the operation runs or when nothing failed. Rate-limited (`retry`).",
-    request=None,
+    request=s.NoBodySerializer,
     parameters=[OPERATION_ID, IDEMPOTENCY_KEY, RETRY_AFTER],
     responses={
         202: OpenApiResponse(s.OperationAcceptedSerializer, description="The new operation."),
-        **errors(400, 403, 404, 409, 422, 429),
+        **errors(400, 403, 404, 409, 415, 422, 429),
     },
 )
-class OperationRetryView(APIView):
+class OperationRetryView(JSONBodyView):
     def post(self, request: Request, operation_id: str) -> Response:
+        no_body(request)
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         key = idempotency_key(request)
         fingerprint = request_fingerprint(action="retry", payload={"operation_id": operation.id})

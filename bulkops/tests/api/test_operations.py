@@ -115,3 +115,45 @@ def test_retry_with_nothing_failed_is_409(api, owner, make_session):
     response = api.post(f"/api/bulk/operations/{op_id}/retry")
     assert response.status_code == 409
     assert BulkOperation.objects.count() == 1
+
+
+def failed_operation(api, owner, make_session) -> str:
+    """A finished close whose one item failed (processing), now retryable."""
+    s = make_session(owner, status="processing")
+    op_id = start(api, "close", [s.pk])
+    run_worker()
+    Session.objects.filter(pk=s.pk).update(status="active")
+    return op_id
+
+
+@pytest.mark.parametrize("verb", ["retry", "cancel"])
+@pytest.mark.parametrize(
+    "body",
+    [{"session_ids": ["s-1"]}, {"reason": "because"}, {"atomic": True}, [], "x", None],
+    ids=["session_ids", "reason", "atomic", "list", "string", "null"],
+)
+def test_cancel_and_retry_refuse_a_body_and_change_nothing(api, owner, make_session, verb, body):
+    """They take no parameters: a body that says something (a client believing it narrows
+    the retry to some sessions) is a 400, not silently ignored."""
+    op_id = failed_operation(api, owner, make_session)
+    before = BulkOperation.objects.values().get(pk=op_id)
+    response = post_json(api, f"/api/bulk/operations/{op_id}/{verb}", body)
+    assert response.status_code == 400, response.content
+    assert BulkOperation.objects.count() == 1
+    assert BulkOperation.objects.values().get(pk=op_id) == before
+
+
+@pytest.mark.parametrize("body", [{}, "absent"])
+def test_retry_accepts_no_body_or_an_empty_object(api, owner, make_session, body):
+    op_id = failed_operation(api, owner, make_session)
+    path = f"/api/bulk/operations/{op_id}/retry"
+    response = api.post(path) if body == "absent" else post_json(api, path, body)
+    assert response.status_code == 202, response.content
+    assert BulkOperation.objects.filter(reason=f"Retry of {op_id}").count() == 1
+
+
+def test_cancel_refuses_a_body_that_is_not_json(api, owner, make_session):
+    op_id = start(api, "close", [make_session(owner).pk])
+    response = api.post(f"/api/bulk/operations/{op_id}/cancel", "a=1", content_type="text/plain")
+    assert response.status_code == 415
+    assert BulkOperation.objects.get(pk=op_id).status == "pending"

@@ -11,11 +11,15 @@ import schemathesis
 from django.core import signals
 from django.core.management import call_command
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from rest_framework.authtoken.models import Token
+from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from bulkops.models import BulkOperation
+from bulkops.ratelimits import rates
 from bulkops.tests.support import api as support
+from bulkops.tests.support.helpers import execute
 from project.wsgi import application
 
 pytestmark = pytest.mark.django_db
@@ -128,7 +132,7 @@ def token_owner(keep_test_connection, owner, make_session, settings):
     """The owner with a known token, a few sessions in every state, and limits high
     enough that the accepting paths get exercised (429s are tested in api/test_limits.py)."""
     settings.BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = 10_000
-    settings.BULKOPS_RATE_LIMITS = {kind: "100000/m" for kind in settings.BULKOPS_RATE_LIMITS}
+    settings.BULKOPS_RATE_LIMITS = {scope: "100000/m" for scope in rates()}
     for status in ("active", "closed", "archived", "processing"):
         make_session(owner, status=status)
     make_session(owner, deleted=True)
@@ -143,3 +147,58 @@ def test_api_conforms_to_its_schema(case, token_owner):
         excluded_checks=[positive_data_acceptance],
         additional_checks=[positive_data_acceptance_unless_state_dependent],
     )
+
+
+@pytest.fixture
+def failed_operation(token_owner, make_session):
+    """A finished close whose one item failed (the session was processing), then made
+    eligible: retryable any number of times."""
+    session = make_session(token_owner, status="processing")
+    operation = execute(token_owner, "close", [session.pk])
+    session.status = "active"
+    session.save(update_fields=["status"])
+    assert operation.failed == 1
+    return operation
+
+
+@pytest.mark.parametrize("verb", ["retry", "cancel"])
+def test_every_body_the_schema_allows_for_retry_and_cancel_is_accepted(failed_operation, verb):
+    """Issue 12: what the schema declares for these bodies (none, or ``{}``) is what the
+    view takes. Generated positive cases (Idempotency-Key headers included) against a
+    real retryable operation are answered 202 by retry (409 by cancel: it has finished);
+    never a 400."""
+    endpoint = schema[f"/api/bulk/operations/{{operation_id}}/{verb}"]["POST"]
+    expected = 202 if verb == "retry" else 409
+
+    @given(case=endpoint.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        case.path_parameters = {"operation_id": failed_operation.pk}
+        response = case.call()
+        assert response.status_code in (expected, 422), (case.body, response.text)
+        if response.status_code == 422:  # a generated key reused with another body
+            assert "idempotency_conflict" in response.text
+
+    check()
+    retries = BulkOperation.objects.filter(reason=f"Retry of {failed_operation.pk}")
+    assert (retries.count() > 0) == (verb == "retry")
+
+
+def test_every_body_the_schema_allows_for_restore_is_accepted(token_owner):
+    """Positive restore bodies are accepted (202), or refused only for what depends on
+    the data: a filter that matches no deleted session, a reused Idempotency-Key."""
+    endpoint = schema["/api/bulk/sessions/restore"]["POST"]
+
+    @given(case=endpoint.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case):
+        response = case.call()
+        if response.status_code in (400, 422):
+            assert any(marker in response.text for marker in STATE_DEPENDENT), (
+                case.body,
+                response.text,
+            )
+        else:
+            assert response.status_code == 202, (case.body, response.text)
+
+    check()
