@@ -11,8 +11,9 @@ subscribers, all on 127.0.0.1:
 * each client loops for ``duration`` seconds, as one user, without think time: validate,
   ``GET /api/sessions/``, status polls of its user's operations, and small actions
   (close/archive/delete/restore of 1–5 sessions, some with an ``Idempotency-Key``, some
-  of those replayed, and now and then a cancel), with the product's default rate limits
-  (so 429s are expected: each must carry ``Retry-After``);
+  of those replayed, and now and then a cancel), with the product's default rate limits;
+  every ``BURST_EVERY``-th client hammers its user's actions, so 429s are expected (each
+  must carry ``Retry-After``);
 * then every operation in the database must finish, and every subscriber must have
   received the final event (completed/failed/cancelled) of every operation of its user.
 
@@ -61,6 +62,10 @@ ACTIVE_STATUSES = ("pending", "running", "paused")
 ACTIONS = ("close", "archive", "delete", "restore")
 #: What a client does next, with weights.
 MIX = (("validate", 30), ("list", 25), ("status", 30), ("action", 13), ("cancel", 2))
+#: Every BURST_EVERY-th client is a script hammering one user's actions: the rate limits
+#: and the active-operations cap must answer it with 429 + Retry-After.
+BURST_MIX = (("action", 90), ("status", 10))
+BURST_EVERY = 25
 STARTUP_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 180.0  # operations to finish after the traffic stops
@@ -385,15 +390,16 @@ class User:
 class ApiClient:
     """One API client: one user, one keep-alive connection, a closed loop until ``until``."""
 
-    def __init__(self, user: User, base: str, stats: Stats, rng: random.Random) -> None:
+    def __init__(self, user: User, base: str, stats: Stats, rng: random.Random, mix=MIX) -> None:
         self.user = user
+        self.mix = mix
         self.conn = HttpConnection(base)
         self.stats = stats
         self.rng = rng
         self.auth = {"Authorization": f"Token {user.token}"}
 
     async def run(self, until: float) -> None:
-        kinds, weights = zip(*MIX, strict=True)
+        kinds, weights = zip(*self.mix, strict=True)
         try:
             while time.monotonic() < until:
                 kind = self.rng.choices(kinds, weights)[0]
@@ -573,6 +579,7 @@ class LoadBench:
                 bases[i % len(bases)],
                 self.stats,
                 random.Random(rng.random()),
+                BURST_MIX if i % BURST_EVERY == 0 else MIX,
             )
             for i in range(self.options.clients)
         ]
@@ -653,6 +660,8 @@ class LoadBench:
             "servers": self.options.servers,
             "workers": self.options.workers,
             "mix_weights": dict(MIX),
+            "burst_clients": len(range(0, self.options.clients, BURST_EVERY)),
+            "burst_mix_weights": dict(BURST_MIX),
             "layout": "daphne × servers, db_worker --interval 0.1 × workers, PostgreSQL + "
             "Redis, DEBUG=0 on plain HTTP; default rate limits and caps",
         }

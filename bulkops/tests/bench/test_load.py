@@ -9,6 +9,7 @@ import json
 
 import psycopg
 import pytest
+import redis
 from django.core.management import call_command
 
 from bulkops.bench.load import postgres_admin_url
@@ -81,3 +82,30 @@ def test_load_run_loses_no_event_and_answers_no_5xx(services, tmp_path):
     assert "POST validate" in out.getvalue()
     # Its database is gone afterwards.
     assert _load_databases() == before
+
+
+def test_load_run_interrupted_kills_its_processes_and_drops_its_database(services, monkeypatch):
+    """Ctrl-C (here: raised where the traffic would start) still cleans everything up."""
+    from bulkops.bench import load
+
+    before = _load_databases()
+    seen = {}
+
+    async def interrupted(self, world, users):
+        seen["processes"] = [proc for _, proc in world.processes]
+        seen["prefix"] = world.prefix
+        assert all(proc.poll() is None for proc in seen["processes"])
+        assert _load_databases() - before == {world.name}
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(load.LoadBench, "_traffic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        call_command(
+            "bulkops_bench", load=True, clients=1, subscribers=1, duration=1, stderr=io.StringIO()
+        )
+    assert len(seen["processes"]) == 4  # 2 daphne + 2 db_worker
+    assert all(proc.poll() is not None for proc in seen["processes"])
+    assert _load_databases() == before
+    client = redis.Redis.from_url(load.redis_url())
+    assert not list(client.scan_iter(match=f"*{seen['prefix']}*"))
+    client.close()
