@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import random
+import resource
 import secrets
 import signal
 import subprocess
@@ -242,6 +243,20 @@ class LoadWorld:
     def log_full(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) each process has used so far (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, proc in self.processes:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            used[name] = (int(fields[11]) + int(fields[12])) / tick
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        used["bench client (this process)"] = own.ru_utime + own.ru_stime
+        return used
 
     def query(self, sql: str, *params: Any) -> list[tuple]:
         import psycopg
@@ -540,6 +555,7 @@ class LoadBench:
         self.subscribers: list[Subscriber] = []
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     def run(self) -> dict[str, Any]:
         load_before = _load_average()
@@ -585,9 +601,14 @@ class LoadBench:
         ]
         started = time.monotonic()
         until = started + self.options.duration
+        cpu_before = world.cpu_seconds()
         try:
             await asyncio.gather(*(c.run(until) for c in clients))
             self.timings["traffic_seconds"] = time.monotonic() - started
+            self.cpu = {
+                name: round(seconds - cpu_before.get(name, 0.0), 1)
+                for name, seconds in world.cpu_seconds().items()
+            }
             self.progress("draining: waiting for every operation to finish")
             await asyncio.to_thread(self._drain, world)
             self.progress("waiting for the final events")
@@ -644,6 +665,7 @@ class LoadBench:
             "endpoints": self._endpoints(traffic),
             "operations": self._operations_part(operations),
             "websocket": self._websocket_part(operations),
+            "cpu_seconds_during_traffic": self.cpu,
             "server_tracebacks": world.server_errors_logged(),
             "notes": self.notes,
         }
@@ -843,5 +865,10 @@ def render_load(report: dict[str, Any]) -> str:
         "Checks: "
         + ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in report["checks"].items()),
     ]
+    cpu = report.get("cpu_seconds_during_traffic") or {}
+    if cpu:
+        out.append(
+            "CPU seconds during the traffic: " + ", ".join(f"{k} {v}" for k, v in cpu.items())
+        )
     out += [f"Note: {n}" for n in report["notes"]]
     return "\n".join(out) + "\n"
