@@ -504,7 +504,7 @@ class Subscriber:
         self.origin = base
         self.finals: dict[str, str] = {}
         self.seen: set[str] = set()  # every operation id any event named
-        self.events = 0
+        self.events: Counter = Counter()  # by type
         self.closed: str | None = None
 
     async def connect(self) -> None:
@@ -531,7 +531,7 @@ class Subscriber:
             self.closed = f"{self.ws.close_code}"
 
     def on_message(self, event: dict[str, Any]) -> None:
-        self.events += 1
+        self.events[event.get("type")] += 1
         if event.get("operation_id"):
             self.seen.add(event["operation_id"])
         if event.get("type") in FINAL_EVENTS:
@@ -736,7 +736,8 @@ class LoadBench:
         return {
             "subscribers": len(self.subscribers),
             "per_user": math.ceil(len(self.subscribers) / max(1, self.options.user_count())),
-            "events_received": sum(s.events for s in self.subscribers),
+            "events_received": sum(sum(s.events.values()) for s in self.subscribers),
+            "events_by_type": dict(sum((s.events for s in self.subscribers), Counter())),
             "final_events_expected": expected,
             "final_events_received": expected - lost,
             "events_lost": lost,
