@@ -38,6 +38,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -413,10 +414,10 @@ class ApiClient:
         self.rng = rng
         self.auth = {"Authorization": f"Token {user.token}"}
 
-    async def run(self, until: float) -> None:
+    async def run(self, until: float, stopped: threading.Event) -> None:
         kinds, weights = zip(*self.mix, strict=True)
         try:
-            while time.monotonic() < until:
+            while time.monotonic() < until and not stopped.is_set():
                 kind = self.rng.choices(kinds, weights)[0]
                 await getattr(self, f"do_{kind}")()
         finally:
@@ -506,6 +507,7 @@ class Subscriber:
         self.seen: set[str] = set()  # every operation id any event named
         self.events: Counter = Counter()  # by type
         self.closed: str | None = None
+        self.ws = self.reader = None
 
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
@@ -538,9 +540,11 @@ class Subscriber:
             self.finals[event["operation_id"]] = event["type"]
 
     async def close(self) -> None:
-        self.reader.cancel()
-        with contextlib.suppress(Exception):
-            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -556,6 +560,9 @@ class LoadBench:
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        #: Set by Ctrl-C / SIGTERM during the traffic: every loop ends, then everything
+        #: is torn down (asyncio's own cancellation can be swallowed by ``wait_for``).
+        self.stopped = threading.Event()
 
     def run(self) -> dict[str, Any]:
         load_before = _load_average()
@@ -571,6 +578,9 @@ class LoadBench:
                 f"traffic: {self.options.clients} clients for {self.options.duration:g} s"
             )
             asyncio.run(self._traffic(world, users))
+            _sigterm_as_interrupt()  # asyncio restored the default on leaving
+            if self.stopped.is_set():
+                raise KeyboardInterrupt
             return self._report(world, users, load_before)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -580,14 +590,35 @@ class LoadBench:
                 _rmtree(workdir)
 
     async def _traffic(self, world: LoadWorld, users: list[User]) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopped.set)
         bases = world.bases
         self.subscribers = [
             Subscriber(users[i % len(users)], bases[i % len(bases)])
             for i in range(self.options.subscribers)
         ]
-        # Connect in small batches: a burst of hundreds of handshakes is not what is measured.
+        try:
+            await self._connect_subscribers()
+            if not self.stopped.is_set():
+                await self._clients(world, users)
+            if not self.stopped.is_set():
+                self.progress("draining: waiting for every operation to finish")
+                await asyncio.to_thread(self._drain, world)
+                self.progress("waiting for the final events")
+                await self._await_finals(world)
+        finally:
+            await asyncio.gather(*(s.close() for s in self.subscribers))
+
+    async def _connect_subscribers(self) -> None:
+        # Small batches: a burst of hundreds of handshakes is not what is measured.
         for start in range(0, len(self.subscribers), 20):
+            if self.stopped.is_set():
+                return
             await asyncio.gather(*(s.connect() for s in self.subscribers[start : start + 20]))
+
+    async def _clients(self, world: LoadWorld, users: list[User]) -> None:
+        bases = world.bases
         rng = random.Random(12)
         clients = [
             ApiClient(
@@ -600,27 +631,20 @@ class LoadBench:
             for i in range(self.options.clients)
         ]
         started = time.monotonic()
-        until = started + self.options.duration
         cpu_before = world.cpu_seconds()
-        try:
-            await asyncio.gather(*(c.run(until) for c in clients))
-            self.timings["traffic_seconds"] = time.monotonic() - started
-            self.cpu = {
-                name: round(seconds - cpu_before.get(name, 0.0), 1)
-                for name, seconds in world.cpu_seconds().items()
-            }
-            self.progress("draining: waiting for every operation to finish")
-            await asyncio.to_thread(self._drain, world)
-            self.progress("waiting for the final events")
-            await self._await_finals(world)
-        finally:
-            await asyncio.gather(*(s.close() for s in self.subscribers))
+        until = started + self.options.duration
+        await asyncio.gather(*(c.run(until, self.stopped) for c in clients))
+        self.timings["traffic_seconds"] = time.monotonic() - started
+        self.cpu = {
+            name: round(seconds - cpu_before.get(name, 0.0), 1)
+            for name, seconds in world.cpu_seconds().items()
+        }
 
     def _drain(self, world: LoadWorld) -> None:
         started = time.monotonic()
         deadline = started + DRAIN_TIMEOUT
         sql = "SELECT count(*) FROM bulkops_bulkoperation WHERE status = ANY(%s)"
-        while world.query(sql, list(ACTIVE_STATUSES))[0][0]:
+        while world.query(sql, list(ACTIVE_STATUSES))[0][0] and not self.stopped.is_set():
             if time.monotonic() > deadline:
                 self.notes.append(f"Operations still active after {DRAIN_TIMEOUT:.0f} s.")
                 break
@@ -631,7 +655,7 @@ class LoadBench:
         operations = await asyncio.to_thread(_operations, world)
         deadline = time.monotonic() + EVENT_GRACE
         while any(_missing(s, operations) for s in self.subscribers):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or self.stopped.is_set():
                 break
             await asyncio.sleep(0.1)
 

@@ -95,7 +95,12 @@ class Command(BaseCommand):
         options = LoadOptions(
             clients=opts["clients"], subscribers=opts["subscribers"], duration=opts["duration"]
         )
-        data = LoadBench(options, progress=lambda msg: self.stderr.write(msg)).run()
+        try:
+            data = LoadBench(options, progress=lambda msg: self.stderr.write(msg)).run()
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted: its servers and workers were stopped and its database dropped."
+            ) from None
         self.write_report(render_load(data), data, opts["json_path"])
 
     def write_report(self, text: str, data: dict, json_path: str | None) -> None:

@@ -10,7 +10,7 @@ import json
 import psycopg
 import pytest
 import redis
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from bulkops.bench.load import postgres_admin_url
 from bulkops.tests.support.helpers import redis_available, require
@@ -85,23 +85,26 @@ def test_load_run_loses_no_event_and_answers_no_5xx(services, tmp_path):
 
 
 def test_load_run_interrupted_kills_its_processes_and_drops_its_database(services, monkeypatch):
-    """Ctrl-C (here: raised where the traffic would start) still cleans everything up."""
+    """Ctrl-C or SIGTERM during the traffic (here: the flag their handler sets, set as the
+    traffic starts) ends every loop, then everything is torn down."""
     from bulkops.bench import load
 
     before = _load_databases()
     seen = {}
+    traffic = load.LoadBench._traffic
 
     async def interrupted(self, world, users):
         seen["processes"] = [proc for _, proc in world.processes]
         seen["prefix"] = world.prefix
         assert all(proc.poll() is None for proc in seen["processes"])
         assert _load_databases() - before == {world.name}
-        raise KeyboardInterrupt
+        self.stopped.set()
+        await traffic(self, world, users)
 
     monkeypatch.setattr(load.LoadBench, "_traffic", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(CommandError, match="Interrupted"):
         call_command(
-            "bulkops_bench", load=True, clients=1, subscribers=1, duration=1, stderr=io.StringIO()
+            "bulkops_bench", load=True, clients=2, subscribers=2, duration=600, stderr=io.StringIO()
         )
     assert len(seen["processes"]) == 4  # 2 daphne + 2 db_worker
     assert all(proc.poll() is not None for proc in seen["processes"])
