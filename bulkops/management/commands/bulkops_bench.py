@@ -90,8 +90,14 @@ class Command(BaseCommand):
         )
 
     def handle_load(self, opts) -> None:
-        if opts["clients"] < 1 or opts["subscribers"] < 0 or not 0 < opts["duration"] <= 3600:
-            raise CommandError("--clients ≥ 1, --subscribers ≥ 0, 0 < --duration ≤ 3600.")
+        if (
+            not 1 <= opts["clients"] <= 500
+            or not 0 <= opts["subscribers"] <= 2000
+            or not 0 < opts["duration"] <= 3600
+        ):
+            raise CommandError(
+                "Bounds: --clients 1–500, --subscribers 0–2000, --duration 0–3600 s."
+            )
         options = LoadOptions(
             clients=opts["clients"], subscribers=opts["subscribers"], duration=opts["duration"]
         )

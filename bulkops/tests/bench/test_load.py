@@ -112,3 +112,13 @@ def test_load_run_interrupted_kills_its_processes_and_drops_its_database(service
     client = redis.Redis.from_url(load.redis_url())
     assert not list(client.scan_iter(match=f"*{seen['prefix']}*"))
     client.close()
+
+
+@pytest.mark.parametrize(
+    "bounds", [{"clients": 0}, {"clients": 501}, {"subscribers": 2001}, {"duration": 0}]
+)
+def test_load_run_is_bounded(bounds):
+    before = _load_databases() if postgres_available() else set()
+    with pytest.raises(CommandError, match="Bounds"):
+        call_command("bulkops_bench", load=True, **bounds)
+    assert (_load_databases() if postgres_available() else set()) == before
