@@ -16,7 +16,9 @@ Latency (API ``POST`` → ``bulk_operation_completed`` on a WebSocket) runs agai
 
 Modules: ``scenarios`` (what is run: the scenarios, the bench owner's rows, the engine
 runs), ``references``, ``latency``, ``report`` (figures, targets, table, machine facts)
-and ``runner`` (the whole run). Runtime code never imports this package.
+and ``runner`` (the whole run); ``load`` is ``--load`` (API clients and WebSocket
+subscribers against 2 daphne + 2 db_worker, issue 12). Runtime code never imports this
+package.
 """
 
 from bulkops.bench.report import render_table
