@@ -59,7 +59,9 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
+    """a / b to three significant figures (a tiny batch on a busy machine can be
+    0.0004x raw SQL: three decimals would round it to 0)."""
+    return float(f"{a / b:.3g}") if a and b else None
 
 
 # --- results ------------------------------------------------------------------------------
