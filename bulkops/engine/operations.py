@@ -16,6 +16,7 @@ from django.utils import timezone
 from bulkops import events
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
+from bulkops.engine.drift import selection_drift_check, selection_token_verify
 from bulkops.engine.eligibility import action_build
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.queue import enqueue_operation
@@ -44,8 +45,9 @@ def request_fingerprint(*, action: str, payload: Any) -> str:
 def operation_replay(
     *, user: AbstractBaseUser, idempotency_key: str, fingerprint: str
 ) -> BulkOperation | None:
-    """Return the operation this key already started (within the retention window), or
-    None; raise IdempotencyConflict when the key was used for a different request."""
+    """Return the operation this key already started (within the retention window), with
+    ``replayed`` True, or None; raise IdempotencyConflict when the key was used for a
+    different request."""
     horizon = timezone.now() - datetime.timedelta(seconds=bulkops_settings.IDEMPOTENCY_TTL_SECONDS)
     existing = BulkOperation.objects.filter(user=user, idempotency_key=idempotency_key).first()
     if existing is None:
@@ -58,6 +60,7 @@ def operation_replay(
         raise IdempotencyConflict(
             "This Idempotency-Key was already used with a different request body."
         )
+    existing.replayed = True
     return existing
 
 
@@ -68,13 +71,17 @@ def clean_reason(reason: Any) -> str:
     return reason
 
 
-def _check_active_cap(user: AbstractBaseUser) -> None:
-    """Inside the creating transaction: take the user's row lock first (a no-op
-    UPDATE — a row lock on PostgreSQL, the write lock on SQLite), so concurrent creators
-    of one user count one after the other and the cap holds under a burst."""
+def _lock_user(user: AbstractBaseUser) -> None:
+    """Inside the creating transaction: take the user's row lock (a no-op UPDATE — a row
+    lock on PostgreSQL, the write lock on SQLite), so one user's concurrent creators run
+    one after the other: the active cap holds under a burst, and a twin request with the
+    same Idempotency-Key sees the operation the first one committed."""
     users = get_user_model()
     key = users._meta.pk.name
     users.objects.filter(pk=user.pk).update(**{key: F(key)})
+
+
+def _check_active_cap(user: AbstractBaseUser) -> None:
     limit = bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER
     if active_operations_count(user=user) >= limit:
         raise TooManyActiveOperations(
@@ -94,16 +101,29 @@ def operation_create(
     reason: str = "",
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    selection_token: str | None = None,
 ) -> BulkOperation:
     """Create the operation and one pending item per targeted id in one transaction, and
     enqueue its task in that same transaction (the task row commits with it).
 
-    Raise ValidationError for bad input, TooManyActiveOperations when the user already
-    has the maximum of pending/running operations, IdempotencyConflict on key reuse.
+    With ``idempotency_key``, the operation that key already started for this very
+    request is returned instead (``replayed`` True on the returned operation, False on a
+    new one) — also when a twin request committed it a moment ago: a replay neither
+    counts toward nor is refused by the active cap. With ``selection_token`` (from
+    ``operation_validate``), the operation is created only when the selection still
+    partitions exactly as validated (``engine.drift``).
+
+    Raise ValidationError for bad input, SelectionTokenInvalid for a token that is not
+    this user's, action's and options', SelectionTokenExpired / SelectionDrift when what
+    was validated no longer holds, TooManyActiveOperations when the user already has
+    the maximum of pending/running operations, IdempotencyConflict on key reuse.
     """
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
     ids = selection_resolve(user=user, action=act, selection=selection)
+    expected = (
+        selection_token_verify(token=selection_token, action=act) if selection_token else None
+    )
     op = BulkOperation(
         user=user,
         action=act.action_type,
@@ -114,16 +134,20 @@ def operation_create(
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
     )
+    op.replayed = False
     act.prepare(op)
     try:
         with transaction.atomic():
-            _check_active_cap(user)
-            op.save(force_insert=True)
-            BulkOperationItem.objects.bulk_create(
-                (BulkOperationItem(operation=op, session_id=sid) for sid in ids),
-                batch_size=1000,
+            _lock_user(user)
+            replay = idempotency_key and operation_replay(
+                user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
             )
-            enqueue_operation(op.id)
+            if replay:
+                return replay
+            if expected is not None:
+                selection_drift_check(expected=expected, action=act, ids=ids)
+            _check_active_cap(user)
+            _insert(op, ids)
     except IntegrityError:
         replay = idempotency_key and operation_replay(
             user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
@@ -132,6 +156,14 @@ def operation_create(
             return replay
         raise
     return op
+
+
+def _insert(op: BulkOperation, ids: list[str]) -> None:
+    op.save(force_insert=True)
+    BulkOperationItem.objects.bulk_create(
+        (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
+    )
+    enqueue_operation(op.id)
 
 
 def retryable_items(operation: BulkOperation):
