@@ -16,7 +16,11 @@ from django.utils import timezone
 from bulkops import events
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
-from bulkops.engine.drift import selection_drift_check, selection_token_verify
+from bulkops.engine.drift import (
+    SelectionSnapshot,
+    selection_drift_check,
+    selection_token_verify,
+)
 from bulkops.engine.eligibility import action_build
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.queue import enqueue_operation
@@ -34,6 +38,8 @@ from bulkops.selectors import active_operations_count
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
+
+    from bulkops.actions.base import BulkAction
 
 
 def request_fingerprint(*, action: str, payload: Any) -> str:
@@ -137,17 +143,7 @@ def operation_create(
     op.replayed = False
     act.prepare(op)
     try:
-        with transaction.atomic():
-            _lock_user(user)
-            replay = idempotency_key and operation_replay(
-                user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
-            )
-            if replay:
-                return replay
-            if expected is not None:
-                selection_drift_check(expected=expected, action=act, ids=ids)
-            _check_active_cap(user)
-            _insert(op, ids)
+        return _create_or_replay(op, ids, act=act, expected=expected)
     except IntegrityError:
         replay = idempotency_key and operation_replay(
             user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
@@ -155,6 +151,25 @@ def operation_create(
         if replay:
             return replay
         raise
+
+
+def _create_or_replay(
+    op: BulkOperation, ids: list[str], *, act: BulkAction, expected: SelectionSnapshot | None
+) -> BulkOperation:
+    """In one transaction under the user's lock: the operation a twin request with the
+    same key committed meanwhile (before the drift check and the active cap: a replay
+    is never refused), or the new operation with its items and task."""
+    with transaction.atomic():
+        _lock_user(op.user)
+        replay = op.idempotency_key and operation_replay(
+            user=op.user, idempotency_key=op.idempotency_key, fingerprint=op.request_fingerprint
+        )
+        if replay:
+            return replay
+        if expected is not None:
+            selection_drift_check(expected=expected, action=act, ids=ids)
+        _check_active_cap(op.user)
+        _insert(op, ids)
     return op
 
 
