@@ -40,7 +40,7 @@ USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
 ACTIONS = tuple(registered_actions())
-#: Far above what validate issues (~150 characters): a bound, not a format.
+#: Far above what validate issues (~200 characters): a bound, not a format.
 MAX_SELECTION_TOKEN_LENGTH = 1000
 
 
