@@ -4,6 +4,8 @@ counts and a message, and nothing is created."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 
 from bulkops.models import BulkOperation, BulkOperationItem, Session
@@ -125,3 +127,18 @@ def test_the_page_states_the_exact_count_and_a_sample_of_titles(admin_client, ow
     assert page.context["sample_titles"] == [f"Quarter {i}" for i in range(10)]
     assert "<q>Quarter 9</q>" in html and "<q>Quarter 10</q>" not in html
     assert "and 4 more" in html
+
+
+def test_confirming_a_page_older_than_the_token_age_creates_nothing(
+    admin_client, owner, make_session, settings
+):
+    settings.BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS = 60
+    s = make_session(owner)
+    with mock.patch("django.core.signing.time.time", return_value=1_800_000_000):
+        page = first_pass(admin_client, "close_sessions", [s.pk])
+    with mock.patch("django.core.signing.time.time", return_value=1_800_000_061):
+        again = confirm(admin_client, "close_sessions", [s.pk], **page_tokens(page))
+    assert again.status_code == 200
+    assert "too old to trust" in again.context["drift_notice"]
+    assert_nothing_created()
+    assert Session.objects.get(pk=s.pk).status == "active"
