@@ -86,7 +86,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def accepted(operation: BulkOperation, *, key: str | None) -> Response:
+def accepted(operation: BulkOperation, *, key: str | None = None) -> Response:
     """202 with ``Location`` = the status URL and the body DESIGN §5 gives; with an
     Idempotency-Key, ``Idempotent-Replayed: true`` when an earlier request with that key
     started the operation, ``false`` when this one did."""
