@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "OPERATION_RETENTION_DAYS": 30,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
     "STALE_AFTER_SECONDS": 60,
+    #: How long validate's ``selection_token`` is accepted by an action.
+    "SELECTION_TOKEN_MAX_AGE_SECONDS": 3600,
     #: Longest a chunk waits for a session row another transaction holds (PostgreSQL).
     "LOCK_TIMEOUT": 5.0,
     "MAX_ATTEMPTS": 3,

@@ -10,6 +10,10 @@ __all__ = [
     "OperationNotFound",
     "PermissionDenied",
     "RateLimited",
+    "SelectionConflict",
+    "SelectionDrift",
+    "SelectionTokenExpired",
+    "SelectionTokenInvalid",
     "TooManyActiveOperations",
     "ValidationError",
 ]
@@ -50,3 +54,31 @@ class RateLimited(BulkOpsError):
 
 class TooManyActiveOperations(RateLimited):
     """The user already has the maximum number of pending/running operations."""
+
+
+class SelectionConflict(BulkOpsError):
+    """What the caller confirmed (a ``selection_token``) no longer holds: nothing was
+    created; validate again (409)."""
+
+
+class SelectionDrift(SelectionConflict):
+    """The selection no longer resolves to the ids, in the partition, that validate saw.
+    ``previous`` and ``current`` are ``{total, eligible_count, skipped_count,
+    ineligible_count}``."""
+
+    def __init__(self, message: str, *, previous: dict[str, int], current: dict[str, int]):
+        super().__init__(message)
+        self.previous = previous
+        self.current = current
+
+
+class SelectionTokenExpired(SelectionConflict):
+    """The ``selection_token`` is older than ``BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS``."""
+
+
+class SelectionTokenInvalid(ValidationError):
+    """The ``selection_token`` is not one validate issued for this user, action and
+    options (tampered, garbage, another user's, another action's): a 400 naming it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__({"selection_token": message}, code="invalid")

@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import caches
@@ -120,13 +121,35 @@ def _release_quietly(lock) -> None:
         logger.warning("could not release a rate-limit lock (it expires)", exc_info=True)
 
 
+@dataclass
+class Admission:
+    """What ``rate_limit`` yields to its block."""
+
+    #: What the ``exempt`` question answered (e.g. the operation a twin request with
+    #: the same Idempotency-Key just started): the block returns it, starting nothing.
+    exempt: Any = None
+    #: The block sets it False when it turned out to start nothing (a replay).
+    counted: bool = True
+
+
 @contextmanager
-def rate_limit(*, request: HttpRequest, scope: str) -> Iterator[None]:
+def rate_limit(
+    *, request: HttpRequest, scope: str, exempt: Callable[[], Any] | None = None
+) -> Iterator[Admission]:
     """Raise RateLimited when the user has used up ``scope``'s budget in this window;
     otherwise run the block and count one request once it succeeded — all under the
-    user's lock, so parallel requests cannot all pass the check before any counts."""
+    user's lock, so parallel requests cannot all pass the check before any counts.
+
+    ``exempt`` is asked first, under the lock: when it answers something (an idempotent
+    replay a concurrent twin made possible), that is yielded as ``admission.exempt``,
+    neither checked nor counted. A block that sets ``admission.counted = False`` is not
+    counted either (DESIGN §5: a replay does not count)."""
     guard = user_lock(request) if rates().get(scope) else nullcontext()
     with guard:
+        admission = Admission(exempt=exempt() if exempt is not None else None)
+        if admission.exempt is not None:
+            yield admission
+            return
         usage = _usage(request, scope, increment=False)
         if usage is not None and usage["count"] >= usage["limit"]:
             raise RateLimited(
@@ -134,8 +157,9 @@ def rate_limit(*, request: HttpRequest, scope: str) -> Iterator[None]:
                 f"({rates()[scope]}). Try again in {usage['time_left']} s.",
                 retry_after=usage["time_left"],
             )
-        yield
-        _usage(request, scope, increment=True)
+        yield admission
+        if admission.counted:
+            _usage(request, scope, increment=True)
 
 
 def rate_limit_status(*, request: HttpRequest) -> dict[str, dict[str, Any]]:

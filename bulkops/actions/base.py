@@ -54,6 +54,9 @@ class Param:
     in_admin_form: bool = True
     #: The ``bulk`` flag of a boolean whose default is True (default ``--no-<name>``).
     cli_flag: str = ""
+    #: It changes which sessions are eligible (delete's ``soft_delete``): validate's
+    #: ``selection_token`` binds its value.
+    affects_eligibility: bool = False
 
     @property
     def is_bool(self) -> bool:

@@ -37,8 +37,11 @@ class DeleteAction(BulkAction):
             label="Soft delete (set deleted_at); false removes the rows",
             in_admin_form=False,
             cli_flag="--hard",
+            affects_eligibility=True,
         ),
-        "cascade_exports": Param(default=False, label="Also delete the sessions' exports"),
+        "cascade_exports": Param(
+            default=False, label="Also delete the sessions' exports", affects_eligibility=True
+        ),
         "atomic": ATOMIC,
     }
     api_example = {"session_ids": ["session-001"], "soft_delete": True, "cascade_exports": False}

@@ -34,7 +34,13 @@ from bulkops.engine import (
     operation_validate,
     request_fingerprint,
 )
-from bulkops.exceptions import BulkOpsError
+from bulkops.exceptions import (
+    BulkOpsError,
+    SelectionConflict,
+    SelectionDrift,
+    SelectionTokenExpired,
+    SelectionTokenInvalid,
+)
 from bulkops.models import OperationSource
 from bulkops.ratelimits import VALIDATE, rate_limit
 from bulkops.selectors import user_may_act_on_others
@@ -53,6 +59,10 @@ LISTED_PER_PARTITION = 100
 #: One random token per confirmation page, used as the operation's idempotency key.
 CONFIRM_TOKEN = "_bulk_token"
 CONFIRM_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: The page's ``selection_token`` (validate's): Confirm runs only what the page showed.
+SELECTION_TOKEN = "_bulk_selection_token"
+#: Eligible titles the confirmation page names in its summary ("and N more").
+SAMPLE_TITLES = 10
 
 
 @dataclass(frozen=True)
@@ -139,19 +149,25 @@ class BulkRequest:
 
     def start(self, selection: Selection) -> HttpResponseRedirect:
         """Second pass: start the operation (or find the one this page already
-        started) and go to its progress page."""
+        started) and go to its progress page. The page's ``selection_token`` makes
+        ``operation_create`` refuse a selection that drifted since the page was shown
+        (SelectionConflict, SelectionTokenInvalid: nothing is created)."""
         user, reason = self.request.user, self.form.audit_reason()
         key = confirm_key(self.request)
         fingerprint = request_fingerprint(
             action=self.spec.action_type,
             payload={"selection": asdict(selection), "params": self.params, "reason": reason},
         )
-        replay = key and operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
-        if replay:
-            # Confirm sent twice (a double click, a resubmitted form): same operation.
-            return HttpResponseRedirect(progress_url(replay))
-        with rate_limit(request=self.request, scope=self.spec.action_type):
-            op = operation_create(
+
+        def replay() -> BulkOperation | None:
+            if not key:
+                return None
+            return operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
+
+        # Confirm sent twice (a double click, a resubmitted form): same operation, looked
+        # for again under the user's lock (a concurrent twin), never rate limited.
+        with rate_limit(request=self.request, scope=self.spec.action_type, exempt=replay) as adm:
+            op = adm.exempt or operation_create(
                 user=user,
                 action=self.spec.action_type,
                 selection=selection,
@@ -160,8 +176,11 @@ class BulkRequest:
                 reason=reason,
                 idempotency_key=key,
                 fingerprint=fingerprint,
+                selection_token=self.request.POST.get(SELECTION_TOKEN) or None,
             )
-        self.announce(op)
+            adm.counted = not op.replayed
+        if not op.replayed:
+            self.announce(op)
         return HttpResponseRedirect(progress_url(op))
 
     def announce(self, op: BulkOperation) -> None:
@@ -195,10 +214,15 @@ def run_bulk_action(
         raise PermissionDenied
     bulk = BulkRequest.parse(modeladmin, request, queryset, spec)
     act = spec.action(user=request.user, params=bulk.params)
+    notice = ""
     try:
         selection, count = changelist_selection(request, queryset, act)
         if bulk.confirmed():
-            return bulk.start(selection)
+            try:
+                return bulk.start(selection)
+            except (SelectionConflict, SelectionTokenInvalid) as exc:
+                # What the page showed no longer holds: show the new preview instead.
+                notice = drift_notice(exc)
         result = bulk.preview(selection)
     except ValidationError as exc:
         modeladmin.message_user(request, error_text(exc), messages.ERROR)
@@ -207,7 +231,36 @@ def run_bulk_action(
         # RateLimited, TooManyActiveOperations: a message, and nothing happened.
         modeladmin.message_user(request, exc.message, messages.ERROR)
         return None
-    return confirmation_page(bulk, result, selection, count)
+    return confirmation_page(bulk, result, selection, count, notice=notice)
+
+
+def drift_notice(exc: SelectionConflict | SelectionTokenInvalid) -> str:
+    """Why Confirm started nothing, for the re-rendered confirmation page."""
+    if isinstance(exc, SelectionDrift):
+        return _(
+            "Nothing was done: the selection changed after you reviewed it — "
+            "%(then)s then, %(now)s now. Review the updated preview below and confirm again."
+        ) % {
+            "then": describe_counts(exc.previous),
+            "now": describe_counts(exc.current),
+        }
+    if isinstance(exc, SelectionTokenExpired):
+        return _(
+            "Nothing was done: this confirmation page was too old to trust. Review the "
+            "updated preview below and confirm again."
+        )
+    return _(
+        "Nothing was done: the options changed, or the page could not be verified. "
+        "Review the updated preview below and confirm again."
+    )
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    return ngettext(
+        "%(eligible)d eligible of %(total)d session",
+        "%(eligible)d eligible of %(total)d sessions",
+        counts["total"],
+    ) % {"eligible": counts["eligible_count"], "total": counts["total"]}
 
 
 # --- the confirmation page ----------------------------------------------------------------------
@@ -222,9 +275,10 @@ def confirmation_templates(modeladmin: ModelAdmin, spec: AdminBulkAction) -> lis
 
 
 def confirmation_page(
-    bulk: BulkRequest, result: ValidationResult, selection: Selection, count: int
+    bulk: BulkRequest, result: ValidationResult, selection: Selection, count: int, *, notice: str
 ) -> TemplateResponse:
-    """First pass: the partition, the options, Confirm / Cancel; nothing changes."""
+    """First pass: the partition, the options, Confirm / Cancel; nothing changes.
+    ``notice``: why a Confirm just started nothing (the selection drifted)."""
     modeladmin, request, spec = bulk.modeladmin, bulk.request, bulk.spec
     context = {
         **modeladmin.admin_site.each_context(request),
@@ -237,6 +291,9 @@ def confirmation_page(
         "confirm_marker": CONFIRM_FORM_MARKER,
         "confirm_token_name": CONFIRM_TOKEN,
         "confirm_token": secrets.token_urlsafe(24),
+        "selection_token_name": SELECTION_TOKEN,
+        "selection_token": result.selection_token,
+        "drift_notice": notice,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across") in ("1", "True", "true"),
@@ -270,8 +327,11 @@ def confirmation_context(
     for item in shown_skipped + shown_ineligible:
         item["title"] = titles.get(item["session_id"], "")
         item.setdefault("message", reasons.message_for(item["reason"]))
+    sample = data["eligible"][:SAMPLE_TITLES]
     return {
         "result": data,
+        "sample_titles": [row["title"] or row["session_id"] for row in sample],
+        "sample_more": data["eligible_count"] - len(sample),
         "selected_count": count,
         "selection_filter": selection.filter,
         "eligible_rows": data["eligible"][:LISTED_PER_PARTITION],

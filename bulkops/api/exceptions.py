@@ -5,6 +5,9 @@ act on, never a 500.
   ``Retry-After`` and a JSON body;
 - Django ``ValidationError`` → 400 with field errors;
 - ``OperationNotFound`` → 404; ``OperationConflict`` → 409; ``IdempotencyConflict`` → 422;
+- ``SelectionDrift`` → 409 ``selection_drift`` with ``previous_count``/``current_count``
+  (and both partitions); ``SelectionTokenExpired`` → 409 ``selection_token_expired``
+  (``SelectionTokenInvalid`` is a ValidationError: 400 naming ``selection_token``);
 - Django ``RequestDataTooBig`` (a body read past ``DATA_UPLOAD_MAX_MEMORY_SIZE``) → 413;
 - Django ``PermissionDenied`` → 403 (DRF's own mapping);
 - the database unreachable (``OperationalError``, ``InterfaceError``) → 503, ``Retry-After``.
@@ -28,6 +31,8 @@ from bulkops.exceptions import (
     OperationConflict,
     OperationNotFound,
     RateLimited,
+    SelectionConflict,
+    SelectionDrift,
     TooManyActiveOperations,
 )
 from bulkops.middleware import too_large_body
@@ -52,6 +57,21 @@ def _too_many(detail: str, code: str, retry_after: int) -> Response:
     )
     response["Retry-After"] = str(retry_after)
     return response
+
+
+def _selection_conflict(exc: SelectionConflict) -> Response:
+    if isinstance(exc, SelectionDrift):
+        body = {
+            "detail": exc.message,
+            "code": "selection_drift",
+            "previous_count": exc.previous["total"],
+            "current_count": exc.current["total"],
+            "previous": exc.previous,
+            "current": exc.current,
+        }
+    else:
+        body = {"detail": exc.message, "code": "selection_token_expired"}
+    return Response(body, status=status.HTTP_409_CONFLICT)
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -80,6 +100,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response(
             {"detail": exc.message, "code": "conflict"}, status=status.HTTP_409_CONFLICT
         )
+    if isinstance(exc, SelectionConflict):
+        return _selection_conflict(exc)
     if isinstance(exc, IdempotencyConflict):
         return Response(
             {"detail": exc.message, "code": "idempotency_conflict"},

@@ -191,6 +191,18 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "the same key with a different body → 422. 1–255 visible ASCII characters.",
 )
 
+REPLAYED_HEADER = "Idempotent-Replayed"
+IDEMPOTENT_REPLAYED = OpenApiParameter(
+    REPLAYED_HEADER,
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    response=[202],
+    enum=["true", "false"],
+    description="Sent when the request carried an `Idempotency-Key`: `true` when an "
+    "earlier request with that key (and this body) started the operation — this answer "
+    "is its replay and started nothing — `false` when this request started it.",
+)
+
 #: The paginator's own parameters, with its real bounds (page_size 1–1000).
 PAGE_PARAMS = [
     OpenApiParameter(p["name"], p["schema"], description=p["description"])

@@ -40,6 +40,8 @@ USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
 ACTIONS = tuple(registered_actions())
+#: Far above what validate issues (~200 characters): a bound, not a format.
+MAX_SELECTION_TOKEN_LENGTH = 1000
 
 
 # --- strict fields ----------------------------------------------------------------------
@@ -239,12 +241,26 @@ def param_field(param: Param, *, required: bool, help_text: str = "") -> seriali
     return StrictChoiceField(choices=param.choices, **kwargs)
 
 
+def selection_token_field() -> StrictCharField:
+    return StrictCharField(
+        max_length=MAX_SELECTION_TOKEN_LENGTH,
+        required=False,
+        help_text="The `selection_token` validate answered: start only if the selection "
+        "still resolves to the same sessions in the same partition (else 409).",
+    )
+
+
 def input_serializer_for(action: type[BulkAction]) -> type[SelectionInputSerializer]:
     """The body of ``POST /api/bulk/sessions/<action>``, generated from its
     ``params_spec`` (named ``<Action>InputSerializer`` for the OpenAPI schema)."""
     fields = {name: param_field(param, required=True) for name, param in action.params_spec.items()}
     name = f"{action.__name__.removesuffix('Action')}InputSerializer"
-    attrs = {**fields, "param_fields": tuple(fields), "__module__": __name__}
+    attrs = {
+        **fields,
+        "selection_token": selection_token_field(),
+        "param_fields": tuple(fields),
+        "__module__": __name__,
+    }
     return type(name, (SelectionInputSerializer,), attrs)
 
 
@@ -308,6 +324,10 @@ class ValidateOutputSerializer(serializers.Serializer):
     ineligible = IneligibleSessionSerializer(many=True)
     skipped = SkippedSessionSerializer(many=True)
     estimated_duration_seconds = serializers.FloatField()
+    selection_token = serializers.CharField(
+        help_text="Signed, valid `BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS` (1 h): pass it "
+        "to the action so it runs only on exactly this partition."
+    )
     cascade = CascadeSerializer(required=False, help_text="delete only")
 
 
@@ -473,6 +493,27 @@ class ErrorSerializer(serializers.Serializer):
 
 class RateLimitedSerializer(ErrorSerializer):
     retry_after = serializers.IntegerField(help_text="Seconds; also the Retry-After header.")
+
+
+class SelectionCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    eligible_count = serializers.IntegerField()
+    skipped_count = serializers.IntegerField()
+    ineligible_count = serializers.IntegerField()
+
+
+class SelectionConflictSerializer(ErrorSerializer):
+    """409 of an action given a ``selection_token``: ``code`` is ``selection_drift``
+    (with the counts) or ``selection_token_expired``."""
+
+    previous_count = serializers.IntegerField(
+        required=False, help_text="Sessions selected when validated (drift only)."
+    )
+    current_count = serializers.IntegerField(
+        required=False, help_text="Sessions the selection resolves to now (drift only)."
+    )
+    previous = SelectionCountsSerializer(required=False, help_text="The partition then.")
+    current = SelectionCountsSerializer(required=False, help_text="The partition now.")
 
 
 class TooLargeSerializer(ErrorSerializer):

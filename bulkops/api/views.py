@@ -6,6 +6,7 @@ responses by ``bulkops.api.exceptions``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.http import FileResponse
@@ -37,7 +38,9 @@ from bulkops.api.pagination import Pagination
 from bulkops.api.parsers import JSONParser
 from bulkops.api.schema import (
     IDEMPOTENCY_KEY,
+    IDEMPOTENT_REPLAYED,
     PAGE_PARAMS,
+    REPLAYED_HEADER,
     RETRY_AFTER,
     BulkAutoSchema,
     errors,
@@ -83,29 +86,47 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def accepted(operation: BulkOperation) -> Response:
-    """202 with ``Location`` = the status URL and the body DESIGN §5 gives."""
+def accepted(operation: BulkOperation, *, key: str | None = None) -> Response:
+    """202 with ``Location`` = the status URL and the body DESIGN §5 gives; with an
+    Idempotency-Key, ``Idempotent-Replayed: true`` when an earlier request with that key
+    started the operation, ``false`` when this one did."""
     data = operation_accepted(operation)
     out = accepted_serializer(get_action(operation.action))
-    return Response(
-        out(data).data,
-        status=status.HTTP_202_ACCEPTED,
-        headers={"Location": data["status_url"]},
-    )
+    headers = {"Location": data["status_url"]}
+    if key is not None:
+        headers[REPLAYED_HEADER] = "true" if getattr(operation, "replayed", False) else "false"
+    return Response(out(data).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
 def accepted_serializer(action: type[BulkAction]) -> type[s.OperationAcceptedSerializer]:
     return s.ExportAcceptedSerializer if action.produces_file else s.OperationAcceptedSerializer
 
 
-def replayed(request: Request, key: str | None, fingerprint: str) -> Response | None:
-    """The 202 of the operation ``key`` already started for this very request, or None;
-    raise IdempotencyConflict (422) when the key was used for another body. A replay
-    starts nothing, so it is answered before the rate limit is checked."""
-    if key is None:
-        return None
-    operation = operation_replay(user=request.user, idempotency_key=key, fingerprint=fingerprint)
-    return accepted(operation) if operation is not None else None
+def start(
+    request: Request,
+    *,
+    scope: str,
+    key: str | None,
+    fingerprint: str,
+    create: Callable[[], BulkOperation],
+) -> Response:
+    """The 202 of ``create()``, under ``scope``'s rate limit — or of the operation ``key``
+    already started for this very request (looked for first, and again under the user's
+    lock, where a concurrent twin's operation is found: a replay is never refused nor
+    counted by the rate limit or the active cap). Raise IdempotencyConflict (422) when
+    the key was used for another body."""
+
+    def replay() -> BulkOperation | None:
+        if key is None:
+            return None
+        return operation_replay(user=request.user, idempotency_key=key, fingerprint=fingerprint)
+
+    operation = replay()
+    if operation is None:
+        with rate_limit(request=request, scope=scope, exempt=replay) as admission:
+            operation = admission.exempt or create()
+            admission.counted = not getattr(operation, "replayed", False)
+    return accepted(operation, key=key)
 
 
 def selection_of(data: dict[str, Any]) -> Selection:
@@ -132,7 +153,9 @@ class JSONBodyView(APIView):
     tags=TAG_ACTIONS,
     summary="Preview an action: eligible, skipped and ineligible sessions",
     description="Changes nothing. For delete it also previews the exports that would go "
-    "with the sessions (`cascade.exports`). Rate-limited (`validate`).",
+    "with the sessions (`cascade.exports`). A filter that matches nothing answers zero "
+    "counts. `selection_token`: pass it to the action to run it only on exactly this "
+    "partition. Rate-limited (`validate`).",
     request=s.ValidateInputSerializer,
     responses={200: s.ValidateOutputSerializer, **errors(400, 403, 413, 415, 429)},
     parameters=[RETRY_AFTER],
@@ -156,6 +179,7 @@ class JSONBodyView(APIView):
                 ],
                 "skipped": [{"session_id": "session-002", "reason": "already_closed"}],
                 "estimated_duration_seconds": 0.2,
+                "selection_token": "eyJ1IjoiNyIsImEiOiJjbG9zZSJ9:1tQx2b:3kzL9m_Qw",
             },
             response_only=True,
             status_codes=["200"],
@@ -186,23 +210,26 @@ class ActionView(JSONBodyView):
     def post(self, request: Request) -> Response:
         serializer = self.input_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         key = idempotency_key(request)
         fingerprint = request_fingerprint(action=self.action_type, payload=request.data)
-        replay = replayed(request, key, fingerprint)
-        if replay is not None:
-            return replay
-        with rate_limit(request=request, scope=self.action_type):
-            operation = operation_create(
+        return start(
+            request,
+            scope=self.action_type,
+            key=key,
+            fingerprint=fingerprint,
+            create=lambda: operation_create(
                 user=request.user,
                 action=self.action_type,
-                selection=selection_of(serializer.validated_data),
+                selection=selection_of(data),
                 params=serializer.params,
                 source=OperationSource.API,
-                reason=serializer.validated_data.get("reason", ""),
+                reason=data.get("reason", ""),
                 idempotency_key=key,
                 fingerprint=fingerprint,
-            )
-        return accepted(operation)
+                selection_token=data.get("selection_token"),
+            ),
+        )
 
 
 def action_schema(action: type[BulkAction], input_serializer):
@@ -212,17 +239,26 @@ def action_schema(action: type[BulkAction], input_serializer):
         summary=f"Start a bulk {name}",
         description=f"Creates a `{name}` operation and answers 202 with `Location` = its "
         "status URL. Rate-limited per user; at most "
-        "`BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER` pending/running operations.",
+        "`BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER` pending/running operations. With the "
+        "`selection_token` validate answered, it starts only if the selection still "
+        "resolves to the same sessions, each as eligible, skipped or not eligible as "
+        "validated (else 409 with both counts, nothing created).",
         request=input_serializer,
         responses={
             202: OpenApiResponse(
                 accepted_serializer(action),
                 description="Accepted; poll `status_url` (also the Location header).",
             ),
+            409: OpenApiResponse(
+                s.SelectionConflictSerializer,
+                description="The `selection_token` no longer holds (the selection drifted, "
+                "or the token expired): nothing was created; validate again.",
+            ),
             **errors(400, 403, 413, 415, 422, 429),
         },
         parameters=[
             IDEMPOTENCY_KEY,
+            IDEMPOTENT_REPLAYED,
             RETRY_AFTER,
             OpenApiParameter(
                 "Location",
@@ -361,7 +397,7 @@ class OperationCancelView(JSONBodyView):
     description="Starts a new operation over the failed items (except `not_found` ones). "
     "409 while the operation runs or when nothing failed. Rate-limited (`retry`).",
     request=s.NoBodySerializer,
-    parameters=[OPERATION_ID, IDEMPOTENCY_KEY, RETRY_AFTER],
+    parameters=[OPERATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, RETRY_AFTER],
     responses={
         202: OpenApiResponse(s.OperationAcceptedSerializer, description="The new operation."),
         **errors(400, 403, 404, 409, 415, 422, 429),
@@ -373,18 +409,19 @@ class OperationRetryView(JSONBodyView):
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         key = idempotency_key(request)
         fingerprint = request_fingerprint(action="retry", payload={"operation_id": operation.id})
-        replay = replayed(request, key, fingerprint)
-        if replay is not None:
-            return replay
-        with rate_limit(request=request, scope=RETRY):
-            new = operation_retry(
+        return start(
+            request,
+            scope=RETRY,
+            key=key,
+            fingerprint=fingerprint,
+            create=lambda: operation_retry(
                 operation=operation,
                 user=request.user,
                 source=OperationSource.API,
                 idempotency_key=key,
                 fingerprint=fingerprint,
-            )
-        return accepted(new)
+            ),
+        )
 
 
 # --- info, sessions, download -------------------------------------------------------------------

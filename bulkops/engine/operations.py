@@ -16,6 +16,11 @@ from django.utils import timezone
 from bulkops import events
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
+from bulkops.engine.drift import (
+    SelectionSnapshot,
+    selection_drift_check,
+    selection_token_verify,
+)
 from bulkops.engine.eligibility import action_build
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.queue import enqueue_operation
@@ -34,6 +39,8 @@ from bulkops.selectors import active_operations_count
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
+    from bulkops.actions.base import BulkAction
+
 
 def request_fingerprint(*, action: str, payload: Any) -> str:
     """A stable hash of what was asked, to tell an idempotent replay from a new request."""
@@ -44,8 +51,9 @@ def request_fingerprint(*, action: str, payload: Any) -> str:
 def operation_replay(
     *, user: AbstractBaseUser, idempotency_key: str, fingerprint: str
 ) -> BulkOperation | None:
-    """Return the operation this key already started (within the retention window), or
-    None; raise IdempotencyConflict when the key was used for a different request."""
+    """Return the operation this key already started (within the retention window), with
+    ``replayed`` True, or None; raise IdempotencyConflict when the key was used for a
+    different request."""
     horizon = timezone.now() - datetime.timedelta(seconds=bulkops_settings.IDEMPOTENCY_TTL_SECONDS)
     existing = BulkOperation.objects.filter(user=user, idempotency_key=idempotency_key).first()
     if existing is None:
@@ -58,6 +66,7 @@ def operation_replay(
         raise IdempotencyConflict(
             "This Idempotency-Key was already used with a different request body."
         )
+    existing.replayed = True
     return existing
 
 
@@ -68,13 +77,17 @@ def clean_reason(reason: Any) -> str:
     return reason
 
 
-def _check_active_cap(user: AbstractBaseUser) -> None:
-    """Inside the creating transaction: take the user's row lock first (a no-op
-    UPDATE — a row lock on PostgreSQL, the write lock on SQLite), so concurrent creators
-    of one user count one after the other and the cap holds under a burst."""
+def _lock_user(user: AbstractBaseUser) -> None:
+    """Inside the creating transaction: take the user's row lock (a no-op UPDATE — a row
+    lock on PostgreSQL, the write lock on SQLite), so one user's concurrent creators run
+    one after the other: the active cap holds under a burst, and a twin request with the
+    same Idempotency-Key sees the operation the first one committed."""
     users = get_user_model()
     key = users._meta.pk.name
     users.objects.filter(pk=user.pk).update(**{key: F(key)})
+
+
+def _check_active_cap(user: AbstractBaseUser) -> None:
     limit = bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER
     if active_operations_count(user=user) >= limit:
         raise TooManyActiveOperations(
@@ -94,16 +107,29 @@ def operation_create(
     reason: str = "",
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    selection_token: str | None = None,
 ) -> BulkOperation:
     """Create the operation and one pending item per targeted id in one transaction, and
     enqueue its task in that same transaction (the task row commits with it).
 
-    Raise ValidationError for bad input, TooManyActiveOperations when the user already
-    has the maximum of pending/running operations, IdempotencyConflict on key reuse.
+    With ``idempotency_key``, the operation that key already started for this very
+    request is returned instead (``replayed`` True on the returned operation, False on a
+    new one) — also when a twin request committed it a moment ago: a replay neither
+    counts toward nor is refused by the active cap. With ``selection_token`` (from
+    ``operation_validate``), the operation is created only when the selection still
+    partitions exactly as validated (``engine.drift``).
+
+    Raise ValidationError for bad input, SelectionTokenInvalid for a token that is not
+    this user's, action's and options', SelectionTokenExpired / SelectionDrift when what
+    was validated no longer holds, TooManyActiveOperations when the user already has
+    the maximum of pending/running operations, IdempotencyConflict on key reuse.
     """
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
     ids = selection_resolve(user=user, action=act, selection=selection)
+    expected = (
+        selection_token_verify(token=selection_token, action=act) if selection_token else None
+    )
     op = BulkOperation(
         user=user,
         action=act.action_type,
@@ -114,16 +140,10 @@ def operation_create(
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
     )
+    op.replayed = False
     act.prepare(op)
     try:
-        with transaction.atomic():
-            _check_active_cap(user)
-            op.save(force_insert=True)
-            BulkOperationItem.objects.bulk_create(
-                (BulkOperationItem(operation=op, session_id=sid) for sid in ids),
-                batch_size=1000,
-            )
-            enqueue_operation(op.id)
+        return _create_or_replay(op, ids, act=act, expected=expected)
     except IntegrityError:
         replay = idempotency_key and operation_replay(
             user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
@@ -131,7 +151,34 @@ def operation_create(
         if replay:
             return replay
         raise
+
+
+def _create_or_replay(
+    op: BulkOperation, ids: list[str], *, act: BulkAction, expected: SelectionSnapshot | None
+) -> BulkOperation:
+    """In one transaction under the user's lock: the operation a twin request with the
+    same key committed meanwhile (before the drift check and the active cap: a replay
+    is never refused), or the new operation with its items and task."""
+    with transaction.atomic():
+        _lock_user(op.user)
+        replay = op.idempotency_key and operation_replay(
+            user=op.user, idempotency_key=op.idempotency_key, fingerprint=op.request_fingerprint
+        )
+        if replay:
+            return replay
+        if expected is not None:
+            selection_drift_check(expected=expected, action=act, ids=ids)
+        _check_active_cap(op.user)
+        _insert(op, ids)
     return op
+
+
+def _insert(op: BulkOperation, ids: list[str]) -> None:
+    op.save(force_insert=True)
+    BulkOperationItem.objects.bulk_create(
+        (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
+    )
+    enqueue_operation(op.id)
 
 
 def retryable_items(operation: BulkOperation):

@@ -6,12 +6,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bulkops.actions import reasons
-from bulkops.engine.eligibility import READ_BATCH, action_build, partition, session_rows
+from bulkops.engine.drift import SelectionSnapshot, selection_token_issue
+from bulkops.engine.eligibility import READ_BATCH, action_build, partition, selection_rows
 from bulkops.engine.selection import Selection, selection_resolve
 from bulkops.selectors import sessions_in_scope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
+
+    from bulkops.actions.base import BulkAction
 
 
 @dataclass
@@ -23,6 +26,8 @@ class ValidationResult:
     estimated_duration_seconds: float
     #: What the action adds (delete: ``{"cascade": {"exports": n}}``).
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Signed proof of this partition: an action given it runs only on the same one.
+    selection_token: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +40,7 @@ class ValidationResult:
             "ineligible": self.ineligible,
             "skipped": self.skipped,
             "estimated_duration_seconds": self.estimated_duration_seconds,
+            "selection_token": self.selection_token,
             **self.extra,
         }
 
@@ -56,17 +62,15 @@ def operation_validate(
     selection: Selection,
     params: dict[str, Any] | None = None,
 ) -> ValidationResult:
-    """Partition the selection into eligible / skipped / ineligible; change nothing.
-    Raise ValidationError for a bad action, parameters or selection."""
+    """Partition the selection into eligible / skipped / ineligible, with a
+    ``selection_token`` that binds it (``engine.drift``); change nothing. A filter that
+    matches nothing is a valid question (zero counts). Raise ValidationError for a bad
+    action, parameters or selection."""
     act = action_build(user=user, action=action, params=params or {})
-    ids = selection_resolve(user=user, action=act, selection=selection)
-    scope = sessions_in_scope(user=user, action=act)
-    rows, titles = {}, {}
-    for start in range(0, len(ids), READ_BATCH):
-        batch = ids[start : start + READ_BATCH]
-        rows.update(session_rows(action=act, scope=scope, ids=batch, lock=False))
-        titles.update(scope.filter(pk__in=batch).values_list("id", "title"))
+    ids = selection_resolve(user=user, action=act, selection=selection, allow_empty=True)
+    rows = selection_rows(action=act, ids=ids)
     part = partition(action=act, ids=ids, rows=rows)
+    titles = eligible_titles(action=act, ids=part.eligible)
     order = {sid: i for i, sid in enumerate(ids)}
     return ValidationResult(
         action=act.action_type,
@@ -78,4 +82,17 @@ def operation_validate(
         ineligible=_in_request_order(part.failed, order, message=True),
         estimated_duration_seconds=act.estimated_seconds(len(ids)),
         extra=act.preview(part.eligible),
+        selection_token=selection_token_issue(
+            action=act, snapshot=SelectionSnapshot.of(ids=ids, part=part)
+        ),
     )
+
+
+def eligible_titles(*, action: BulkAction, ids: list[str]) -> dict[str, str]:
+    """The titles of the eligible sessions, by id (read in batches)."""
+    scope = sessions_in_scope(user=action.user, action=action)
+    titles: dict[str, str] = {}
+    for start in range(0, len(ids), READ_BATCH):
+        batch = ids[start : start + READ_BATCH]
+        titles.update(scope.filter(pk__in=batch).values_list("id", "title"))
+    return titles

@@ -241,10 +241,11 @@ def selection_queryset(
 
 
 def selection_resolve(
-    *, user: AbstractBaseUser, action: BulkAction, selection: Selection
+    *, user: AbstractBaseUser, action: BulkAction, selection: Selection, allow_empty: bool = False
 ) -> list[str]:
-    """Return the targeted session ids (order kept for id lists); raise ValidationError
-    when the selection is malformed, empty or over the action's cap."""
+    """Return the targeted session ids (order kept for id lists, id order for filters);
+    raise ValidationError when the selection is malformed, over the action's cap, or a
+    filter that matches nothing (unless ``allow_empty``: validate's question)."""
     has_ids = selection.session_ids is not None
     if has_ids == (selection.filter is not None):
         raise ValidationError(
@@ -263,6 +264,6 @@ def selection_resolve(
             },
             code="too_many",
         )
-    if not ids:
+    if not ids and not allow_empty:
         raise ValidationError({"filter": "No sessions match the filter."}, code="empty")
     return ids

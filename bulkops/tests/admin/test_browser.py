@@ -366,3 +366,72 @@ def test_progress_moves_over_the_websocket_alone(browser, tmp_path):
             assert "bulk_operation_completed" in types, types
         finally:
             context.close()
+
+
+DRIFT_SETUP = """
+from django.contrib.auth.models import User
+from bulkops.models import Session
+ada = User.objects.get(username="ada")
+Session.objects.bulk_create(
+    Session(id=f"drift-{i}", owner=ada, title=f"Drift check {i}") for i in range(3)
+)
+"""
+
+
+def database_rows(env: dict[str, str], sql: str) -> list[tuple]:
+    """Read the live server's SQLite database directly."""
+    import sqlite3
+
+    conn = sqlite3.connect(env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=30)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_selection_that_drifts_after_the_confirmation_page_runs_nothing(server, browser):
+    """A session becomes ``processing`` while the staff member reads the page: Confirm
+    starts nothing and the page comes back with the counts then and now; confirming that
+    page starts the operation it now shows."""
+    from playwright.sync_api import expect
+
+    base, env = server
+    manage("shell", "-c", DRIFT_SETUP, env=env)
+    items = "SELECT COUNT(*) FROM bulkops_bulkoperationitem WHERE session_id LIKE 'drift-%'"
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        log_in(page, base)
+        page.goto(f"{base}/admin/bulkops/session/?q=Drift+check")
+        expect(page.locator("#result_list tbody tr")).to_have_count(3)
+        page.click("#action-toggle")
+        run_action(page, "close_sessions")
+        expect(page.locator('[data-count="will-apply"]')).to_have_text("3")
+        expect(page.locator(".bulkops-summary")).to_contain_text("Drift check 0")
+        manage(
+            "shell",
+            "-c",
+            "from bulkops.models import Session; "
+            "Session.objects.filter(pk='drift-1').update(status='processing')",
+            env=env,
+        )
+        page.click("input[name=post]")
+        notice = page.locator(".bulkops-drift")
+        expect(notice).to_contain_text("Nothing was done")
+        expect(notice).to_contain_text(
+            "3 eligible of 3 sessions then, 2 eligible of 3 sessions now"
+        )
+        expect(page.locator('[data-count="eligible"]')).to_have_text("2")
+        expect(page.locator('[data-count="ineligible"]')).to_have_text("1")
+        assert database_rows(env, items) == [(0,)]
+        shot(page, "admin-confirmation-drift.png")
+
+        page.click("input[name=post]")
+        expect(page).to_have_url(
+            re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$")
+        )
+        assert database_rows(env, items) == [(3,)]
+        statuses = database_rows(env, "SELECT status FROM bulkops_session WHERE id LIKE 'drift-%'")
+        assert sorted(statuses) == [("active",), ("active",), ("processing",)]  # not run yet
+    finally:
+        context.close()

@@ -26,9 +26,15 @@ pytestmark = pytest.mark.django_db
 fast_password_hasher = support.fast_password_hasher
 
 #: Refusals that depend on the data, not on the shape of the request: a schema-valid
-#: filter can match no session (400) or too many (400, DESIGN §5), and an
-#: Idempotency-Key can have been used with another body (422, DESIGN §5).
-STATE_DEPENDENT = ("No sessions match the filter", "Narrow the filter", "idempotency_conflict")
+#: filter can match no session (400) or too many (400, DESIGN §5), an
+#: Idempotency-Key can have been used with another body (422, DESIGN §5), and a
+#: selection_token is valid only when validate signed it (400: no schema can say that).
+STATE_DEPENDENT = (
+    "No sessions match the filter",
+    "Narrow the filter",
+    "idempotency_conflict",
+    "Not a selection_token issued by validate",
+)
 
 
 def positive_data_acceptance_unless_state_dependent(ctx, response, case):

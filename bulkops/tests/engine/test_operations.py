@@ -469,9 +469,14 @@ def test_retry_refuses_running_or_clean_operations(owner, make_session):
 )
 def test_filter_edges_are_refused_cleanly(owner, bad_filter):
     if "owner" in bad_filter:
-        # A non-ASCII digit is a username, not an id: it just matches nobody.
+        # A non-ASCII digit is a username, not an id: it just matches nobody (validate:
+        # zero counts; an action: refused).
+        result = operation_validate(
+            user=owner, action="close", selection=Selection(filter=bad_filter)
+        )
+        assert (result.eligible, result.skipped, result.ineligible) == ([], [], [])
         with pytest.raises(ValidationError, match="No sessions match"):
-            operation_validate(user=owner, action="close", selection=Selection(filter=bad_filter))
+            operation_create(user=owner, action="close", selection=Selection(filter=bad_filter))
         return
     with pytest.raises(ValidationError):
         operation_validate(user=owner, action="close", selection=Selection(filter=bad_filter))
