@@ -48,7 +48,9 @@ from bulkops.engine import (
     SessionFilterSet,
     operation_cancel,
     operation_create,
+    operation_pause,
     operation_replay,
+    operation_resume,
     operation_retry,
     operation_validate,
     request_fingerprint,
@@ -176,7 +178,7 @@ class ActionView(JSONBodyView):
     ``Idempotency-Key`` already started (not counted against the rate limit)."""
 
     action_type: ClassVar[str]
-    input_serializer: ClassVar[type[s.SelectionInputSerializer]]
+    input_serializer: ClassVar[type[s.ActionInputSerializer]]
 
     def post(self, request: Request) -> Response:
         serializer = self.input_serializer(data=request.data)
@@ -196,6 +198,7 @@ class ActionView(JSONBodyView):
                 reason=serializer.validated_data.get("reason", ""),
                 idempotency_key=key,
                 fingerprint=fingerprint,
+                max_failures=serializer.validated_data.get("max_failures"),
             )
         return accepted(operation)
 
@@ -340,13 +343,56 @@ class OperationStatusView(APIView):
 class OperationCancelView(APIView):
     def post(self, request: Request, operation_id: str) -> Response:
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        operation = operation_cancel(operation=operation)
-        data = operation_representation(operation)
-        return Response(
-            s.OperationSerializer(data).data,
-            status=status.HTTP_202_ACCEPTED,
-            headers={"Location": data["status_url"]},
-        )
+        return operation_accepted_response(operation_cancel(operation=operation))
+
+
+def operation_accepted_response(operation: BulkOperation) -> Response:
+    """202 with the operation's representation and ``Location`` = its status URL."""
+    data = operation_representation(operation)
+    return Response(
+        s.OperationSerializer(data).data,
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Location": data["status_url"]},
+    )
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Pause an operation",
+    description="A pending operation is paused at once; a running one stops at its next "
+    "chunk boundary (`pause_requested` until then) and releases its worker: its pending "
+    "items stay pending and time paused does not count toward the timeout. Events: "
+    "`bulk_operation_paused`. 409 when finished, already paused, being cancelled, or "
+    "an all-or-nothing (atomic) operation already running.",
+    request=None,
+    parameters=[OPERATION_ID],
+    responses={
+        202: OpenApiResponse(s.OperationSerializer, description="Paused, or pausing."),
+        **errors(403, 404, 409),
+    },
+)
+class OperationPauseView(APIView):
+    def post(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        return operation_accepted_response(operation_pause(operation=operation))
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Resume a paused operation",
+    description="The operation becomes `pending` and is queued again; a worker runs only "
+    "its pending items. Events: `bulk_operation_resumed`. 409 unless it is paused.",
+    request=None,
+    parameters=[OPERATION_ID],
+    responses={
+        202: OpenApiResponse(s.OperationSerializer, description="Resumed (pending)."),
+        **errors(403, 404, 409),
+    },
+)
+class OperationResumeView(APIView):
+    def post(self, request: Request, operation_id: str) -> Response:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        return operation_accepted_response(operation_resume(operation=operation))
 
 
 @extend_schema(
