@@ -141,11 +141,12 @@ class BulkRequest:
         """Second pass: start the operation (or find the one this page already
         started) and go to its progress page."""
         user, reason = self.request.user, self.form.audit_reason()
+        max_failures = self.form.failure_threshold()
         key = confirm_key(self.request)
-        fingerprint = request_fingerprint(
-            action=self.spec.action_type,
-            payload={"selection": asdict(selection), "params": self.params, "reason": reason},
-        )
+        payload = {"selection": asdict(selection), "params": self.params, "reason": reason}
+        if max_failures is not None:
+            payload["max_failures"] = max_failures
+        fingerprint = request_fingerprint(action=self.spec.action_type, payload=payload)
         replay = key and operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
         if replay:
             # Confirm sent twice (a double click, a resubmitted form): same operation.
@@ -160,6 +161,7 @@ class BulkRequest:
                 reason=reason,
                 idempotency_key=key,
                 fingerprint=fingerprint,
+                max_failures=max_failures,
             )
         self.announce(op)
         return HttpResponseRedirect(progress_url(op))
