@@ -233,8 +233,8 @@ class SelectionInputSerializer(StrictInputSerializer):
 
 
 class ActionInputSerializer(SelectionInputSerializer):
-    """An action's body: the selection, the audit ``reason``, the failure threshold
-    every action takes, and the action's own parameters (``input_serializer_for``)."""
+    """An action's body: the selection, the audit reason, the failure threshold every
+    action takes, and the action's own parameters."""
 
     max_failures = StrictIntegerField(
         required=False,
