@@ -1,0 +1,166 @@
+"""Pause a running operation over HTTP while one ``db_worker`` runs it, resume it over
+HTTP, and let another ``db_worker`` finish it (issue 10 §4): the first worker stops at
+a chunk boundary and lets go of the task; the second runs only the pending items, so
+every session is closed exactly once and the counters add up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import threading
+
+import pytest
+
+from bulkops.tests.support.processes import (
+    Watcher,
+    http,
+    seed,
+    session_ids,
+    using_postgres,
+    using_redis,
+    wait_until,
+)
+
+pytestmark = pytest.mark.processes
+SESSIONS, CHUNK = 1000, 10
+
+
+def pause_mid_run(db, procs, worker, base: str, token: str, op_id: str) -> dict:
+    """POST …/pause while ``worker`` is between chunks, past 100 items: hold what its
+    next chunk needs (``pause_after``), stop the process (SIGSTOP), let go of the lock
+    so the pause request gets in, then let the worker go on. Deterministic: the worker
+    sees the pause at its next chunk boundary whatever the timing."""
+    answer: dict = {}
+
+    def post_pause() -> None:
+        answer["response"] = http(base, "POST", f"/api/bulk/operations/{op_id}/pause", token)
+
+    held = db.pause_after(op_id, 100)
+    try:
+        os.killpg(worker.pid, signal.SIGSTOP)
+    finally:
+        held.close()
+    thread = threading.Thread(target=post_pause)
+    thread.start()
+    try:
+        # SQLite: nothing else holds the write lock, the pause commits. PostgreSQL: the
+        # stopped worker's backend may have been granted the operation's row lock; the
+        # pause then waits in line for it (FIFO) and gets it after the worker's chunk.
+        wait_until(
+            lambda: "response" in answer or (db.postgres and lock_waiters(db) > 0),
+            "the pause request to commit or wait for the row lock",
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+    thread.join(timeout=60)
+    status, body = answer["response"]
+    assert status == 202, body
+    return body
+
+
+def lock_waiters(db) -> int:
+    return db.scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+
+
+def task_runs(db) -> list[tuple[list, object]]:
+    """(worker ids, return value) of every task row, oldest first."""
+    rows = db.query(
+        "SELECT worker_ids, return_value FROM django_tasks_database_dbtaskresult "
+        "ORDER BY enqueued_at"
+    )
+    as_json = [(json.loads(w) if isinstance(w, str) else w, r) for w, r in rows]
+    return [(w, json.loads(r) if isinstance(r, str) else r) for w, r in as_json]
+
+
+def items_by_outcome(db, op_id: str) -> dict[str, int]:
+    return dict(
+        db.query(
+            "SELECT outcome, COUNT(*) FROM bulkops_bulkoperationitem WHERE operation_id = %s "
+            "GROUP BY outcome",
+            op_id,
+        )
+    )
+
+
+async def test_pause_on_one_worker_and_resume_on_another_applies_every_item_once(world):
+    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE=str(CHUNK))
+    user = await asyncio.to_thread(seed, procs, sessions=SESSIONS)
+    token = user["token"]
+    base = await asyncio.to_thread(procs.server, "daphne")
+    first = await asyncio.to_thread(procs.worker, "worker-first")
+    async with Watcher(base, token) as watcher:
+        status, body = await asyncio.to_thread(
+            http,
+            base,
+            "POST",
+            "/api/bulk/sessions/close",
+            token,
+            {"session_ids": session_ids(SESSIONS)},
+        )
+        assert status == 202, body
+        op_id = body["operation_id"]
+        answer = await asyncio.to_thread(pause_mid_run, db, procs, first, base, token, op_id)
+        assert answer["status"] in ("running", "paused"), answer
+        await asyncio.to_thread(
+            wait_until, lambda: db.operation(op_id)["status"] == "paused", "the pause"
+        )
+        paused = await asyncio.to_thread(db.operation, op_id)
+        assert 100 <= paused["processed"] < SESSIONS and paused["processed"] % CHUNK == 0, paused
+        assert paused["succeeded"] == paused["processed"] and paused["attempts"] == 0, paused
+        pending = await asyncio.to_thread(items_by_outcome, db, op_id)
+        assert pending == {
+            "succeeded": paused["processed"],
+            "pending": SESSIONS - paused["processed"],
+        }
+        closed_before = dict(
+            await asyncio.to_thread(
+                db.query, "SELECT id, closed_at FROM bulkops_session WHERE status = 'closed'"
+            )
+        )
+        assert len(closed_before) == paused["processed"]
+        # The first worker let go of the task: it returned "paused". Stop it for good.
+        await asyncio.to_thread(
+            wait_until, lambda: task_runs(db) == [(["worker-first"], "paused")], "the task"
+        )
+        await asyncio.to_thread(procs.kill, first, signal.SIGTERM)
+
+        await asyncio.to_thread(procs.worker, "worker-second")
+        status, resumed = await asyncio.to_thread(
+            http, base, "POST", f"/api/bulk/operations/{op_id}/resume", token
+        )
+        assert (status, resumed["status"]) == (202, "pending"), resumed
+        await asyncio.to_thread(
+            wait_until, lambda: db.operation(op_id)["status"] == "completed", "the resumed run"
+        )
+        if using_redis():  # events cross processes through Redis only
+            for kind in ("bulk_operation_paused", "bulk_operation_resumed"):
+                await watcher.wait_for(op_id, kind)
+            final = await watcher.wait_for(op_id, "bulk_operation_completed")
+            assert final["succeeded"] == SESSIONS
+    op = await asyncio.to_thread(db.operation, op_id)
+    assert (op["processed"], op["succeeded"], op["skipped"], op["failed"]) == (
+        SESSIONS,
+        SESSIONS,
+        0,
+        0,
+    ), op
+    assert (op["cancelled"], op["attempts"]) == (0, 1), op
+    assert await asyncio.to_thread(items_by_outcome, db, op_id) == {"succeeded": SESSIONS}
+    closed = dict(
+        await asyncio.to_thread(
+            db.query, "SELECT id, closed_at FROM bulkops_session WHERE status = 'closed'"
+        )
+    )
+    assert len(closed) == SESSIONS
+    assert all(closed[sid] == at for sid, at in closed_before.items())  # not closed again
+    await asyncio.to_thread(
+        wait_until,
+        lambda: task_runs(db) == [(["worker-first"], "paused"), (["worker-second"], "completed")],
+        "the second worker's task row",
+    )
+    print(f"\n[pause] paused at {paused['processed']}/{SESSIONS}; resumed on another worker")
