@@ -73,8 +73,9 @@ def task_runs(db) -> list[tuple[list, object]]:
         "SELECT worker_ids, return_value FROM django_tasks_database_dbtaskresult "
         "ORDER BY enqueued_at"
     )
-    as_json = [(json.loads(w) if isinstance(w, str) else w, r) for w, r in rows]
-    return [(w, json.loads(r) if isinstance(r, str) else r) for w, r in as_json]
+    if db.postgres:  # jsonb comes back decoded; SQLite's JSON is text
+        return [tuple(row) for row in rows]
+    return [(json.loads(w), json.loads(r)) for w, r in rows]
 
 
 def items_by_outcome(db, op_id: str) -> dict[str, int]:
