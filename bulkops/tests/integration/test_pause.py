@@ -88,48 +88,56 @@ def items_by_outcome(db, op_id: str) -> dict[str, int]:
     )
 
 
+def closed_sessions(db) -> dict:
+    return dict(db.query("SELECT id, closed_at FROM bulkops_session WHERE status = 'closed'"))
+
+
+def assert_paused_mid_run(db, op_id: str) -> tuple[dict, dict]:
+    """Paused at a chunk boundary, past 100 items, the rest pending; the first worker's
+    task returned "paused". Return the operation and the sessions closed so far."""
+    wait_until(lambda: db.operation(op_id)["status"] == "paused", "the pause")
+    paused = db.operation(op_id)
+    done = paused["processed"]
+    assert 100 <= done < SESSIONS and done % CHUNK == 0, paused
+    assert paused["succeeded"] == done and paused["attempts"] == 0, paused
+    assert items_by_outcome(db, op_id) == {"succeeded": done, "pending": SESSIONS - done}
+    closed = closed_sessions(db)
+    assert len(closed) == done
+    wait_until(lambda: task_runs(db) == [(["worker-first"], "paused")], "the first task")
+    return paused, closed
+
+
+def assert_every_item_applied_once(db, op_id: str, closed_before: dict) -> None:
+    op = db.operation(op_id)
+    assert (op["status"], op["processed"], op["succeeded"]) == ("completed", SESSIONS, SESSIONS)
+    assert (op["skipped"], op["failed"], op["cancelled"], op["attempts"]) == (0, 0, 0, 1), op
+    assert items_by_outcome(db, op_id) == {"succeeded": SESSIONS}
+    closed = closed_sessions(db)
+    assert len(closed) == SESSIONS
+    assert all(closed[sid] == at for sid, at in closed_before.items())  # not closed again
+    wait_until(
+        lambda: task_runs(db) == [(["worker-first"], "paused"), (["worker-second"], "completed")],
+        "the second worker's task row",
+    )
+
+
 async def test_pause_on_one_worker_and_resume_on_another_applies_every_item_once(world):
     db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE=str(CHUNK))
-    user = await asyncio.to_thread(seed, procs, sessions=SESSIONS)
-    token = user["token"]
+    token = (await asyncio.to_thread(seed, procs, sessions=SESSIONS))["token"]
     base = await asyncio.to_thread(procs.server, "daphne")
     first = await asyncio.to_thread(procs.worker, "worker-first")
     async with Watcher(base, token) as watcher:
+        body = {"session_ids": session_ids(SESSIONS)}
         status, body = await asyncio.to_thread(
-            http,
-            base,
-            "POST",
-            "/api/bulk/sessions/close",
-            token,
-            {"session_ids": session_ids(SESSIONS)},
+            http, base, "POST", "/api/bulk/sessions/close", token, body
         )
         assert status == 202, body
         op_id = body["operation_id"]
         answer = await asyncio.to_thread(pause_mid_run, db, procs, first, base, token, op_id)
         assert answer["status"] in ("running", "paused"), answer
-        await asyncio.to_thread(
-            wait_until, lambda: db.operation(op_id)["status"] == "paused", "the pause"
-        )
-        paused = await asyncio.to_thread(db.operation, op_id)
-        assert 100 <= paused["processed"] < SESSIONS and paused["processed"] % CHUNK == 0, paused
-        assert paused["succeeded"] == paused["processed"] and paused["attempts"] == 0, paused
-        pending = await asyncio.to_thread(items_by_outcome, db, op_id)
-        assert pending == {
-            "succeeded": paused["processed"],
-            "pending": SESSIONS - paused["processed"],
-        }
-        closed_before = dict(
-            await asyncio.to_thread(
-                db.query, "SELECT id, closed_at FROM bulkops_session WHERE status = 'closed'"
-            )
-        )
-        assert len(closed_before) == paused["processed"]
-        # The first worker let go of the task: it returned "paused". Stop it for good.
-        await asyncio.to_thread(
-            wait_until, lambda: task_runs(db) == [(["worker-first"], "paused")], "the task"
-        )
+        paused, closed_before = await asyncio.to_thread(assert_paused_mid_run, db, op_id)
+        # The first worker let go of the task; stop it for good: another one resumes.
         await asyncio.to_thread(procs.kill, first, signal.SIGTERM)
-
         await asyncio.to_thread(procs.worker, "worker-second")
         status, resumed = await asyncio.to_thread(
             http, base, "POST", f"/api/bulk/operations/{op_id}/resume", token
@@ -143,25 +151,5 @@ async def test_pause_on_one_worker_and_resume_on_another_applies_every_item_once
                 await watcher.wait_for(op_id, kind)
             final = await watcher.wait_for(op_id, "bulk_operation_completed")
             assert final["succeeded"] == SESSIONS
-    op = await asyncio.to_thread(db.operation, op_id)
-    assert (op["processed"], op["succeeded"], op["skipped"], op["failed"]) == (
-        SESSIONS,
-        SESSIONS,
-        0,
-        0,
-    ), op
-    assert (op["cancelled"], op["attempts"]) == (0, 1), op
-    assert await asyncio.to_thread(items_by_outcome, db, op_id) == {"succeeded": SESSIONS}
-    closed = dict(
-        await asyncio.to_thread(
-            db.query, "SELECT id, closed_at FROM bulkops_session WHERE status = 'closed'"
-        )
-    )
-    assert len(closed) == SESSIONS
-    assert all(closed[sid] == at for sid, at in closed_before.items())  # not closed again
-    await asyncio.to_thread(
-        wait_until,
-        lambda: task_runs(db) == [(["worker-first"], "paused"), (["worker-second"], "completed")],
-        "the second worker's task row",
-    )
+    await asyncio.to_thread(assert_every_item_applied_once, db, op_id, closed_before)
     print(f"\n[pause] paused at {paused['processed']}/{SESSIONS}; resumed on another worker")
