@@ -341,19 +341,18 @@ class OperationStatusView(APIView):
     },
 )
 class OperationCancelView(APIView):
+    service = staticmethod(operation_cancel)
+
     def post(self, request: Request, operation_id: str) -> Response:
+        """Call ``service`` on the caller's operation: 202 with its representation and
+        ``Location`` = its status URL (404 for someone else's, 409 from the service)."""
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        return operation_accepted_response(operation_cancel(operation=operation))
-
-
-def operation_accepted_response(operation: BulkOperation) -> Response:
-    """202 with the operation's representation and ``Location`` = its status URL."""
-    data = operation_representation(operation)
-    return Response(
-        s.OperationSerializer(data).data,
-        status=status.HTTP_202_ACCEPTED,
-        headers={"Location": data["status_url"]},
-    )
+        data = operation_representation(self.service(operation=operation))
+        return Response(
+            s.OperationSerializer(data).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": data["status_url"]},
+        )
 
 
 @extend_schema(
@@ -371,10 +370,8 @@ def operation_accepted_response(operation: BulkOperation) -> Response:
         **errors(403, 404, 409),
     },
 )
-class OperationPauseView(APIView):
-    def post(self, request: Request, operation_id: str) -> Response:
-        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        return operation_accepted_response(operation_pause(operation=operation))
+class OperationPauseView(OperationCancelView):
+    service = staticmethod(operation_pause)
 
 
 @extend_schema(
@@ -389,10 +386,8 @@ class OperationPauseView(APIView):
         **errors(403, 404, 409),
     },
 )
-class OperationResumeView(APIView):
-    def post(self, request: Request, operation_id: str) -> Response:
-        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        return operation_accepted_response(operation_resume(operation=operation))
+class OperationResumeView(OperationCancelView):
+    service = staticmethod(operation_resume)
 
 
 @extend_schema(

@@ -18,6 +18,7 @@ from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
 from bulkops.engine.eligibility import action_build
 from bulkops.engine.outcomes import close_remaining, finalise
+from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.selection import Selection, selection_resolve
 from bulkops.exceptions import IdempotencyConflict, OperationConflict, TooManyActiveOperations
@@ -209,12 +210,10 @@ def operation_cancel(*, operation: BulkOperation) -> BulkOperation:
         if op.is_finished:
             raise OperationConflict(f"The operation has already finished ({op.status}).")
         if op.status in (OperationStatus.PENDING, OperationStatus.PAUSED):
-            if op.paused_at and op.started_at:
-                # The time it sat paused is not running time (duration_seconds).
-                paused_for = (timezone.now() - op.paused_at).total_seconds()
-                BulkOperation.objects.filter(pk=op.pk).update(
-                    paused_seconds=F("paused_seconds") + paused_for
-                )
+            # The time it sat paused is not running time (duration_seconds).
+            BulkOperation.objects.filter(pk=op.pk).update(
+                paused_seconds=F("paused_seconds") + paused_time(op, timezone.now())
+            )
             close_remaining(op, outcome=ItemOutcome.CANCELLED, reason=reasons.CANCELLED)
             finalise(op, status=OperationStatus.CANCELLED, error="Cancelled on request.")
         else:

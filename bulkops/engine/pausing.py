@@ -23,6 +23,14 @@ from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, OperationStatus
 
 
+def paused_time(op: BulkOperation, now) -> float:
+    """Seconds the current pause lasted, as far as the timeout is concerned: since
+    ``paused_at``, once the operation had started (before that nothing ran)."""
+    if not (op.paused_at and op.started_at):
+        return 0.0
+    return (now - op.paused_at).total_seconds()
+
+
 def _pause_conflict(op: BulkOperation) -> str | None:
     """Why ``op`` cannot be paused now, or None."""
     if op.is_finished:
@@ -78,12 +86,11 @@ def operation_resume(*, operation: BulkOperation) -> BulkOperation:
                 f"{detail if op.pause_requested else ''}."
             )
         now = timezone.now()
-        paused_for = (now - op.paused_at).total_seconds() if op.paused_at else 0.0
         BulkOperation.objects.filter(pk=op.pk).update(
             status=OperationStatus.PENDING,
             pause_requested=False,
             paused_at=None,
-            paused_seconds=F("paused_seconds") + (paused_for if op.started_at else 0.0),
+            paused_seconds=F("paused_seconds") + paused_time(op, now),
             heartbeat_at=now,
             version=F("version") + 1,
         )

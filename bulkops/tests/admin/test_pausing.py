@@ -15,17 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def superuser(make_user):
-    return make_user("root", superuser=True)
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def op(superuser, make_session):
     ids = [make_session(superuser, id=f"s-{i}").pk for i in range(3)]
     return operation_create(user=superuser, action="close", selection=Selection(session_ids=ids))
