@@ -29,6 +29,7 @@
     let socketOpen = false;
     let pollTimer = null;
     let reconnectDelay = 1000;
+    let last = null;
 
     function field(name) {
       return root.querySelectorAll('[data-field="' + name + '"]');
@@ -74,8 +75,10 @@
       // Paused, pausing or resumed: the buttons change (Pause / Resume), so the
       // server-rendered actions are swapped in, as on the final state.
       const control = op.status + (op.pause_requested ? "+pausing" : "");
-      const controlChanged = root.dataset.control !== control;
+      const before = root.dataset.control || "";
+      const controlChanged = before !== control && (before + control).indexOf("paus") !== -1;
       root.dataset.control = control;
+      last = op;
       root.dataset.status = op.status;
       if (FINAL.indexOf(op.status) !== -1) {
         setText("eta", "done");
@@ -98,6 +101,7 @@
             paintBar(root);
             if (final) root.dataset.finished = "1";
             root.dataset.status = fresh.dataset.status;
+            if (!final && last) render(last); // the page may be older than the last event
           }
         })
         .catch(function () { if (final) live("finished — refresh the page for the details"); });
