@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bulkops.actions import get_action
-from bulkops.models import BulkOperation
+from bulkops.models import BulkOperation, OperationStatus
 from bulkops.selectors import operation_errors
 
 
@@ -27,19 +27,22 @@ def progress_percent(op: BulkOperation) -> int:
 
 
 def duration_seconds(op: BulkOperation, *, now: datetime.datetime | None = None) -> float | None:
-    """Seconds since it started (until it finished), or None before it started."""
+    """Seconds it has been running since it started (until it finished), time spent
+    paused left out; None before it started."""
     if not op.started_at:
         return None
-    return round(((op.finished_at or now or timezone.now()) - op.started_at).total_seconds(), 3)
+    end = op.finished_at or op.paused_at or now or timezone.now()
+    return round(max((end - op.started_at).total_seconds() - op.paused_seconds, 0.0), 3)
 
 
 def eta_seconds(op: BulkOperation, *, now: datetime.datetime | None = None) -> float | None:
-    """Seconds left at the rate so far; 0 once finished; None before the first chunk."""
+    """Seconds left at the rate so far (time paused left out); 0 once finished; None
+    before the first chunk, and while paused (it waits for a resume, not a worker)."""
     if op.is_finished:
         return 0.0
-    if not (op.started_at and op.processed):
+    if op.status == OperationStatus.PAUSED or not (op.started_at and op.processed):
         return None
-    elapsed = ((now or timezone.now()) - op.started_at).total_seconds()
+    elapsed = duration_seconds(op, now=now) or 0.0
     return round(elapsed / op.processed * (op.total - op.processed), 3)
 
 
@@ -88,6 +91,8 @@ def operation_representation(operation: BulkOperation, *, errors: bool = True) -
         "finished_at": _iso(op.finished_at),
         "duration_seconds": duration_seconds(op, now=now),
         "eta_seconds": eta_seconds(op, now=now),
+        "pause_requested": op.pause_requested,
+        "paused_at": _iso(op.paused_at),
         "version": op.version,
         "status_url": status_url(op.id),
         **_action_extra(op, "representation"),

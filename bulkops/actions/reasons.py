@@ -17,6 +17,7 @@ CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 INTERNAL_ERROR = "internal_error"
 LOCKED = "locked"
+FAILURE_THRESHOLD = "failure_threshold"
 
 MESSAGES = {
     NOT_FOUND: _("No such session."),
@@ -36,6 +37,9 @@ MESSAGES = {
     LOCKED: _(
         "Another transaction held this session longer than BULKOPS_LOCK_TIMEOUT; "
         "retry the failed items."
+    ),
+    FAILURE_THRESHOLD: _(
+        "Not processed: more sessions failed than the operation's max_failures allows."
     ),
 }
 

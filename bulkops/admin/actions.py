@@ -153,11 +153,12 @@ class BulkRequest:
         ``operation_create`` refuse a selection that drifted since the page was shown
         (SelectionConflict, SelectionTokenInvalid: nothing is created)."""
         user, reason = self.request.user, self.form.audit_reason()
+        max_failures = self.form.failure_threshold()
         key = confirm_key(self.request)
-        fingerprint = request_fingerprint(
-            action=self.spec.action_type,
-            payload={"selection": asdict(selection), "params": self.params, "reason": reason},
-        )
+        payload = {"selection": asdict(selection), "params": self.params, "reason": reason}
+        if max_failures is not None:
+            payload["max_failures"] = max_failures
+        fingerprint = request_fingerprint(action=self.spec.action_type, payload=payload)
 
         def replay() -> BulkOperation | None:
             if not key:
@@ -177,6 +178,7 @@ class BulkRequest:
                 idempotency_key=key,
                 fingerprint=fingerprint,
                 selection_token=self.request.POST.get(SELECTION_TOKEN) or None,
+                max_failures=max_failures,
             )
             adm.counted = not op.replayed
         if not op.replayed:

@@ -1,5 +1,6 @@
 """The options a staff user picks on an admin bulk action's confirmation page,
-generated from the action's ``params_spec`` (plus the audit reason every action takes)."""
+generated from the action's ``params_spec`` (plus the failure threshold and the audit
+reason every action takes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.actions.base import REASON_LABEL, Param
+from bulkops.engine import MAX_FAILURES_LIMIT
 from bulkops.models import MAX_REASON_LENGTH
 
 if TYPE_CHECKING:
@@ -33,9 +35,15 @@ def param_form_field(param: Param, *, initial: Any) -> forms.Field:
 
 class BulkActionForm(forms.Form):
     """The action's parameters the admin shows (``Param.in_admin_form``), then the
-    reason. ``fixed`` are the admin action's own parameters (e.g. ``format`` of *Export
-    as JSON*): they are the fields' initial values."""
+    failure threshold and the reason. ``fixed`` are the admin action's own parameters
+    (e.g. ``format`` of *Export as JSON*): they are the fields' initial values."""
 
+    max_failures = forms.IntegerField(
+        label=_("Stop after more than this many failures (empty: never; 0: at the first)"),
+        required=False,
+        min_value=0,
+        max_value=MAX_FAILURES_LIMIT,
+    )
     reason = forms.CharField(
         label=_(REASON_LABEL),
         required=False,
@@ -52,7 +60,8 @@ class BulkActionForm(forms.Form):
             for name, param in action.params_spec.items()
             if param.in_admin_form
         }
-        self.fields = {**params, "reason": self.fields["reason"]}
+        common = {name: self.fields[name] for name in ("max_failures", "reason")}
+        self.fields = {**params, **common}
         self.param_specs = {name: action.params_spec[name] for name in params}
 
     def action_params(self) -> dict[str, Any]:
@@ -65,6 +74,10 @@ class BulkActionForm(forms.Form):
             name: bool(data[name]) if spec.is_bool else data[name]
             for name, spec in self.param_specs.items()
         }
+
+    def failure_threshold(self) -> int | None:
+        """``max_failures`` (None: no threshold, also while the form is invalid)."""
+        return self.cleaned_data.get("max_failures") if self.is_valid() else None
 
     def audit_reason(self) -> str:
         return self.cleaned_data.get("reason", "") if self.is_valid() else ""

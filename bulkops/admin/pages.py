@@ -1,5 +1,5 @@
 """The operation pages of ``BulkOperationAdmin``: progress (live over the WebSocket,
-with a polling fallback), its JSON, cancel, retry and download."""
+with a polling fallback), its JSON, cancel, pause, resume, retry and download."""
 
 from __future__ import annotations
 
@@ -17,9 +17,15 @@ from django.views.decorators.http import require_POST
 
 from bulkops.actions import get_action
 from bulkops.actions.export import export_path, file_state
-from bulkops.engine import operation_cancel, operation_retry, retryable_items
+from bulkops.engine import (
+    operation_cancel,
+    operation_pause,
+    operation_resume,
+    operation_retry,
+    retryable_items,
+)
 from bulkops.exceptions import BulkOpsError
-from bulkops.models import BulkOperation, OperationSource
+from bulkops.models import BulkOperation, OperationSource, OperationStatus
 from bulkops.ratelimits import RETRY, rate_limit
 from bulkops.representations import operation_label, operation_representation, rate_per_second
 from bulkops.selectors import operations_for_admin
@@ -49,6 +55,19 @@ def file_of(op: BulkOperation) -> str | None:
     return file_state(op) if get_action(op.action).produces_file else None
 
 
+def may_control(request: HttpRequest, op: BulkOperation) -> bool:
+    """Cancel, pause and resume: the operation's owner, or a superuser."""
+    return op.user_id == request.user.pk or request.user.is_superuser
+
+
+def may_pause(request: HttpRequest, op: BulkOperation) -> bool:
+    """Offered while it is pending, or running (not atomic) with no pause or cancel asked."""
+    running = op.status == OperationStatus.RUNNING and not op.params.get("atomic")
+    asked = op.pause_requested or op.cancel_requested
+    pausable = op.status == OperationStatus.PENDING or running
+    return pausable and not asked and may_control(request, op)
+
+
 def live_state(op: BulkOperation) -> dict[str, Any]:
     """The operation representation plus what the page shows beside it."""
     data = operation_representation(op)
@@ -76,8 +95,9 @@ class OperationPages:
             "operation": op,
             "state": state,
             "action_label": operation_label(op),
-            "can_cancel": not op.is_finished
-            and (op.user_id == request.user.pk or request.user.is_superuser),
+            "can_cancel": not op.is_finished and may_control(request, op),
+            "can_pause": may_pause(request, op),
+            "can_resume": op.status == OperationStatus.PAUSED and may_control(request, op),
             "can_retry": op.is_finished
             and op.user_id == request.user.pk
             and retryable_items(op).exists(),
@@ -107,6 +127,32 @@ class OperationPages:
                 _("Cancelled.") if op.is_finished else _("Cancelling after the current chunk…"),
                 messages.SUCCESS,
             )
+        return HttpResponseRedirect(progress_url(op))
+
+    def pause(self, request: HttpRequest, operation_id: str) -> HttpResponseRedirect:
+        return self._control(request, operation_id, operation_pause)
+
+    def resume(self, request: HttpRequest, operation_id: str) -> HttpResponseRedirect:
+        return self._control(request, operation_id, operation_resume)
+
+    def _control(self, request: HttpRequest, operation_id: str, service) -> HttpResponseRedirect:
+        """Pause or resume, then back to the progress page with a message saying what
+        happened (a conflict, e.g. it finished meanwhile, is a warning, not an error page)."""
+        op = operation_for(request, operation_id)
+        if not may_control(request, op):
+            raise PermissionDenied
+        try:
+            op = service(operation=op)
+        except BulkOpsError as exc:
+            self.modeladmin.message_user(request, exc.message, messages.WARNING)
+            return HttpResponseRedirect(progress_url(op))
+        if op.status == OperationStatus.PAUSED:
+            text = _("Paused; resume it when you are ready.")
+        elif op.pause_requested:
+            text = _("Pausing after the current chunk…")
+        else:
+            text = _("Resumed: the operation is queued again.")
+        self.modeladmin.message_user(request, text, messages.SUCCESS)
         return HttpResponseRedirect(progress_url(op))
 
     def retry(self, request: HttpRequest, operation_id: str) -> HttpResponseRedirect:
@@ -151,6 +197,8 @@ class OperationPages:
             "progress": self.progress,
             "status": self.status,
             "cancel": require_POST(self.cancel),
+            "pause": require_POST(self.pause),
+            "resume": require_POST(self.resume),
             "retry": require_POST(self.retry),
             "download": self.download,
         }

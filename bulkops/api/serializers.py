@@ -20,7 +20,7 @@ from rest_framework import serializers
 from bulkops.actions import registered_actions
 from bulkops.actions.base import BulkAction, Param
 from bulkops.conf import bulkops_settings
-from bulkops.engine import parse_moment, session_ids_problem
+from bulkops.engine import MAX_FAILURES_LIMIT, parse_moment, session_ids_problem
 from bulkops.engine.selection import MAX_OWNER_ID, MAX_SEARCH_LENGTH
 from bulkops.models import (
     MAX_REASON_LENGTH,
@@ -68,6 +68,17 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: no ``"5"``, ``5.0`` or ``true``."""
+
+    default_error_messages = {"invalid": "Must be an integer."}
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
         return super().to_internal_value(data)
 
 
@@ -229,6 +240,19 @@ class SelectionInputSerializer(StrictInputSerializer):
         return {k: v for k, v in self.validated_data.items() if k in self.param_fields}
 
 
+class ActionInputSerializer(SelectionInputSerializer):
+    """An action's body: the selection, the audit reason, the failure threshold every
+    action takes, and the action's own parameters."""
+
+    max_failures = StrictIntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_FAILURES_LIMIT,
+        help_text="Stop once more than this many sessions have failed (0: at the first "
+        "failure): the rest end `cancelled` (`failure_threshold`), the operation `failed`.",
+    )
+
+
 def param_field(param: Param, *, required: bool, help_text: str = "") -> serializers.Field:
     """The strict DRF field of one action parameter."""
     kwargs: dict[str, Any] = {"help_text": help_text or param.label}
@@ -250,7 +274,7 @@ def selection_token_field() -> StrictCharField:
     )
 
 
-def input_serializer_for(action: type[BulkAction]) -> type[SelectionInputSerializer]:
+def input_serializer_for(action: type[BulkAction]) -> type[ActionInputSerializer]:
     """The body of ``POST /api/bulk/sessions/<action>``, generated from its
     ``params_spec`` (named ``<Action>InputSerializer`` for the OpenAPI schema)."""
     fields = {name: param_field(param, required=True) for name, param in action.params_spec.items()}
@@ -261,7 +285,7 @@ def input_serializer_for(action: type[BulkAction]) -> type[SelectionInputSeriali
         "param_fields": tuple(fields),
         "__module__": __name__,
     }
-    return type(name, (SelectionInputSerializer,), attrs)
+    return type(name, (ActionInputSerializer,), attrs)
 
 
 def validate_param_fields() -> dict[str, serializers.Field]:
@@ -381,8 +405,16 @@ class OperationSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    duration_seconds = serializers.FloatField(allow_null=True)
-    eta_seconds = serializers.FloatField(allow_null=True)
+    duration_seconds = serializers.FloatField(
+        allow_null=True, help_text="Time spent running (time paused left out)."
+    )
+    eta_seconds = serializers.FloatField(
+        allow_null=True, help_text="None before the first chunk and while paused."
+    )
+    pause_requested = serializers.BooleanField(
+        help_text="A pause was asked for; the worker stops at its next chunk boundary."
+    )
+    paused_at = serializers.DateTimeField(allow_null=True, help_text="When it paused.")
     version = serializers.IntegerField()
     status_url = serializers.CharField()
     download_url = serializers.CharField(required=False, help_text="export only")

@@ -44,6 +44,16 @@ urlpatterns = [
         name="operation-cancel",
     ),
     path(
+        "bulk/operations/<str:operation_id>/pause",
+        views.OperationPauseView.as_view(),
+        name="operation-pause",
+    ),
+    path(
+        "bulk/operations/<str:operation_id>/resume",
+        views.OperationResumeView.as_view(),
+        name="operation-resume",
+    ),
+    path(
         "bulk/operations/<str:operation_id>/retry",
         views.OperationRetryView.as_view(),
         name="operation-retry",

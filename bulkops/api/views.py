@@ -51,7 +51,9 @@ from bulkops.engine import (
     SessionFilterSet,
     operation_cancel,
     operation_create,
+    operation_pause,
     operation_replay,
+    operation_resume,
     operation_retry,
     operation_validate,
     request_fingerprint,
@@ -205,7 +207,7 @@ class ActionView(JSONBodyView):
     ``Idempotency-Key`` already started (not counted against the rate limit)."""
 
     action_type: ClassVar[str]
-    input_serializer: ClassVar[type[s.SelectionInputSerializer]]
+    input_serializer: ClassVar[type[s.ActionInputSerializer]]
 
     def post(self, request: Request) -> Response:
         serializer = self.input_serializer(data=request.data)
@@ -228,6 +230,7 @@ class ActionView(JSONBodyView):
                 idempotency_key=key,
                 fingerprint=fingerprint,
                 selection_token=data.get("selection_token"),
+                max_failures=data.get("max_failures"),
             ),
         )
 
@@ -379,16 +382,54 @@ class OperationStatusView(APIView):
     },
 )
 class OperationCancelView(JSONBodyView):
+    service = staticmethod(operation_cancel)
+
     def post(self, request: Request, operation_id: str) -> Response:
+        """Call ``service`` on the caller's operation: 202 with its representation and
+        ``Location`` = its status URL (404 for someone else's, 409 from the service)."""
         no_body(request)
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
-        operation = operation_cancel(operation=operation)
-        data = operation_representation(operation)
+        data = operation_representation(self.service(operation=operation))
         return Response(
             s.OperationSerializer(data).data,
             status=status.HTTP_202_ACCEPTED,
             headers={"Location": data["status_url"]},
         )
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Pause an operation",
+    description="A pending operation is paused at once; a running one stops at its next "
+    "chunk boundary (`pause_requested` until then) and releases its worker: its pending "
+    "items stay pending and time paused does not count toward the timeout. Events: "
+    "`bulk_operation_paused`. 409 when finished, already paused, being cancelled, or "
+    "an all-or-nothing (atomic) operation already running.",
+    request=s.NoBodySerializer,
+    parameters=[OPERATION_ID],
+    responses={
+        202: OpenApiResponse(s.OperationSerializer, description="Paused, or pausing."),
+        **errors(400, 403, 404, 409, 415),
+    },
+)
+class OperationPauseView(OperationCancelView):
+    service = staticmethod(operation_pause)
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Resume a paused operation",
+    description="The operation becomes `pending` and is queued again; a worker runs only "
+    "its pending items. Events: `bulk_operation_resumed`. 409 unless it is paused.",
+    request=s.NoBodySerializer,
+    parameters=[OPERATION_ID],
+    responses={
+        202: OpenApiResponse(s.OperationSerializer, description="Resumed (pending)."),
+        **errors(400, 403, 404, 409, 415),
+    },
+)
+class OperationResumeView(OperationCancelView):
+    service = staticmethod(operation_resume)
 
 
 @extend_schema(

@@ -10,6 +10,8 @@ from bulkops.engine.cleanup import CleanupResult, operations_cleanup
 from bulkops.engine.eligibility import Partition, action_build
 from bulkops.engine.executor import operation_execute
 from bulkops.engine.operations import (
+    MAX_FAILURES_LIMIT,
+    clean_max_failures,
     clean_reason,
     operation_cancel,
     operation_create,
@@ -18,6 +20,7 @@ from bulkops.engine.operations import (
     request_fingerprint,
     retryable_items,
 )
+from bulkops.engine.pausing import operation_pause, operation_resume
 from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
 from bulkops.engine.selection import (
@@ -31,20 +34,24 @@ from bulkops.engine.selection import (
 )
 
 __all__ = [
+    "MAX_FAILURES_LIMIT",
     "CleanupResult",
     "Partition",
     "Selection",
     "SessionFilterSet",
     "ValidationResult",
     "action_build",
+    "clean_max_failures",
     "clean_reason",
     "clean_session_ids",
     "operation_cancel",
     "operation_create",
     "operation_execute",
     "operation_hand_off",
+    "operation_pause",
     "operation_reap_stale",
     "operation_replay",
+    "operation_resume",
     "operation_retry",
     "operation_validate",
     "operations_cleanup",

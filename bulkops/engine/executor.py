@@ -29,6 +29,7 @@ from bulkops.engine.outcomes import (
     finalise,
     record,
     record_atomic_rollback,
+    record_paused,
 )
 from bulkops.exceptions import BulkOpsError
 from bulkops.models import (
@@ -47,6 +48,7 @@ logger = logging.getLogger("bulkops.engine")
 LOCK_NOT_AVAILABLE = "55P03"
 #: Why an execution stopped between chunks (None: it ran to the end).
 CANCELLED, TIMEOUT, SHUTDOWN, ROLLED_BACK = "cancelled", "timeout", "shutdown", "rolled_back"
+PAUSED, FAILURE_THRESHOLD = "paused", "failure_threshold"
 
 
 class AtomicRollback(Exception):
@@ -144,6 +146,7 @@ FINAL_EVENTS = {
     OperationStatus.PARTIAL: "bulk_operation_completed",
     OperationStatus.FAILED: "bulk_operation_failed",
     OperationStatus.CANCELLED: "bulk_operation_cancelled",
+    OperationStatus.PAUSED: "bulk_operation_paused",
 }
 
 
@@ -162,12 +165,15 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
     there is nothing to do (finished) or it crashed too often (then it is failed)."""
     with transaction.atomic():
         op = BulkOperation.objects.select_for_update().filter(pk=operation_id).first()
-        if op is None or op.is_finished:
+        if op is None or op.is_finished or op.status == OperationStatus.PAUSED:
+            # A paused operation waits for operation_resume, which enqueues it again.
             return None
         if op.attempts >= bulkops_settings.MAX_ATTEMPTS:
             _give_up(op)
             return None
-        first = op.attempts == 0
+        # The first execution ever: not after a crash, a hand-off or a pause (those give
+        # the attempt back, but the operation has started already).
+        first = op.started_at is None
         if get_action(op.action).read_only and not first:
             # A read-only action (export) keeps nothing between attempts: start over.
             BulkOperationItem.objects.filter(operation=op).update(
@@ -189,13 +195,25 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
 
 
 def _stop_reason(op: BulkOperation, should_stop: Callable[[], bool] | None) -> str | None:
-    """Between chunks: CANCELLED, TIMEOUT, SHUTDOWN or None."""
-    fresh = BulkOperation.objects.filter(pk=op.pk).values("cancel_requested", "started_at").get()
+    """Between chunks: CANCELLED, FAILURE_THRESHOLD (more than ``max_failures`` items
+    failed), PAUSED, TIMEOUT (time paused does not count), SHUTDOWN or None."""
+    fresh = (
+        BulkOperation.objects.filter(pk=op.pk)
+        .values("cancel_requested", "pause_requested", "started_at", "paused_seconds", "failed")
+        .get()
+    )
     if fresh["cancel_requested"]:
         return CANCELLED
+    max_failures = op.params.get("max_failures")
+    if max_failures is not None and fresh["failed"] > max_failures:
+        return FAILURE_THRESHOLD
+    if fresh["pause_requested"]:
+        return PAUSED
     limit = bulkops_settings.OPERATION_TIMEOUT_SECONDS
-    if fresh["started_at"] and (timezone.now() - fresh["started_at"]).total_seconds() > limit:
-        return TIMEOUT
+    if fresh["started_at"]:
+        running = (timezone.now() - fresh["started_at"]).total_seconds() - fresh["paused_seconds"]
+        if running > limit:
+            return TIMEOUT
     if should_stop is not None and should_stop():
         return SHUTDOWN
     return None
@@ -270,6 +288,13 @@ def _conclude(op: BulkOperation, act: BulkAction, stop: str | None) -> None:
                 else f"timeout: stopped after {bulkops_settings.OPERATION_TIMEOUT_SECONDS} s."
             )
             finalise(op, status=OperationStatus.CANCELLED, error=message)
+        elif stop == FAILURE_THRESHOLD:
+            _abort_quietly(act, op)
+            close_remaining(op, outcome=ItemOutcome.CANCELLED, reason=reasons.FAILURE_THRESHOLD)
+            finalise(op, status=OperationStatus.FAILED, error=_threshold_error(op))
+        elif stop == PAUSED:
+            _abort_quietly(act, op)  # an export's partial file: it starts over on resume
+            record_paused(op)
         elif stop == ROLLED_BACK:
             _abort_quietly(act, op)
             finalise(op, status=OperationStatus.FAILED, error=op.error)
@@ -278,6 +303,14 @@ def _conclude(op: BulkOperation, act: BulkAction, stop: str | None) -> None:
             if not op.is_finished:
                 act.finish(op)
                 finalise(op)
+
+
+def _threshold_error(op: BulkOperation) -> str:
+    op.refresh_from_db(fields=["failed"])
+    return (
+        f"Stopped at the failure threshold: {op.failed} sessions failed, more than "
+        f"max_failures ({op.params['max_failures']}); the rest were not touched."
+    )
 
 
 def _cause(exc: Exception) -> str:

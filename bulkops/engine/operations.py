@@ -23,6 +23,7 @@ from bulkops.engine.drift import (
 )
 from bulkops.engine.eligibility import action_build
 from bulkops.engine.outcomes import close_remaining, finalise
+from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.selection import Selection, selection_resolve
 from bulkops.exceptions import IdempotencyConflict, OperationConflict, TooManyActiveOperations
@@ -77,6 +78,26 @@ def clean_reason(reason: Any) -> str:
     return reason
 
 
+#: The largest ``max_failures`` accepted (far above any operation's size).
+MAX_FAILURES_LIMIT = 1_000_000
+
+
+def clean_max_failures(max_failures: Any) -> int | None:
+    """The failure threshold: None (no threshold) or an integer 0…``MAX_FAILURES_LIMIT``
+    (booleans, strings and floats are refused, not coerced)."""
+    if max_failures is None:
+        return None
+    if (
+        isinstance(max_failures, bool)
+        or not isinstance(max_failures, int)
+        or not 0 <= max_failures <= MAX_FAILURES_LIMIT
+    ):
+        raise ValidationError(
+            {"max_failures": f"Must be an integer from 0 to {MAX_FAILURES_LIMIT}."}
+        )
+    return max_failures
+
+
 def _lock_user(user: AbstractBaseUser) -> None:
     """Inside the creating transaction: take the user's row lock (a no-op UPDATE — a row
     lock on PostgreSQL, the write lock on SQLite), so one user's concurrent creators run
@@ -108,6 +129,7 @@ def operation_create(
     idempotency_key: str | None = None,
     fingerprint: str = "",
     selection_token: str | None = None,
+    max_failures: int | None = None,
 ) -> BulkOperation:
     """Create the operation and one pending item per targeted id in one transaction, and
     enqueue its task in that same transaction (the task row commits with it).
@@ -117,7 +139,10 @@ def operation_create(
     new one) — also when a twin request committed it a moment ago: a replay neither
     counts toward nor is refused by the active cap. With ``selection_token`` (from
     ``operation_validate``), the operation is created only when the selection still
-    partitions exactly as validated (``engine.drift``).
+    partitions exactly as validated (``engine.drift``). ``max_failures`` (kept in
+    ``params``): once more than that many items have failed, the operation stops at the
+    next chunk boundary; the rest end ``cancelled`` with reason ``failure_threshold``
+    and the operation ``failed``.
 
     Raise ValidationError for bad input, SelectionTokenInvalid for a token that is not
     this user's, action's and options', SelectionTokenExpired / SelectionDrift when what
@@ -126,14 +151,16 @@ def operation_create(
     """
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
+    max_failures = clean_max_failures(max_failures)
     ids = selection_resolve(user=user, action=act, selection=selection)
     expected = (
         selection_token_verify(token=selection_token, action=act) if selection_token else None
     )
+    threshold = {} if max_failures is None else {"max_failures": max_failures}
     op = BulkOperation(
         user=user,
         action=act.action_type,
-        params=act.params,
+        params={**act.params, **threshold},
         source=source,
         reason=reason,
         total=len(ids),
@@ -216,17 +243,23 @@ def operation_retry(
         reason=f"Retry of {operation.id}",
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
+        max_failures=operation.params.get("max_failures"),
     )
 
 
 def operation_cancel(*, operation: BulkOperation) -> BulkOperation:
-    """Cancel a pending operation at once, or ask a running one to stop at its next chunk
-    boundary (remaining items end ``cancelled``); raise OperationConflict when finished."""
+    """Cancel a pending or paused operation at once, or ask a running one to stop at its
+    next chunk boundary (remaining items end ``cancelled``); raise OperationConflict when
+    finished."""
     with transaction.atomic():
         op = BulkOperation.objects.select_for_update().get(pk=operation.pk)
         if op.is_finished:
             raise OperationConflict(f"The operation has already finished ({op.status}).")
-        if op.status == OperationStatus.PENDING:
+        if op.status in (OperationStatus.PENDING, OperationStatus.PAUSED):
+            # The time it sat paused is not running time (duration_seconds).
+            BulkOperation.objects.filter(pk=op.pk).update(
+                paused_seconds=F("paused_seconds") + paused_time(op, timezone.now())
+            )
             close_remaining(op, outcome=ItemOutcome.CANCELLED, reason=reasons.CANCELLED)
             finalise(op, status=OperationStatus.CANCELLED, error="Cancelled on request.")
         else:

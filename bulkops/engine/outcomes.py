@@ -51,6 +51,24 @@ def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -
     op.refresh_from_db()
 
 
+def record_paused(op: BulkOperation) -> None:
+    """Stop a running operation whose pause was asked for, between chunks: it becomes
+    ``paused`` (its pending items stay pending) and the attempt is given back, as
+    nothing crashed (a resume is not a retry). Reload it."""
+    fresh = BulkOperation.objects.select_for_update().get(pk=op.pk)
+    if fresh.status == OperationStatus.RUNNING:
+        now = timezone.now()
+        BulkOperation.objects.filter(pk=op.pk).update(
+            status=OperationStatus.PAUSED,
+            pause_requested=False,
+            paused_at=now,
+            heartbeat_at=now,
+            attempts=max(fresh.attempts - 1, 0),
+            version=F("version") + 1,
+        )
+    op.refresh_from_db()
+
+
 def fail_rest(op: BulkOperation, *, error: str) -> None:
     """A fatal end: every still-pending item fails ``internal_error``; the operation is
     ``failed`` with ``error``."""

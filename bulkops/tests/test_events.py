@@ -12,7 +12,8 @@ from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
 from bulkops import events
-from bulkops.engine import Selection, executor, operation_create
+from bulkops.actions.close import CloseAction
+from bulkops.engine import Selection, executor, operation_create, operation_pause
 from bulkops.tests.support.helpers import assert_counters_add_up, execute, free_port
 from bulkops.worker import WorkerThread
 from project.asgi import application
@@ -198,3 +199,28 @@ def test_each_event_is_sent_once_to_its_users_group_only(owner, twenty_sessions,
         "bulk_operation_progress": 10,
         "bulk_operation_completed": 1,
     }
+
+
+def test_a_pause_at_a_chunk_boundary_sends_paused_not_a_final_event(
+    owner, twenty_sessions, published, monkeypatch
+):
+    original = CloseAction.apply
+
+    def pause_in_first_chunk(self, *, ids, operation, now):
+        original(self, ids=ids, operation=operation, now=now)
+        operation_pause(operation=operation)
+
+    monkeypatch.setattr(CloseAction, "apply", pause_in_first_chunk)
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=twenty_sessions)
+    )
+    executor.operation_execute(operation_id=op.pk)
+    op.refresh_from_db()
+    last = published[-1]
+    assert (last["type"], last["status"], last["processed"]) == (
+        "bulk_operation_paused",
+        "paused",
+        2,
+    )
+    assert last["version"] == op.version and last["eta_seconds"] is None
+    assert not {"bulk_operation_completed", "bulk_operation_failed"} & set(kinds(published))

@@ -1,5 +1,11 @@
-"""Operators' bulk actions from the command line, through the same services as the API."""
+"""Operators' bulk actions from the command line, through the same services as the API.
 
+``bulk <action> --user U --ids …|--filter …`` starts an operation (``--wait`` watches
+it); ``bulk pause <operation id>`` and ``bulk resume <operation id>`` pause and resume
+one (an operator's command: any user's operation).
+"""
+
+import argparse
 import json
 import sys
 import time
@@ -11,12 +17,32 @@ from django.core.management.base import BaseCommand, CommandError
 from bulkops.actions import get_action, registered_actions
 from bulkops.actions.base import Param
 from bulkops.actions.export import export_path, file_state
-from bulkops.engine import Selection, operation_create
+from bulkops.engine import (
+    MAX_FAILURES_LIMIT,
+    Selection,
+    operation_create,
+    operation_pause,
+    operation_resume,
+)
 from bulkops.exceptions import BulkOpsError
-from bulkops.models import BulkOperation, OperationSource
+from bulkops.models import BulkOperation, OperationSource, OperationStatus
 from bulkops.representations import eta_seconds, progress_percent, rate_per_second
 
 BAR_WIDTH = 30
+#: ``bulk pause|resume <operation id>``: the operation commands beside the actions.
+CONTROLS = ("pause", "resume")
+#: The exit status of ``--wait`` when the operation was paused (1: it did not complete).
+EXIT_PAUSED = 3
+
+
+def _max_failures(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_FAILURES_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_FAILURES_LIMIT}")
+    return value
 
 
 def _parse_filter(pairs: list[str]) -> dict:
@@ -64,12 +90,16 @@ def _error_text(exc: ValidationError) -> str:
 
 
 class Command(BaseCommand):
-    help = "Start a bulk operation (and with --wait, watch it run to the end)."
+    help = (
+        "Start a bulk operation (and with --wait, watch it run to the end), or pause or "
+        "resume one: bulk pause|resume <operation id>."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=list(registered_actions()))
-        parser.add_argument("--user", required=True, help="Username the operation runs as.")
-        target = parser.add_mutually_exclusive_group(required=True)
+        parser.add_argument("action", choices=[*registered_actions(), *CONTROLS])
+        parser.add_argument("operation", nargs="?", help="pause / resume: the operation id (op-…).")
+        parser.add_argument("--user", help="Username the operation runs as (actions).")
+        target = parser.add_mutually_exclusive_group()
         target.add_argument("--ids", nargs="+", metavar="ID", help="Session ids.")
         target.add_argument(
             "--filter",
@@ -83,7 +113,18 @@ class Command(BaseCommand):
             parser.add_argument(flag, dest=name, help=help_text, **kwargs)
         parser.add_argument("--reason", default="", help="Free text kept for the audit.")
         parser.add_argument(
-            "--wait", action="store_true", help="Show a progress bar until the operation finishes."
+            "--max-failures",
+            type=_max_failures,
+            default=None,
+            metavar="N",
+            help="Stop once more than N sessions have failed (0: at the first failure); "
+            "the rest end cancelled (failure_threshold) and the operation failed.",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="Show a progress bar until the operation finishes (or is paused: "
+            f"then exit with status {EXIT_PAUSED}).",
         )
         parser.add_argument(
             "--timeout",
@@ -93,6 +134,42 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
+        if opts["action"] in CONTROLS:
+            op = self.control(opts["action"], opts["operation"])
+        else:
+            op = self.start(opts)
+        if not opts["wait"]:
+            self.stdout.write(f"Follow it with: GET /api/bulk/operations/{op.pk}/status")
+            return
+        op = self.watch(op, timeout=opts["timeout"])
+        self.summary(op)
+        if op.status == OperationStatus.PAUSED:
+            self.stdout.write(f"Paused. Resume it with: manage.py bulk resume {op.pk}")
+            sys.exit(EXIT_PAUSED)
+        if op.status not in ("completed", "partial"):
+            sys.exit(1)
+
+    def control(self, verb: str, operation_id: str | None) -> BulkOperation:
+        """``bulk pause|resume <operation id>``."""
+        op = BulkOperation.objects.filter(pk=operation_id or "").first()
+        if op is None:
+            raise CommandError(f"bulk {verb} needs an existing operation id (op-…).")
+        service = operation_pause if verb == "pause" else operation_resume
+        try:
+            op = service(operation=op)
+        except BulkOpsError as exc:
+            raise CommandError(exc.message) from None
+        pausing = " (pausing after the current chunk)" if op.pause_requested else ""
+        self.stdout.write(f"Operation {op.pk}: {op.status}{pausing}.")
+        return op
+
+    def start(self, opts: dict) -> BulkOperation:
+        """``bulk <action> --user U --ids …|--filter …``: create the operation."""
+        if opts["operation"] or not opts["user"] or not (opts["ids"] or opts["filter"]):
+            raise CommandError(
+                f"bulk {opts['action']} takes --user and one of --ids or --filter "
+                "(and no operation id)."
+            )
         try:
             user = get_user_model().objects.get(username=opts["user"])
         except get_user_model().DoesNotExist:
@@ -118,19 +195,14 @@ class Command(BaseCommand):
                 params=params,
                 source=OperationSource.CLI,
                 reason=opts["reason"],
+                max_failures=opts["max_failures"],
             )
         except ValidationError as exc:
             raise CommandError(_error_text(exc)) from None
         except BulkOpsError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f"Operation {op.pk}: {action} of {op.total} sessions ({op.status}).")
-        if not opts["wait"]:
-            self.stdout.write(f"Follow it with: GET /api/bulk/operations/{op.pk}/status")
-            return
-        op = self.watch(op, timeout=opts["timeout"])
-        self.summary(op)
-        if op.status not in ("completed", "partial"):
-            sys.exit(1)
+        return op
 
     def watch(self, op: BulkOperation, *, timeout: float) -> BulkOperation:
         started = time.monotonic()
@@ -138,7 +210,7 @@ class Command(BaseCommand):
         while True:
             op.refresh_from_db()
             self.draw(op)
-            if op.is_finished:
+            if op.is_finished or op.status == OperationStatus.PAUSED:
                 self.stdout.write("")
                 return op
             waited = time.monotonic() - started

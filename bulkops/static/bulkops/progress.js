@@ -29,6 +29,7 @@
     let socketOpen = false;
     let pollTimer = null;
     let reconnectDelay = 1000;
+    let last = null;
 
     function field(name) {
       return root.querySelectorAll('[data-field="' + name + '"]');
@@ -71,13 +72,39 @@
       const rate = op.duration_seconds ? op.processed / op.duration_seconds : 0;
       setText("rate", rate ? Math.round(rate).toLocaleString() + "/s" : "—");
       setText("duration", seconds(op.duration_seconds));
+      // Paused, pausing or resumed: the buttons change (Pause / Resume), so the
+      // server-rendered actions are swapped in, as on the final state.
+      const control = op.status + (op.pause_requested ? "+pausing" : "");
+      const before = root.dataset.control || "";
+      const controlChanged = before !== control && (before + control).indexOf("paus") !== -1;
+      root.dataset.control = control;
+      last = op;
       root.dataset.status = op.status;
       if (FINAL.indexOf(op.status) !== -1) {
         setText("eta", "done");
         finish();
       } else {
-        setText("eta", seconds(op.eta_seconds));
+        setText("eta", op.status === "paused" ? "paused" : seconds(op.eta_seconds));
+        if (controlChanged) swapIn(false);
       }
+    }
+
+    // Swap in the server-rendered state: failed items, download link, the buttons.
+    function swapIn(final) {
+      fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+        .then(function (response) { return response.ok ? response.text() : Promise.reject(response); })
+        .then(function (html) {
+          const doc = new DOMParser().parseFromString(html, "text/html");
+          const fresh = doc.getElementById("bulk-operation");
+          if (fresh && (final || FINAL.indexOf(fresh.dataset.status) === -1)) {
+            root.innerHTML = fresh.innerHTML;
+            paintBar(root);
+            if (final) root.dataset.finished = "1";
+            root.dataset.status = fresh.dataset.status;
+            if (!final && last) render(last); // the page may be older than the last event
+          }
+        })
+        .catch(function () { if (final) live("finished — refresh the page for the details"); });
     }
 
     function finish() {
@@ -85,20 +112,7 @@
       finished = true;
       clearTimeout(pollTimer);
       if (socket) socket.close();
-      // Swap in the server-rendered final state: failed items, download link, retry.
-      fetch(window.location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
-        .then(function (response) { return response.ok ? response.text() : Promise.reject(response); })
-        .then(function (html) {
-          const doc = new DOMParser().parseFromString(html, "text/html");
-          const fresh = doc.getElementById("bulk-operation");
-          if (fresh) {
-            root.innerHTML = fresh.innerHTML;
-            paintBar(root);
-            root.dataset.finished = "1";
-            root.dataset.status = fresh.dataset.status;
-          }
-        })
-        .catch(function () { live("finished — refresh the page for the details"); });
+      swapIn(true);
     }
 
     function poll() {

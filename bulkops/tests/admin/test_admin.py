@@ -82,17 +82,6 @@ def snapshot():
 
 
 @pytest.fixture
-def superuser(make_user):
-    return make_user("root", superuser=True)
-
-
-@pytest.fixture
-def admin_client(client, superuser):
-    client.force_login(superuser)
-    return client
-
-
-@pytest.fixture
 def trio(make_session, owner):
     """One eligible, one skipped-or-ineligible per action, one processing session."""
     return {

@@ -326,6 +326,41 @@ def test_without_javascript_the_progress_page_refreshes_to_the_final_state(serve
         context.close()
 
 
+def test_a_pause_from_elsewhere_shows_resume_live_and_resume_runs_it_to_the_end(server, browser):
+    from playwright.sync_api import expect
+
+    base, env = server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        log_in(page, base)
+        page.goto(f"{base}/admin/bulkops/session/?q=q-12")
+        expect(page.locator("#result_list tbody input.action-select")).to_have_count(10)
+        page.click("#action-toggle")
+        run_action(page, "close_sessions")
+        expect(page.locator('[data-count="eligible"]')).to_have_text("10")
+        page.click("input[name=post]")
+        expect(page.locator("input[value='Pause operation']")).to_be_visible()
+        op_id = re.search(r"/(op-[0-9a-f]+)/progress/", page.url).group(1)
+        page.evaluate("window.__sameDocument = true")
+        manage("bulk", "pause", op_id, env=env)  # paused elsewhere: the page follows
+        expect(page.locator("input[value='Resume operation']")).to_be_visible(timeout=30_000)
+        expect(page.locator("input[value='Pause operation']")).to_have_count(0)
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("paused", re.I))
+        expect(page.locator('[data-field="eta"]')).to_have_text("paused")
+        assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
+        shot(page, "admin-progress-paused.png")
+        page.click("input[value='Resume operation']")
+        expect(page.locator(".messagelist")).to_contain_text("Resumed")
+        finish_worker(start_worker(env))
+        expect(page.locator('[data-field="status"]')).to_have_text(
+            re.compile("completed", re.I), timeout=30_000
+        )
+        expect(page.locator('[data-field="succeeded"]')).to_have_text("10")
+    finally:
+        context.close()
+
+
 def test_progress_moves_over_the_websocket_alone(browser, tmp_path):
     """Server and worker share Redis, so the worker's events reach the page's socket; the
     polling endpoint is blocked, so only the WebSocket can bring the bar to 100 %."""

@@ -64,7 +64,15 @@ def test_status_and_detail_with_items_filtered_by_outcome(api, owner, make_sessi
 
 @pytest.mark.parametrize(
     ("method", "suffix"),
-    [("get", "/"), ("get", "/status"), ("get", "/items"), ("post", "/cancel"), ("post", "/retry")],
+    [
+        ("get", "/"),
+        ("get", "/status"),
+        ("get", "/items"),
+        ("post", "/cancel"),
+        ("post", "/retry"),
+        ("post", "/pause"),
+        ("post", "/resume"),
+    ],
 )
 def test_someone_elses_or_unknown_operation_is_404(api, stranger, make_session, method, suffix):
     theirs = start(token_client(stranger), "close", [make_session(stranger).pk])

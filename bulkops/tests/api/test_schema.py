@@ -65,6 +65,8 @@ def test_schema_generation_is_clean_and_valid():
         "/api/bulk/operations/{operation_id}/status",
         "/api/bulk/operations/{operation_id}/items",
         "/api/bulk/operations/{operation_id}/cancel",
+        "/api/bulk/operations/{operation_id}/pause",
+        "/api/bulk/operations/{operation_id}/resume",
         "/api/bulk/operations/{operation_id}/retry",
         "/api/sessions/",
         "/api/sessions/{session_id}/",
@@ -73,6 +75,17 @@ def test_schema_generation_is_clean_and_valid():
     delete = schema["paths"]["/api/bulk/sessions/delete"]["post"]
     assert {"202", "400", "413", "422", "429"} <= set(delete["responses"])
     assert {s for s in schema["components"]["securitySchemes"]} == {"cookieAuth", "tokenAuth"}
+    for verb in ("pause", "resume"):
+        control = schema["paths"][f"/api/bulk/operations/{{operation_id}}/{verb}"]["post"]
+        assert "requestBody" not in control
+        assert {"202", "404", "409"} <= set(control["responses"])
+    for body in schema["components"]["schemas"]["CloseInputRequest"]["oneOf"]:
+        assert body["properties"]["max_failures"] == {
+            **body["properties"]["max_failures"],
+            "type": "integer",
+            "minimum": 0,
+        }
+    assert "paused" in schema["components"]["schemas"]["OperationStatus"]["enum"]
 
 
 def test_every_page_size_in_the_schema_has_the_real_bounds():
