@@ -17,6 +17,7 @@ CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 INTERNAL_ERROR = "internal_error"
 LOCKED = "locked"
+CHANGED_SINCE = "changed_since"
 
 MESSAGES = {
     NOT_FOUND: _("No such session."),
@@ -36,6 +37,10 @@ MESSAGES = {
     LOCKED: _(
         "Another transaction held this session longer than BULKOPS_LOCK_TIMEOUT; "
         "retry the failed items."
+    ),
+    CHANGED_SINCE: _(
+        "The session changed after the operation being undone (it is no longer as that "
+        "operation left it); it was not touched."
     ),
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from bulkops.actions import registered_actions
+from bulkops.actions import registered_actions, selectable_actions
 from bulkops.actions.base import BulkAction, Param
 from bulkops.conf import bulkops_settings
 from bulkops.engine import parse_moment, session_ids_problem
@@ -246,7 +246,7 @@ def validate_param_fields() -> dict[str, serializers.Field]:
     """Every registered action's parameters, each optional (the engine refuses those the
     action at hand does not take), with the actions that take it as help."""
     params: dict[str, tuple[Param, list[str]]] = {}
-    for action_type, action in registered_actions().items():
+    for action_type, action in selectable_actions().items():
         for name, param in action.params_spec.items():
             params.setdefault(name, (param, []))[1].append(action_type)
     return {
@@ -261,7 +261,7 @@ class ValidateInputSerializer(SelectionInputSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["action"] = StrictChoiceField(choices=tuple(registered_actions()))
+        fields["action"] = StrictChoiceField(choices=tuple(selectable_actions()))
         fields.update(validate_param_fields())
         return fields
 
@@ -385,6 +385,22 @@ class ItemsQuerySerializer(serializers.Serializer):
     """Query parameters of the items list (pagination parameters are the paginator's)."""
 
     outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+
+
+class ReportQuerySerializer(serializers.Serializer):
+    """Query parameters of the completion report."""
+
+    format = serializers.ChoiceField(choices=("csv", "json"), default="csv")
+    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+
+
+class OperationReportSerializer(serializers.Serializer):
+    """The completion report as JSON (streamed; this is its shape)."""
+
+    operation_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=ACTIONS)
+    status = OperationStatusField()
+    items = OperationItemSerializer(many=True)
 
 
 class RateLimitStatusSerializer(serializers.Serializer):

@@ -20,6 +20,7 @@ from bulkops.engine.operations import (
 )
 from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
+from bulkops.engine.report import REPORT_FORMATS, operation_report, report_filename
 from bulkops.engine.selection import (
     Selection,
     SessionFilterSet,
@@ -29,8 +30,10 @@ from bulkops.engine.selection import (
     selection_resolve,
     session_ids_problem,
 )
+from bulkops.engine.undo import operation_undo, undo_deadline, undo_refusal, undone_by
 
 __all__ = [
+    "REPORT_FORMATS",
     "CleanupResult",
     "Partition",
     "Selection",
@@ -45,13 +48,19 @@ __all__ = [
     "operation_hand_off",
     "operation_reap_stale",
     "operation_replay",
+    "operation_report",
     "operation_retry",
+    "operation_undo",
     "operation_validate",
     "operations_cleanup",
     "parse_moment",
+    "report_filename",
     "request_fingerprint",
     "retryable_items",
     "selection_queryset",
     "selection_resolve",
     "session_ids_problem",
+    "undo_deadline",
+    "undo_refusal",
+    "undone_by",
 ]

@@ -7,14 +7,17 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
+from django.urls import reverse
 
-from bulkops.actions import get_action, registered_actions
+from bulkops.actions import get_action, selectable_actions
 from bulkops.actions.base import Param
 from bulkops.actions.export import export_path, file_state
-from bulkops.engine import Selection, operation_create
+from bulkops.engine import Selection, operation_create, operation_undo
 from bulkops.exceptions import BulkOpsError
-from bulkops.models import BulkOperation, OperationSource
+from bulkops.models import BulkOperation, ItemOutcome, OperationSource
 from bulkops.representations import eta_seconds, progress_percent, rate_per_second
+from bulkops.selectors import operation_get_for_user
 
 BAR_WIDTH = 30
 
@@ -49,7 +52,7 @@ def action_options() -> dict[str, tuple[str, dict, list[str]]]:
     """Every parameter of every registered action: name -> (flag, argparse kwargs, the
     actions that take it). One flag per parameter name, shared by the actions."""
     options: dict[str, tuple[str, dict, list[str]]] = {}
-    for action_type, action in registered_actions().items():
+    for action_type, action in selectable_actions().items():
         for name, param in action.params_spec.items():
             if name not in options:
                 options[name] = (*_option(name, param), [])
@@ -63,13 +66,22 @@ def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
+UNDO = "undo"
+
+
 class Command(BaseCommand):
-    help = "Start a bulk operation (and with --wait, watch it run to the end)."
+    help = (
+        "Start a bulk operation (and with --wait, watch it run to the end); "
+        "`bulk undo <operation id> --user …` undoes a finished one."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=list(registered_actions()))
+        parser.add_argument("action", choices=[*selectable_actions(), UNDO])
+        parser.add_argument(
+            "operation_id", nargs="?", help="undo only: the operation to undo (the user's own)."
+        )
         parser.add_argument("--user", required=True, help="Username the operation runs as.")
-        target = parser.add_mutually_exclusive_group(required=True)
+        target = parser.add_mutually_exclusive_group()
         target.add_argument("--ids", nargs="+", metavar="ID", help="Session ids.")
         target.add_argument(
             "--filter",
@@ -97,6 +109,35 @@ class Command(BaseCommand):
             user = get_user_model().objects.get(username=opts["user"])
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user named {opts['user']!r}.") from None
+        try:
+            op = self.undo(user, opts) if opts["action"] == UNDO else self.create(user, opts)
+        except ValidationError as exc:
+            raise CommandError(_error_text(exc)) from None
+        except BulkOpsError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(f"Operation {op.pk}: {op.action} of {op.total} sessions ({op.status}).")
+        if not opts["wait"]:
+            self.stdout.write(f"Follow it with: GET /api/bulk/operations/{op.pk}/status")
+            return
+        op = self.watch(op, timeout=opts["timeout"])
+        self.summary(op)
+        if op.status not in ("completed", "partial"):
+            sys.exit(1)
+
+    def undo(self, user, opts) -> BulkOperation:
+        """``bulk undo <operation id>``: the user's own finished operation."""
+        if not opts["operation_id"] or opts["ids"] or opts["filter"]:
+            raise CommandError("Usage: bulk undo <operation id> --user <username> [--wait].")
+        given = [name for name in action_options() if opts.get(name) is not None]
+        if given:
+            raise CommandError(f"undo does not take {action_options()[given[0]][0]}.")
+        operation = operation_get_for_user(user=user, operation_id=opts["operation_id"])
+        return operation_undo(operation=operation, user=user, source=OperationSource.CLI)
+
+    def create(self, user, opts) -> BulkOperation:
+        """``bulk <action> --ids … | --filter …``."""
+        if opts["operation_id"] or not (opts["ids"] or opts["filter"]):
+            raise CommandError("Give exactly one of --ids or --filter.")
         action = opts["action"]
         spec = get_action(action).params_spec
         given = {name: opts[name] for name in action_options() if opts.get(name) is not None}
@@ -110,27 +151,14 @@ class Command(BaseCommand):
             if opts["ids"]
             else Selection(filter=_parse_filter(opts["filter"]))
         )
-        try:
-            op = operation_create(
-                user=user,
-                action=action,
-                selection=selection,
-                params=params,
-                source=OperationSource.CLI,
-                reason=opts["reason"],
-            )
-        except ValidationError as exc:
-            raise CommandError(_error_text(exc)) from None
-        except BulkOpsError as exc:
-            raise CommandError(exc.message) from None
-        self.stdout.write(f"Operation {op.pk}: {action} of {op.total} sessions ({op.status}).")
-        if not opts["wait"]:
-            self.stdout.write(f"Follow it with: GET /api/bulk/operations/{op.pk}/status")
-            return
-        op = self.watch(op, timeout=opts["timeout"])
-        self.summary(op)
-        if op.status not in ("completed", "partial"):
-            sys.exit(1)
+        return operation_create(
+            user=user,
+            action=action,
+            selection=selection,
+            params=params,
+            source=OperationSource.CLI,
+            reason=opts["reason"],
+        )
 
     def watch(self, op: BulkOperation, *, timeout: float) -> BulkOperation:
         started = time.monotonic()
@@ -181,5 +209,15 @@ class Command(BaseCommand):
             reasons[reason] = reasons.get(reason, 0) + 1
         if reasons:
             self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
+        failed = (
+            op.items.filter(outcome=ItemOutcome.FAILED)
+            .values_list("reason")
+            .annotate(n=Count("id"))
+            .order_by("-n", "reason")
+        )
+        for reason, n in failed:
+            self.stdout.write(f"  failed {reason}: {n}")
+        report = reverse("bulkops-api:operation-report", args=[op.pk])
+        self.stdout.write(f"Report: GET {report}?format=csv (add &outcome=failed for failures)")
         if get_action(op.action).produces_file and file_state(op) == "ready":
             self.stdout.write(f"File: {export_path(op.export_file).resolve()}")
