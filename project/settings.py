@@ -262,6 +262,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from drf-spectacular-sidecar's static files: no CDN, works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ActionEnum": "bulkops.api.serializers.ACTIONS",
+        "SessionActionEnum": "bulkops.api.serializers.session_actions",
+    },
 }
 
 # --- Content-Security-Policy (django-csp; Django 5.2 has none built in) -----------------

@@ -39,7 +39,14 @@ USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
+#: Every action an operation may have (outputs), and those started on a selection of
+#: sessions (validate's input): the OpenAPI schema names them ActionEnum and
+#: SessionActionEnum (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 ACTIONS = tuple(registered_actions())
+
+
+def session_actions() -> tuple[str, ...]:
+    return tuple(selectable_actions())
 
 
 # --- strict fields ----------------------------------------------------------------------
@@ -261,7 +268,7 @@ class ValidateInputSerializer(SelectionInputSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["action"] = StrictChoiceField(choices=tuple(selectable_actions()))
+        fields["action"] = StrictChoiceField(choices=session_actions())
         fields.update(validate_param_fields())
         return fields
 

@@ -56,6 +56,8 @@ def test_schema_generation_is_clean_and_valid():
         "/api/bulk/operations/{operation_id}/items",
         "/api/bulk/operations/{operation_id}/cancel",
         "/api/bulk/operations/{operation_id}/retry",
+        "/api/bulk/operations/{operation_id}/undo",
+        "/api/bulk/operations/{operation_id}/report",
         "/api/sessions/",
         "/api/sessions/{session_id}/",
         "/api/download/{filename}",
@@ -63,6 +65,16 @@ def test_schema_generation_is_clean_and_valid():
     delete = schema["paths"]["/api/bulk/sessions/delete"]["post"]
     assert {"202", "400", "413", "422", "429"} <= set(delete["responses"])
     assert {s for s in schema["components"]["securitySchemes"]} == {"cookieAuth", "tokenAuth"}
+    undo = schema["paths"]["/api/bulk/operations/{operation_id}/undo"]["post"]
+    assert {"202", "404", "409", "422", "429"} <= set(undo["responses"])
+    report = schema["paths"]["/api/bulk/operations/{operation_id}/report"]["get"]
+    assert set(report["responses"]["200"]["content"]) == {"text/csv", "application/json"}
+    assert {p["name"] for p in report["parameters"]} == {"operation_id", "format", "outcome"}
+    # undo is an operation's action, never one a selection of sessions starts (validate).
+    enums = schema["components"]["schemas"]
+    assert "undo" in enums["ActionEnum"]["enum"]
+    assert "undo" not in enums["SessionActionEnum"]["enum"]
+    assert "SessionActionEnum" in json.dumps(enums["ValidateInputRequest"])
 
 
 def test_every_page_size_in_the_schema_has_the_real_bounds():
