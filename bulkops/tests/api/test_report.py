@@ -169,3 +169,29 @@ def test_a_large_report_streams_in_pieces_with_every_item(api, owner):
         else:
             items = json.loads(raw)["items"]
             assert [i["session_id"] for i in items] == [f"s-{i:05d}" for i in range(5001)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_under_asgi_the_report_is_an_asynchronous_stream(async_client, owner):
+    """Served by the ASGI handler (as under daphne), the report is an async iterator read
+    piece by piece — Django would read a synchronous one whole into memory first."""
+    from asgiref.sync import sync_to_async
+    from rest_framework.authtoken.models import Token
+
+    def make() -> tuple[str, str]:
+        op = BulkOperation.objects.create(user=owner, action="close", status="completed")
+        BulkOperationItem.objects.bulk_create(
+            BulkOperationItem(operation=op, session_id=f"s-{i:05d}", outcome="failed")
+            for i in range(4500)
+        )
+        return op.pk, Token.objects.create(user=owner).key
+
+    op_id, key = await sync_to_async(make)()
+    response = await async_client.get(
+        f"/api/bulk/operations/{op_id}/report?format=csv", headers={"Authorization": f"Token {key}"}
+    )
+    assert response.status_code == 200 and response.is_async
+    pieces = [piece async for piece in response.streaming_content]
+    assert len(pieces) == 3  # 2,000 + 2,000 + 500 rows (the header with the first)
+    rows = list(csv.reader(io.StringIO(b"".join(pieces).decode())))
+    assert len(rows) == 4501 and rows[-1][:2] == ["s-04499", "failed"]
