@@ -93,7 +93,9 @@ def test_undo_covers_only_the_items_that_succeeded(owner, make_session):
 
 def test_a_session_closed_again_later_fails_changed_since_and_is_not_touched(owner, make_session):
     again, untouched = make_session(owner).pk, make_session(owner).pk
+    bystander = make_session(owner, status="closed", closed_at=timezone.now()).pk
     op = execute(owner, "close", [again, untouched])
+    outside = state(bystander)
     Session.objects.filter(pk=again).update(status="active", closed_at=None)
     execute(owner, "close", [again])  # closed again, by a later operation
     later = state(again)
@@ -103,6 +105,16 @@ def test_a_session_closed_again_later_fails_changed_since_and_is_not_touched(own
     assert state(again) == later
     assert Session.objects.get(pk=untouched).status == "active"
     assert "changed after the operation" in new.items.get(session_id=again).message
+    assert state(bystander) == outside  # not in the undone operation: never touched
+
+
+def test_a_session_hard_deleted_since_fails_not_found(owner, make_session):
+    gone, fine = make_session(owner).pk, make_session(owner).pk
+    op = execute(owner, "close", [gone, fine])
+    Session.objects.filter(pk=gone).delete()
+    new = undo(owner, op)
+    assert outcomes(new) == {gone: ("failed", "not_found"), fine: ("succeeded", "")}
+    assert not Session.objects.filter(pk=gone).exists()
 
 
 @pytest.mark.parametrize(
