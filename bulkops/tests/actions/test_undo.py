@@ -181,3 +181,21 @@ def test_undo_runs_in_the_undoing_users_scope(owner, stranger, make_session, mak
     new = undo(staff, op)
     assert outcomes(new) == {theirs: ("succeeded", "")}
     assert Session.objects.get(pk=theirs).status == "active"
+
+
+def test_an_undo_publishes_the_events_of_every_operation(owner, make_session, monkeypatch):
+    """started, sessions_updated (status ``undone``) for what it took back, completed —
+    each event carrying ``action: "undo"``."""
+    from bulkops import events
+
+    seen: list[dict] = []
+    ids = [make_session(owner).pk, make_session(owner).pk]
+    op = execute(owner, "close", ids)
+    monkeypatch.setattr(events, "_send", lambda groups, message: seen.append(message["event"]))
+    new = undo(owner, op)
+    kinds = [e["type"] for e in seen]
+    assert kinds[0] == "bulk_operation_started" and kinds[-1] == "bulk_operation_completed"
+    updated = [e for e in seen if e["type"] == "sessions_updated"]
+    assert [(e["status"], sorted(e["session_ids"])) for e in updated] == [("undone", sorted(ids))]
+    final = seen[-1]
+    assert (final["operation_id"], final["action"], final["succeeded"]) == (new.pk, "undo", 2)
