@@ -427,6 +427,9 @@ class LimitsSerializer(serializers.Serializer):
     operation_timeout_seconds = serializers.IntegerField()
     export_retention_seconds = serializers.IntegerField()
     idempotency_ttl_seconds = serializers.IntegerField()
+    undo_window_seconds = serializers.IntegerField(
+        help_text="How long after it finished an operation may be undone."
+    )
 
 
 class SessionCountsSerializer(serializers.Serializer):

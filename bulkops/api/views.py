@@ -439,6 +439,7 @@ class InfoView(APIView):
                 "operation_timeout_seconds": bulkops_settings.OPERATION_TIMEOUT_SECONDS,
                 "export_retention_seconds": bulkops_settings.EXPORT_RETENTION_SECONDS,
                 "idempotency_ttl_seconds": bulkops_settings.IDEMPOTENCY_TTL_SECONDS,
+                "undo_window_seconds": bulkops_settings.UNDO_WINDOW_SECONDS,
             },
             "rate_limits": rate_limit_status(request=request),
             "active_operations": selectors.active_operations_count(user=request.user),

@@ -139,6 +139,7 @@ def test_the_undo_window_is_measured_from_finished_at(api, owner, make_session, 
 
 def test_the_undo_window_is_a_setting(api, owner, make_session, settings):
     settings.BULKOPS_UNDO_WINDOW_SECONDS = 60
+    assert api.get("/api/bulk/sessions/info").json()["limits"]["undo_window_seconds"] == 60
     op = execute(owner, "close", [make_session(owner).pk])
     BulkOperation.objects.filter(pk=op.pk).update(
         finished_at=timezone.now() - datetime.timedelta(seconds=61)
