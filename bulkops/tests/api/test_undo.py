@@ -201,3 +201,17 @@ def test_a_changed_session_fails_in_the_undo_with_its_reason(api, owner, make_se
             "message": "A pipeline is working on this session; try again when it is done.",
         }
     ]
+
+
+def test_an_undo_item_that_failed_processing_is_taken_back_by_a_retry(api, owner, make_session):
+    busy = make_session(owner).pk
+    op = execute(owner, "close", [busy])
+    Session.objects.filter(pk=busy).update(status="processing")  # a pipeline took it
+    undo_id = api.post(undo_path(op.pk)).json()["operation_id"]
+    run_worker()
+    assert outcomes(BulkOperation.objects.get(pk=undo_id)) == {busy: ("failed", "processing")}
+    Session.objects.filter(pk=busy).update(status="closed")  # the pipeline is done
+    retry = api.post(f"/api/bulk/operations/{undo_id}/retry")
+    assert retry.status_code == 202 and retry.json()["action"] == "undo"
+    run_worker()
+    assert Session.objects.get(pk=busy).status == "active"
