@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "EXPORT_RETENTION_SECONDS": 24 * 3600,
     "OPERATION_RETENTION_DAYS": 30,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,
+    #: How long after it finished an operation may be undone (POST …/undo).
+    "UNDO_WINDOW_SECONDS": 7 * 24 * 3600,
     "STALE_AFTER_SECONDS": 60,
     #: How long validate's ``selection_token`` is accepted by an action.
     "SELECTION_TOKEN_MAX_AGE_SECONDS": 3600,

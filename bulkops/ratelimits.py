@@ -40,8 +40,8 @@ from bulkops.conf import bulkops_settings
 from bulkops.exceptions import RateLimited
 
 GROUP_PREFIX = "bulkops"
-#: Scopes that are not an action.
-VALIDATE, RETRY = "validate", "retry"
+#: Scopes that are not an action. ``undo`` is the undo action's own (``UndoAction.rate_limit``).
+VALIDATE, RETRY, UNDO = "validate", "retry", "undo"
 BUILTIN_RATES = {VALIDATE: "120/m", RETRY: "10/m"}
 #: Longest a request waits for the user's previous one (then 429, try again).
 LOCK_WAIT_SECONDS = 10

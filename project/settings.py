@@ -262,6 +262,10 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI from drf-spectacular-sidecar's static files: no CDN, works offline.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ActionEnum": "bulkops.api.serializers.ACTIONS",
+        "SessionActionEnum": "bulkops.api.serializers.session_actions",
+    },
 }
 
 # --- Content-Security-Policy (django-csp; Django 5.2 has none built in) -----------------
@@ -304,6 +308,7 @@ BULKOPS_OPERATION_TIMEOUT_SECONDS = env_int("BULKOPS_OPERATION_TIMEOUT_SECONDS",
 BULKOPS_EXPORT_RETENTION_SECONDS = env_int("BULKOPS_EXPORT_RETENTION_SECONDS", 24 * 3600)
 BULKOPS_OPERATION_RETENTION_DAYS = env_int("BULKOPS_OPERATION_RETENTION_DAYS", 30)
 BULKOPS_IDEMPOTENCY_TTL_SECONDS = env_int("BULKOPS_IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
+BULKOPS_UNDO_WINDOW_SECONDS = env_int("BULKOPS_UNDO_WINDOW_SECONDS", 7 * 24 * 3600)
 BULKOPS_STALE_AFTER_SECONDS = env_int("BULKOPS_STALE_AFTER_SECONDS", 60)
 BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS = env_int("BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS", 3600)
 BULKOPS_LOCK_TIMEOUT = float(os.environ.get("BULKOPS_LOCK_TIMEOUT", "5"))

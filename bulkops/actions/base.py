@@ -120,6 +120,9 @@ class BulkAction:
     #: Which sessions a ``filter`` selection matches by default: live ones, or only
     #: soft-deleted ones (restore).
     filter_deleted: ClassVar[bool] = False
+    #: Offered as an action on a selection of sessions (API endpoint, validate, admin
+    #: action, ``bulk``). False for undo, which starts from an operation instead.
+    selectable: ClassVar[bool] = True
     #: For the duration estimate: sessions per second the engine sustains, measured
     #: on the 2-core reference machine (see docs/benchmarks.md).
     sessions_per_second: ClassVar[float] = 20_000.0
@@ -149,6 +152,11 @@ class BulkAction:
 
     def prepare(self, operation: BulkOperation) -> None:
         """Called on the new, unsaved operation (export names its file and expiry)."""
+
+    def prefetch(self, ids: list[str]) -> None:
+        """Called with the ids about to be ``check``-ed (a chunk, under its row locks):
+        load set-based whatever ``check`` needs beyond ``SessionRow`` (undo: what the
+        undone operation left)."""
 
     def preview(self, eligible: list[str]) -> dict[str, Any]:
         """Extra keys of validate's answer (delete: what goes with the sessions)."""

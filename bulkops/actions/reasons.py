@@ -18,6 +18,7 @@ TIMEOUT = "timeout"
 INTERNAL_ERROR = "internal_error"
 LOCKED = "locked"
 FAILURE_THRESHOLD = "failure_threshold"
+CHANGED_SINCE = "changed_since"
 
 MESSAGES = {
     NOT_FOUND: _("No such session."),
@@ -40,6 +41,10 @@ MESSAGES = {
     ),
     FAILURE_THRESHOLD: _(
         "Not processed: more sessions failed than the operation's max_failures allows."
+    ),
+    CHANGED_SINCE: _(
+        "The session changed after the operation being undone (it is no longer as that "
+        "operation left it); it was not touched."
     ),
 }
 

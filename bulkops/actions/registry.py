@@ -43,3 +43,10 @@ def get_action(action_type: str) -> type[BulkAction]:
 def registered_actions() -> dict[str, type[BulkAction]]:
     """Every registered action by ``action_type``, in registration order."""
     return dict(_REGISTRY)
+
+
+def selectable_actions() -> dict[str, type[BulkAction]]:
+    """The actions a person starts on a selection of sessions (``BulkAction.selectable``):
+    the API's action endpoints and validate, the admin's actions, the ``bulk`` command.
+    The others (undo) start from an operation instead."""
+    return {name: cls for name, cls in _REGISTRY.items() if cls.selectable}

@@ -23,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from bulkops.actions import reasons, registered_actions
+from bulkops.actions import reasons, selectable_actions
 from bulkops.admin.forms import CONFIRM_FORM_MARKER, BulkActionForm
 from bulkops.admin.pages import error_text, progress_url
 from bulkops.admin.selection import changelist_selection, sees_every_session
@@ -101,7 +101,7 @@ def admin_bulk_actions() -> dict[str, AdminBulkAction]:
     """Every admin action of every registered bulk action, by name."""
     return {
         variant.name: AdminBulkAction(action, variant)
-        for action in registered_actions().values()
+        for action in selectable_actions().values()
         for variant in action.variants()
     }
 

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from bulkops.admin.base import OwnRowsAdmin
 from bulkops.admin.pages import OperationPages, progress_url
+from bulkops.admin.undo import UndoPages
 from bulkops.models import BulkOperation, ItemOutcome
 from bulkops.representations import duration_seconds, operation_label, progress_percent
 from bulkops.selectors import operations_for_admin
@@ -58,7 +59,7 @@ class BulkOperationAdmin(OwnRowsAdmin):
         return operations_for_admin(user=request.user)
 
     def get_urls(self):
-        pages = OperationPages(self).views()
+        pages = {**OperationPages(self).views(), **UndoPages(self).views()}
         wrap = self.admin_site.admin_view
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         custom = [

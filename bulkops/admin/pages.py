@@ -23,6 +23,8 @@ from bulkops.engine import (
     operation_resume,
     operation_retry,
     retryable_items,
+    undo_refusal,
+    undone_by,
 )
 from bulkops.exceptions import BulkOpsError
 from bulkops.models import BulkOperation, OperationSource, OperationStatus
@@ -101,6 +103,9 @@ class OperationPages:
             "can_retry": op.is_finished
             and op.user_id == request.user.pk
             and retryable_items(op).exists(),
+            "can_undo": op.is_finished and undo_refusal(op) is None,
+            "undone_by": undone_by(op) if op.is_finished else None,
+            "report_url": reverse("admin:bulkops_bulkoperation_report", args=[op.pk]),
             "status_url": reverse("admin:bulkops_bulkoperation_status", args=[op.pk]),
             "detail_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk]),
             "failed_items_url": reverse("admin:bulkops_bulkoperation_change", args=[op.pk])

@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
-from bulkops.actions import registered_actions
+from bulkops.actions import registered_actions, selectable_actions
 from bulkops.actions.base import BulkAction, Param
 from bulkops.conf import bulkops_settings
 from bulkops.engine import MAX_FAILURES_LIMIT, parse_moment, session_ids_problem
@@ -39,9 +39,16 @@ USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
+#: Every action an operation may have (outputs), and those started on a selection of
+#: sessions (validate's input): the OpenAPI schema names them ActionEnum and
+#: SessionActionEnum (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
 ACTIONS = tuple(registered_actions())
 #: Far above what validate issues (~200 characters): a bound, not a format.
 MAX_SELECTION_TOKEN_LENGTH = 1000
+
+
+def session_actions() -> tuple[str, ...]:
+    return tuple(selectable_actions())
 
 
 # --- strict fields ----------------------------------------------------------------------
@@ -195,9 +202,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 
 class NoBodySerializer(StrictInputSerializer):
-    """Cancel and retry take no parameters: no body, or an empty JSON object. Anything
-    else is a 400 rather than ignored (a client must not believe ``session_ids`` narrowed
-    its retry)."""
+    """Cancel, pause, resume, retry and undo take no parameters: no body, or an empty
+    JSON object. Anything else is a 400 rather than ignored (a client must not believe
+    ``session_ids`` narrowed its retry)."""
 
 
 class SelectionFilterSerializer(StrictInputSerializer):
@@ -292,7 +299,7 @@ def validate_param_fields() -> dict[str, serializers.Field]:
     """Every registered action's parameters, each optional (the engine refuses those the
     action at hand does not take), with the actions that take it as help."""
     params: dict[str, tuple[Param, list[str]]] = {}
-    for action_type, action in registered_actions().items():
+    for action_type, action in selectable_actions().items():
         for name, param in action.params_spec.items():
             params.setdefault(name, (param, []))[1].append(action_type)
     return {
@@ -307,7 +314,7 @@ class ValidateInputSerializer(SelectionInputSerializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         fields = super().get_fields()
-        fields["action"] = StrictChoiceField(choices=tuple(registered_actions()))
+        fields["action"] = StrictChoiceField(choices=session_actions())
         fields.update(validate_param_fields())
         return fields
 
@@ -445,6 +452,22 @@ class ItemsQuerySerializer(serializers.Serializer):
     outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
 
 
+class ReportQuerySerializer(serializers.Serializer):
+    """Query parameters of the completion report."""
+
+    format = serializers.ChoiceField(choices=("csv", "json"), default="csv")
+    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+
+
+class OperationReportSerializer(serializers.Serializer):
+    """The completion report as JSON (streamed; this is its shape)."""
+
+    operation_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=ACTIONS)
+    status = OperationStatusField()
+    items = OperationItemSerializer(many=True)
+
+
 class RateLimitStatusSerializer(serializers.Serializer):
     rate = serializers.CharField()
     limit = serializers.IntegerField()
@@ -462,6 +485,9 @@ class LimitsSerializer(serializers.Serializer):
     operation_timeout_seconds = serializers.IntegerField()
     export_retention_seconds = serializers.IntegerField()
     idempotency_ttl_seconds = serializers.IntegerField()
+    undo_window_seconds = serializers.IntegerField(
+        help_text="How long after it finished an operation may be undone."
+    )
 
 
 class SessionCountsSerializer(serializers.Serializer):

@@ -3,7 +3,7 @@ without one (the form DESIGN writes is in the OpenAPI schema, the other is an al
 
 from django.urls import path
 
-from bulkops.actions import registered_actions
+from bulkops.actions import selectable_actions
 from bulkops.api import views
 
 app_name = "bulkops-api"
@@ -27,7 +27,7 @@ urlpatterns = [
             views.action_view(action).as_view(),
             name=action.action_type,
         )
-        for action in registered_actions().values()
+        for action in selectable_actions().values()
     ),
     *get_routes("bulk/sessions/info", views.InfoView, "info"),
     *get_routes("bulk/operations/", views.OperationListView, "operation-list"),
@@ -57,6 +57,14 @@ urlpatterns = [
         "bulk/operations/<str:operation_id>/retry",
         views.OperationRetryView.as_view(),
         name="operation-retry",
+    ),
+    path(
+        "bulk/operations/<str:operation_id>/undo",
+        views.OperationUndoView.as_view(),
+        name="operation-undo",
+    ),
+    *get_routes(
+        "bulk/operations/<str:operation_id>/report", views.OperationReportView, "operation-report"
     ),
     *get_routes("sessions/", views.SessionListView, "session-list"),
     *get_routes("sessions/<str:session_id>/", views.SessionDetailView, "session"),

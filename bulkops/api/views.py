@@ -9,7 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from django.http import FileResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import FileResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -47,20 +48,24 @@ from bulkops.api.schema import (
 )
 from bulkops.conf import bulkops_settings
 from bulkops.engine import (
+    REPORT_FORMATS,
     Selection,
     SessionFilterSet,
     operation_cancel,
     operation_create,
     operation_pause,
     operation_replay,
+    operation_report,
     operation_resume,
     operation_retry,
+    operation_undo,
     operation_validate,
+    report_filename,
     request_fingerprint,
 )
 from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, OperationSource, Session
-from bulkops.ratelimits import RETRY, VALIDATE, rate_limit, rate_limit_status
+from bulkops.ratelimits import RETRY, UNDO, VALIDATE, rate_limit, rate_limit_status
 from bulkops.representations import operation_accepted, operation_representation, status_url
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[!-~]{1,255}")
@@ -465,6 +470,44 @@ class OperationRetryView(JSONBodyView):
         )
 
 
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="Undo a finished operation",
+    description="Starts a new `undo` operation (`params.undoes` = this id) over the items "
+    "that succeeded: soft delete → restored; close → each session's previous status; "
+    "archive → content decompressed back, previous status. A session changed since fails "
+    "(`changed_since`, `processing`, `deleted`) and is not touched. 409 (nothing created) "
+    "for hard delete, export, restore, an undo, an operation not finished, nothing "
+    "succeeded, already undone, or past `BULKOPS_UNDO_WINDOW_SECONDS` after it finished. "
+    "Rate-limited (`undo`).",
+    request=s.NoBodySerializer,
+    parameters=[OPERATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, RETRY_AFTER],
+    responses={
+        202: OpenApiResponse(s.OperationAcceptedSerializer, description="The undo operation."),
+        **errors(400, 403, 404, 409, 415, 422, 429),
+    },
+)
+class OperationUndoView(JSONBodyView):
+    def post(self, request: Request, operation_id: str) -> Response:
+        no_body(request)
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        key = idempotency_key(request)
+        fingerprint = request_fingerprint(action=UNDO, payload={"operation_id": operation.id})
+        return start(
+            request,
+            scope=UNDO,
+            key=key,
+            fingerprint=fingerprint,
+            create=lambda: operation_undo(
+                operation=operation,
+                user=request.user,
+                source=OperationSource.API,
+                idempotency_key=key,
+                fingerprint=fingerprint,
+            ),
+        )
+
+
 # --- info, sessions, download -------------------------------------------------------------------
 @extend_schema(
     tags=TAG_ACTIONS,
@@ -483,6 +526,7 @@ class InfoView(APIView):
                 "operation_timeout_seconds": bulkops_settings.OPERATION_TIMEOUT_SECONDS,
                 "export_retention_seconds": bulkops_settings.EXPORT_RETENTION_SECONDS,
                 "idempotency_ttl_seconds": bulkops_settings.IDEMPOTENCY_TTL_SECONDS,
+                "undo_window_seconds": bulkops_settings.UNDO_WINDOW_SECONDS,
             },
             "rate_limits": rate_limit_status(request=request),
             "active_operations": selectors.active_operations_count(user=request.user),
@@ -623,6 +667,57 @@ class DownloadView(APIView):
             filename=filename,
             content_type=CONTENT_TYPES[ext],
         )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+
+@extend_schema(
+    tags=TAG_OPERATIONS,
+    summary="The completion report: every item of an operation",
+    description="Streams every item (`session_id, outcome, reason, message`) as CSV (a "
+    "header row, formula-injection safe) or JSON, as an attachment named "
+    "`report_<operation id>.<format>`; `outcome` keeps one outcome. Same owner rules as "
+    "the operation (anyone else's: 404).",
+    parameters=[
+        OPERATION_ID,
+        OpenApiParameter(
+            "format",
+            OpenApiTypes.STR,
+            enum=list(REPORT_FORMATS),
+            default="csv",
+            description="`csv` (default) or `json`.",
+        ),
+        outcome_param(),
+    ],
+    responses={
+        (200, "text/csv"): OpenApiResponse(
+            OpenApiTypes.BINARY, description="session_id,outcome,reason,message rows."
+        ),
+        (200, "application/json"): OpenApiResponse(
+            s.OperationReportSerializer, description="The operation and all its items."
+        ),
+        **errors(400, 403, 404),
+    },
+)
+class OperationReportView(APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = IgnoreAcceptNegotiation
+
+    def get(self, request: Request, operation_id: str) -> StreamingHttpResponse:
+        operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
+        query = s.ReportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fmt, outcome = query.validated_data["format"], query.validated_data.get("outcome")
+        pieces = operation_report(
+            operation=operation,
+            fmt=fmt,
+            outcome=outcome,
+            asynchronous=isinstance(request._request, ASGIRequest),
+        )
+        response = StreamingHttpResponse(pieces, content_type=CONTENT_TYPES[fmt])
+        filename = report_filename(operation, fmt)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "private, no-store"
         return response

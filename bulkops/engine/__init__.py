@@ -23,6 +23,7 @@ from bulkops.engine.operations import (
 from bulkops.engine.pausing import operation_pause, operation_resume
 from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
+from bulkops.engine.report import REPORT_FORMATS, operation_report, report_filename
 from bulkops.engine.selection import (
     Selection,
     SessionFilterSet,
@@ -32,9 +33,11 @@ from bulkops.engine.selection import (
     selection_resolve,
     session_ids_problem,
 )
+from bulkops.engine.undo import operation_undo, undo_deadline, undo_refusal, undone_by
 
 __all__ = [
     "MAX_FAILURES_LIMIT",
+    "REPORT_FORMATS",
     "CleanupResult",
     "Partition",
     "Selection",
@@ -51,14 +54,20 @@ __all__ = [
     "operation_pause",
     "operation_reap_stale",
     "operation_replay",
+    "operation_report",
     "operation_resume",
     "operation_retry",
+    "operation_undo",
     "operation_validate",
     "operations_cleanup",
     "parse_moment",
+    "report_filename",
     "request_fingerprint",
     "retryable_items",
     "selection_queryset",
     "selection_resolve",
     "session_ids_problem",
+    "undo_deadline",
+    "undo_refusal",
+    "undone_by",
 ]

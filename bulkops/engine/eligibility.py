@@ -84,6 +84,7 @@ def partition(
     """Sort ``ids`` into eligible / skipped / failed by ``action.check``; an id without a
     row is ``not_found``, or ``locked`` when it is in ``held``."""
     part = Partition()
+    action.prefetch(list(rows))
     for sid in ids:
         row = rows.get(sid)
         if row is None:

@@ -2,7 +2,8 @@
 
 ``bulk <action> --user U --ids …|--filter …`` starts an operation (``--wait`` watches
 it); ``bulk pause <operation id>`` and ``bulk resume <operation id>`` pause and resume
-one (an operator's command: any user's operation).
+one (an operator's command: any user's operation); ``bulk undo <operation id> --user U``
+undoes a finished one of that user's.
 """
 
 import argparse
@@ -13,8 +14,10 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
+from django.urls import reverse
 
-from bulkops.actions import get_action, registered_actions
+from bulkops.actions import get_action, selectable_actions
 from bulkops.actions.base import Param
 from bulkops.actions.export import export_path, file_state
 from bulkops.engine import (
@@ -23,14 +26,18 @@ from bulkops.engine import (
     operation_create,
     operation_pause,
     operation_resume,
+    operation_undo,
 )
 from bulkops.exceptions import BulkOpsError
-from bulkops.models import BulkOperation, OperationSource, OperationStatus
+from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
 from bulkops.representations import eta_seconds, progress_percent, rate_per_second
+from bulkops.selectors import operation_get_for_user
 
 BAR_WIDTH = 30
 #: ``bulk pause|resume <operation id>``: the operation commands beside the actions.
 CONTROLS = ("pause", "resume")
+#: ``bulk undo <operation id> --user U``: a new operation undoing a finished one.
+UNDO = "undo"
 #: The exit status of ``--wait`` when the operation was paused (1: it did not complete).
 EXIT_PAUSED = 3
 
@@ -75,7 +82,7 @@ def action_options() -> dict[str, tuple[str, dict, list[str]]]:
     """Every parameter of every registered action: name -> (flag, argparse kwargs, the
     actions that take it). One flag per parameter name, shared by the actions."""
     options: dict[str, tuple[str, dict, list[str]]] = {}
-    for action_type, action in registered_actions().items():
+    for action_type, action in selectable_actions().items():
         for name, param in action.params_spec.items():
             if name not in options:
                 options[name] = (*_option(name, param), [])
@@ -92,13 +99,16 @@ def _error_text(exc: ValidationError) -> str:
 class Command(BaseCommand):
     help = (
         "Start a bulk operation (and with --wait, watch it run to the end), or pause or "
-        "resume one: bulk pause|resume <operation id>."
+        "resume one: bulk pause|resume <operation id>, or undo a finished one: "
+        "bulk undo <operation id> --user U."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=[*registered_actions(), *CONTROLS])
-        parser.add_argument("operation", nargs="?", help="pause / resume: the operation id (op-…).")
-        parser.add_argument("--user", help="Username the operation runs as (actions).")
+        parser.add_argument("action", choices=[*selectable_actions(), *CONTROLS, UNDO])
+        parser.add_argument(
+            "operation", nargs="?", help="pause / resume / undo: the operation id (op-…)."
+        )
+        parser.add_argument("--user", help="Username the operation runs as (actions, undo).")
         target = parser.add_mutually_exclusive_group()
         target.add_argument("--ids", nargs="+", metavar="ID", help="Session ids.")
         target.add_argument(
@@ -136,6 +146,8 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if opts["action"] in CONTROLS:
             op = self.control(opts["action"], opts["operation"])
+        elif opts["action"] == UNDO:
+            op = self.undo(opts)
         else:
             op = self.start(opts)
         if not opts["wait"]:
@@ -163,6 +175,28 @@ class Command(BaseCommand):
         self.stdout.write(f"Operation {op.pk}: {op.status}{pausing}.")
         return op
 
+    def user(self, opts: dict):
+        try:
+            return get_user_model().objects.get(username=opts["user"])
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"No user named {opts['user']!r}.") from None
+
+    def undo(self, opts: dict) -> BulkOperation:
+        """``bulk undo <operation id> --user U``: the user's own finished operation."""
+        if not opts["operation"] or not opts["user"] or opts["ids"] or opts["filter"]:
+            raise CommandError("Usage: bulk undo <operation id> --user <username> [--wait].")
+        given = [name for name in action_options() if opts.get(name) is not None]
+        if given:
+            raise CommandError(f"undo does not take {action_options()[given[0]][0]}.")
+        user = self.user(opts)
+        try:
+            operation = operation_get_for_user(user=user, operation_id=opts["operation"])
+            op = operation_undo(operation=operation, user=user, source=OperationSource.CLI)
+        except BulkOpsError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(f"Operation {op.pk}: {op.action} of {op.total} sessions ({op.status}).")
+        return op
+
     def start(self, opts: dict) -> BulkOperation:
         """``bulk <action> --user U --ids …|--filter …``: create the operation."""
         if opts["operation"] or not opts["user"] or not (opts["ids"] or opts["filter"]):
@@ -170,10 +204,7 @@ class Command(BaseCommand):
                 f"bulk {opts['action']} takes --user and one of --ids or --filter "
                 "(and no operation id)."
             )
-        try:
-            user = get_user_model().objects.get(username=opts["user"])
-        except get_user_model().DoesNotExist:
-            raise CommandError(f"No user named {opts['user']!r}.") from None
+        user = self.user(opts)
         action = opts["action"]
         spec = get_action(action).params_spec
         given = {name: opts[name] for name in action_options() if opts.get(name) is not None}
@@ -253,5 +284,15 @@ class Command(BaseCommand):
             reasons[reason] = reasons.get(reason, 0) + 1
         if reasons:
             self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
+        failed = (
+            op.items.filter(outcome=ItemOutcome.FAILED)
+            .values_list("reason")
+            .annotate(n=Count("id"))
+            .order_by("-n", "reason")
+        )
+        for reason, n in failed:
+            self.stdout.write(f"  failed {reason}: {n}")
+        report = reverse("bulkops-api:operation-report", args=[op.pk])
+        self.stdout.write(f"Report: GET {report}?format=csv (add &outcome=failed for failures)")
         if get_action(op.action).produces_file and file_state(op) == "ready":
             self.stdout.write(f"File: {export_path(op.export_file).resolve()}")

@@ -470,3 +470,77 @@ def test_a_selection_that_drifts_after_the_confirmation_page_runs_nothing(server
         assert sorted(statuses) == [("active",), ("active",), ("processing",)]  # not run yet
     finally:
         context.close()
+
+
+def shell_json(env: dict[str, str], code: str):
+    """Run ``code`` (which prints one JSON value) in ``manage.py shell`` on the server's
+    database; return the value."""
+    return json.loads(manage("shell", "-c", code, env=env).stdout.strip().splitlines()[-1])
+
+
+NOTES_STATE = """
+import json
+from bulkops.models import BulkOperation, Session
+rows = Session.objects.filter(pk__startswith="note-").order_by("pk")
+undo = BulkOperation.objects.filter(action="undo").values("status", "succeeded", "failed")
+print(json.dumps({"deleted": {s.pk: s.deleted_at is not None for s in rows},
+                  "undo": list(undo)}))
+"""
+
+
+def test_undo_a_soft_delete_through_the_admin(server, browser):
+    """A soft delete of three notes (one restored by hand since), undone from its progress
+    page: the confirmation shows 2 eligible and 1 ``changed_since``; confirming starts the
+    undo, whose progress page runs it; the database has the two notes back."""
+    from playwright.sync_api import expect
+
+    base, env = server
+    out = manage(
+        "bulk", "delete", "--user", "ada", "--ids", "note-0", "note-1", "note-2", env=env
+    ).stdout
+    op_id = re.search(r"op-[0-9a-f]{32}", out).group(0)
+    finish_worker(start_worker(env))
+    manage("shell", "-c", SET_NOTE_2_RESTORED, env=env)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        log_in(page, base)
+        page.goto(f"{base}/admin/bulkops/bulkoperation/{op_id}/progress/")
+        expect(page.locator('[data-field="status"]')).to_have_text(re.compile("completed", re.I))
+        expect(page.locator(".bulkops-report a").first).to_have_attribute(
+            "href", f"/admin/bulkops/bulkoperation/{op_id}/report/?format=csv"
+        )
+        page.click("a.bulkops-undo")
+        expect(page.locator('[data-count="eligible"]')).to_have_text("2")
+        expect(page.locator('[data-count="ineligible"]')).to_have_text("1")
+        expect(page.locator("#ineligible")).to_contain_text("note-2")
+        expect(page.locator("#ineligible")).to_contain_text("changed_since")
+        shot(page, "admin-undo-confirmation.png")
+        assert shell_json(env, NOTES_STATE)["undo"] == []  # nothing happened yet
+        page.click("input[name=post]")
+        expect(page).to_have_url(re.compile(r"/bulkoperation/op-[0-9a-f]+/progress/$"))
+        assert op_id not in page.url
+        expect(page.locator(".bulkops-lead")).to_contain_text(f"Undo of {op_id}")
+        finish_worker(start_worker(env))
+        expect(page.locator('[data-field="status"]')).to_have_text(
+            re.compile("partial", re.I), timeout=30_000
+        )
+        state = shell_json(env, NOTES_STATE)
+        assert state["deleted"] == {
+            "note-0": False,
+            "note-1": False,
+            "note-2": False,
+            "note-3": False,
+        }
+        assert state["undo"] == [{"status": "partial", "succeeded": 2, "failed": 1}]
+        page.goto(f"{base}/admin/bulkops/bulkoperation/{op_id}/progress/")
+        expect(page.locator("a.bulkops-undo")).to_have_count(0)  # undone once
+        expect(page.locator(".bulkops-undone-by")).to_contain_text("Undone by")
+    finally:
+        context.close()
+
+
+SET_NOTE_2_RESTORED = """
+from bulkops.models import Session
+Session.objects.filter(pk="note-2").update(deleted_at=None)
+"""

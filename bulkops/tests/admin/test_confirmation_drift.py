@@ -9,18 +9,10 @@ from unittest import mock
 import pytest
 
 from bulkops.models import BulkOperation, BulkOperationItem, Session
-from bulkops.tests.admin.test_admin import (
-    admin_client,
-    bulk_sessions,
-    changelist,
-    confirm,
-    first_pass,
-    superuser,
-)
+from bulkops.tests.admin.test_admin import bulk_sessions, changelist, confirm, first_pass
 from bulkops.tests.support.helpers import run_worker
 
 pytestmark = pytest.mark.django_db
-__all__ = ["admin_client", "superuser"]  # fixtures
 
 
 def page_tokens(page) -> dict[str, str]:

@@ -68,6 +68,8 @@ def test_schema_generation_is_clean_and_valid():
         "/api/bulk/operations/{operation_id}/pause",
         "/api/bulk/operations/{operation_id}/resume",
         "/api/bulk/operations/{operation_id}/retry",
+        "/api/bulk/operations/{operation_id}/undo",
+        "/api/bulk/operations/{operation_id}/report",
         "/api/sessions/",
         "/api/sessions/{session_id}/",
         "/api/download/{filename}",
@@ -75,9 +77,14 @@ def test_schema_generation_is_clean_and_valid():
     delete = schema["paths"]["/api/bulk/sessions/delete"]["post"]
     assert {"202", "400", "413", "422", "429"} <= set(delete["responses"])
     assert {s for s in schema["components"]["securitySchemes"]} == {"cookieAuth", "tokenAuth"}
-    for verb in ("pause", "resume"):
+    for verb in ("cancel", "pause", "resume", "retry", "undo"):
         control = schema["paths"][f"/api/bulk/operations/{{operation_id}}/{verb}"]["post"]
-        assert "requestBody" not in control
+        # No body, or {}: an optional body with no properties and nothing else allowed.
+        body = control["requestBody"]
+        assert not body.get("required", False)
+        ref = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert schema["components"]["schemas"][ref].get("additionalProperties") is False
+        assert not schema["components"]["schemas"][ref].get("properties")
         assert {"202", "404", "409"} <= set(control["responses"])
     for body in schema["components"]["schemas"]["CloseInputRequest"]["oneOf"]:
         assert body["properties"]["max_failures"] == {
@@ -86,6 +93,16 @@ def test_schema_generation_is_clean_and_valid():
             "minimum": 0,
         }
     assert "paused" in schema["components"]["schemas"]["OperationStatus"]["enum"]
+    undo = schema["paths"]["/api/bulk/operations/{operation_id}/undo"]["post"]
+    assert {"202", "404", "409", "422", "429"} <= set(undo["responses"])
+    report = schema["paths"]["/api/bulk/operations/{operation_id}/report"]["get"]
+    assert set(report["responses"]["200"]["content"]) == {"text/csv", "application/json"}
+    assert {p["name"] for p in report["parameters"]} == {"operation_id", "format", "outcome"}
+    # undo is an operation's action, never one a selection of sessions starts (validate).
+    enums = schema["components"]["schemas"]
+    assert "undo" in enums["ActionEnum"]["enum"]
+    assert "undo" not in enums["SessionActionEnum"]["enum"]
+    assert "SessionActionEnum" in json.dumps(enums["ValidateInputRequest"])
 
 
 def test_every_page_size_in_the_schema_has_the_real_bounds():

@@ -1,0 +1,104 @@
+"""``operation_undo``: a new operation that reverses the succeeded items of a finished one.
+
+An operation may be undone when it has finished, its action can be undone (soft delete,
+close, archive: ``bulkops.actions.undo.refusal``), it is not itself an undo, at least
+one of its items succeeded, ``BULKOPS_UNDO_WINDOW_SECONDS`` have not passed since it
+finished, and it has not been undone already — by an undo that is not ``failed`` or
+``cancelled`` (after one of those, undo again: the sessions the stopped undo did
+restore fail ``changed_since`` and stay as they are).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+from django.utils import timezone
+
+from bulkops.actions import undo as undo_action
+from bulkops.conf import bulkops_settings
+from bulkops.engine.operations import operation_create
+from bulkops.engine.selection import Selection
+from bulkops.exceptions import OperationConflict
+from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+UNDO = undo_action.UndoAction.action_type
+
+
+def undo_deadline(operation: BulkOperation) -> datetime.datetime | None:
+    """The moment the operation can no longer be undone (None before it finished)."""
+    if operation.finished_at is None:
+        return None
+    return operation.finished_at + datetime.timedelta(seconds=bulkops_settings.UNDO_WINDOW_SECONDS)
+
+
+def undone_by(operation: BulkOperation) -> BulkOperation | None:
+    """The undo that took (or is taking) this operation back: not failed nor cancelled."""
+    return (
+        BulkOperation.objects.filter(action=UNDO, params__undoes=operation.pk)
+        .exclude(status__in=(OperationStatus.FAILED, OperationStatus.CANCELLED))
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def undo_refusal(operation: BulkOperation, *, now: datetime.datetime | None = None) -> str | None:
+    """Why ``operation`` cannot be undone now (a sentence a person can act on), or None."""
+    never = undo_action.refusal(operation.action, operation.params)
+    if never:
+        return never
+    if not operation.is_finished:
+        return f"The operation is still {operation.status}; undo it once it has finished."
+    deadline = undo_deadline(operation)
+    if deadline is not None and (now or timezone.now()) >= deadline:
+        return (
+            "The undo window has passed: an operation can be undone for "
+            f"{bulkops_settings.UNDO_WINDOW_SECONDS} s (BULKOPS_UNDO_WINDOW_SECONDS) after "
+            "it finished."
+        )
+    if not operation.items.filter(outcome=ItemOutcome.SUCCEEDED).exists():
+        return "Nothing to undo: no item of this operation succeeded."
+    previous = undone_by(operation)
+    if previous is not None:
+        return f"This operation was already undone by {previous.pk} ({previous.status})."
+    return None
+
+
+def operation_undo(
+    *,
+    operation: BulkOperation,
+    user: AbstractBaseUser,
+    source: str = OperationSource.API,
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> BulkOperation:
+    """Start the undo of ``operation``: a new ``undo`` operation over its succeeded
+    items, run by ``user`` within their scope. Raise OperationConflict (nothing created)
+    when it cannot be undone (``undo_refusal``); else as ``operation_create``.
+
+    The undone operation's row is locked while the undo is created, so two undo
+    requests at once start one undo."""
+    with transaction.atomic():
+        locked = BulkOperation.objects.select_for_update().get(pk=operation.pk)
+        refusal = undo_refusal(locked)
+        if refusal:
+            raise OperationConflict(refusal)
+        ids = list(
+            locked.items.filter(outcome=ItemOutcome.SUCCEEDED)
+            .order_by("session_id")
+            .values_list("session_id", flat=True)
+        )
+        return operation_create(
+            user=user,
+            action=UNDO,
+            selection=Selection(session_ids=ids),
+            params={"undoes": locked.pk},
+            source=source,
+            reason=f"Undo of {locked.pk}",
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )

@@ -1,0 +1,75 @@
+"""``bulk undo <operation id>`` and the completion report ``bulk --wait`` points to."""
+
+import io
+from unittest import mock
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from bulkops.models import BulkOperation, Session
+from bulkops.tests.support.helpers import execute, run_worker
+
+pytestmark = pytest.mark.django_db
+
+
+def test_bulk_undo_starts_an_undo_the_worker_runs(owner, make_session):
+    ids = [make_session(owner).pk for _ in range(2)]
+    op = execute(owner, "close", ids)
+    out = io.StringIO()
+    call_command("bulk", "undo", op.pk, user="owner", stdout=out)
+    new = BulkOperation.objects.get(action="undo")
+    assert (new.source, new.total, new.params) == ("cli", 2, {"undoes": op.pk})
+    assert f"Operation {new.pk}: undo of 2 sessions (pending)." in out.getvalue()
+    run_worker()
+    assert set(Session.objects.values_list("status", flat=True)) == {"active"}
+
+
+def test_bulk_wait_prints_failures_by_reason_and_the_report_url(owner, make_session):
+    import bulkops.management.commands.bulk as bulk_module
+    from bulkops.engine import operation_create, operation_execute
+
+    ok = make_session(owner).pk
+    busy = [make_session(owner, status="processing").pk for _ in range(2)]
+
+    def create_and_run(**kwargs):
+        op = operation_create(**kwargs)
+        operation_execute(operation_id=op.pk)
+        return op
+
+    with mock.patch.object(bulk_module, "operation_create", create_and_run):
+        out = io.StringIO()
+        call_command("bulk", "close", user="owner", ids=[ok, *busy, "nope"], wait=True, stdout=out)
+    op = BulkOperation.objects.get()
+    text = out.getvalue()
+    assert "  failed processing: 2\n  failed not_found: 1\n" in text
+    assert f"Report: GET /api/bulk/operations/{op.pk}/report?format=csv" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (["undo"], {"user": "owner"}, "Usage: bulk undo"),
+        (["undo", "op-" + "0" * 32], {"user": "owner"}, "No such operation"),
+        (["undo", "op-x"], {"user": "owner", "ids": ["a"]}, "Usage: bulk undo"),
+        (["close", "op-" + "0" * 32], {"user": "owner", "ids": ["a"]}, "exactly one of"),
+        (["close"], {"user": "owner"}, "exactly one of --ids or --filter"),
+    ],
+)
+def test_bulk_undo_bad_input_is_a_clear_error(owner, args, kwargs, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("bulk", *args, stdout=io.StringIO(), **kwargs)
+    assert not BulkOperation.objects.exists()
+
+
+def test_bulk_undo_of_someone_elses_operation_is_not_found(owner, stranger, make_session):
+    theirs = execute(stranger, "close", [make_session(stranger).pk])
+    with pytest.raises(CommandError, match="No such operation"):
+        call_command("bulk", "undo", theirs.pk, user="owner", stdout=io.StringIO())
+    assert BulkOperation.objects.count() == 1
+
+
+def test_bulk_undo_refusal_is_a_clear_error(owner, make_session):
+    op = execute(owner, "export", [make_session(owner).pk], format="json")
+    with pytest.raises(CommandError, match="cannot be undone"):
+        call_command("bulk", "undo", op.pk, user="owner", stdout=io.StringIO())
+    assert BulkOperation.objects.count() == 1
