@@ -1,0 +1,227 @@
+"""Millions of sessions over thousands of owners, set-based (``seed_demo --owners``).
+
+Used to measure the paths that must not grow with the table (issue 11). One
+``INSERT … SELECT`` per chunk of a million rows: ``generate_series`` on PostgreSQL, a
+recursive CTE on SQLite; nothing is built in Python. Every value comes from a
+deterministic hash of the row number ``g``, so two seeds of the same size are the same
+table (and SQLite's query flattener cannot evaluate a ``random()`` twice):
+
+- owners ``scale-owner-00001`` …: skewed — owner *k* gets about ``sqrt`` of a share
+  (the busiest owner ~1 % of all rows, the median owner ~0.7× the mean), unusable
+  passwords;
+- statuses 60 % active, 25 % closed, 14.5 % archived, 0.5 % processing; 4 % soft-deleted
+  (any status); ``created_at`` from ``years`` ago until now, rising with ``g`` (the
+  physical order follows time, as a table written over years does), a few minutes of
+  jitter;
+- titles of three words out of ``SCALE_WORDS`` plus ``#g`` (a word matches ~6 % of rows,
+  ``#1234567`` one row); a short content; archived rows have no blob (content ``""``).
+
+On PostgreSQL the session table's secondary indexes are dropped before a large seed
+and rebuilt after it (as ``pg_restore`` does: one sort per index instead of millions of
+random inserts), then the table is analysed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from bulkops.models import Session
+
+SESSION_TABLE = Session._meta.db_table
+OWNER_PREFIX = "scale-owner-"
+#: Rows per INSERT … SELECT.
+CHUNK = 1_000_000
+#: At least this many rows: drop and rebuild the secondary indexes around the seed.
+REBUILD_INDEXES_FROM = 200_000
+#: The multiplicative hashes (row number → pseudo-random value below HASH_MOD).
+HASH_MOD = 1_000_003
+SCALE_WORDS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron sigma "
+    "tau upsilon omega report invoice meeting review planning retro budget launch "
+    "support onboarding migration incident audit roadmap design research interview "
+    "demo training workshop contract renewal forecast backlog sprint release hotfix "
+    "customer partner vendor quarterly weekly"
+).split()
+
+ProgressFn = Callable[[int], None]
+
+
+def _hash(n: int, salt: int) -> str:
+    """``g`` hashed to ``0 … HASH_MOD-1`` (multiplicative, different per salt)."""
+    multipliers = (2654435761, 2246822519, 3266489917, 668265263, 374761393, 1181783497)
+    return f"((g * {multipliers[salt]} + {salt * 7919 + n}) %% {HASH_MOD})"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between PostgreSQL and SQLite in the seed statement."""
+
+    series: str  # a CTE named seq(g) from %(first)s to %(last)s
+    padded: str  # g as 9 digits
+    moment: str  # the created_at of row g, from %(start)s (epoch seconds) and %(step)s
+    plus_days: str  # "{moment} + N days" with {days}
+    metadata: str
+
+
+POSTGRES = Dialect(
+    series="seq(g) AS (SELECT generate_series(%(first)s::bigint, %(last)s::bigint))",
+    padded="lpad(g::text, 9, '0')",
+    moment="to_timestamp(%(start)s + g * %(step)s + {jitter} %% 600)",
+    plus_days="(created_at + interval '{days} days')",
+    metadata="jsonb_build_object('n', g, 'source', 'scale')",
+)
+SQLITE = Dialect(
+    series="seq(g) AS (SELECT %(first)s UNION ALL SELECT g + 1 FROM seq WHERE g < %(last)s)",
+    padded="printf('%%09d', g)",
+    moment="strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(start)s + g * %(step)s + {jitter} %% 600, "
+    "'unixepoch')",
+    plus_days="strftime('%%Y-%%m-%%d %%H:%%M:%%f', created_at, '+{days} days')",
+    metadata="json_object('n', g, 'source', 'scale')",
+)
+
+
+def _rows_sql(d: Dialect) -> str:
+    """The SELECT of rows ``g`` with their hashed status, owner, words and times."""
+    words = ", ".join(f"({i}, '{w}')" for i, w in enumerate(SCALE_WORDS))
+    count = len(SCALE_WORDS)
+    owner = f"({_hash(1, 0)} * {_hash(1, 0)} / {HASH_MOD}) * %(owners)s / {HASH_MOD}"
+    status = (
+        f"CASE WHEN s < 600000 THEN 'active' WHEN s < 850000 THEN 'closed' "
+        f"WHEN s < 995000 THEN 'archived' ELSE 'processing' END"
+    )
+    return f"""
+        WITH RECURSIVE {d.series},
+        words(i, w) AS (VALUES {words}),
+        base AS (
+            SELECT g, {_hash(2, 1)} AS s, {_hash(3, 2)} %% 100 AS del,
+                   %(first_owner)s + {owner} AS owner_id,
+                   {_hash(4, 3)} %% {count} AS w1, {_hash(5, 4)} %% {count} AS w2,
+                   {_hash(6, 5)} %% {count} AS w3,
+                   {d.moment.format(jitter=_hash(7, 3))} AS created_at
+            FROM seq
+        ),
+        shaped AS (
+            SELECT base.*, {status} AS status,
+                   upper(substr(a.w, 1, 1)) || substr(a.w, 2) || ' ' || b.w || ' ' || c.w
+                       || ' #' || g AS title
+            FROM base
+            JOIN words a ON a.i = base.w1
+            JOIN words b ON b.i = base.w2
+            JOIN words c ON c.i = base.w3
+        )
+        SELECT %(prefix)s || {d.padded}, owner_id, title, status,
+               CASE WHEN status = 'archived' THEN '' ELSE 'Notes on ' || title END,
+               {d.metadata}, created_at, created_at,
+               CASE WHEN status = 'closed' THEN {d.plus_days.format(days=1)} END,
+               CASE WHEN status = 'archived' THEN {d.plus_days.format(days=30)} END,
+               CASE WHEN del < 4 THEN {d.plus_days.format(days=60)} END
+        FROM shaped
+    """
+
+
+def seed_statement(vendor: str) -> str:
+    dialect = POSTGRES if vendor == "postgresql" else SQLITE
+    columns = (
+        "id, owner_id, title, status, content, metadata, created_at, updated_at, "
+        "closed_at, archived_at, deleted_at"
+    )
+    return f"INSERT INTO {SESSION_TABLE} ({columns}) {_rows_sql(dialect)}"
+
+
+def create_owners(count: int) -> int:
+    """Create ``count`` owners (``scale-owner-NNNNN``) in one statement; return the
+    first one's id (their ids are consecutive: one statement, one transaction)."""
+    User = get_user_model()
+    existing = User.objects.filter(username__startswith=OWNER_PREFIX).count()
+    now = timezone.now()
+    users = [
+        User(
+            username=f"{OWNER_PREFIX}{existing + n + 1:05d}",
+            password="!",  # unusable
+            date_joined=now,
+        )
+        for n in range(count)
+    ]
+    with transaction.atomic():
+        created = User.objects.bulk_create(users, batch_size=5000)
+    ids = sorted(u.pk for u in created if u.pk is not None)
+    if not ids:  # backends that do not return ids from bulk_create
+        ids = sorted(
+            User.objects.filter(username__in=[u.username for u in users]).values_list(
+                "pk", flat=True
+            )
+        )
+    if ids[-1] - ids[0] + 1 != count:
+        raise RuntimeError("The new owners' ids are not consecutive; seed into a quiet database.")
+    return ids[0]
+
+
+def _secondary_indexes() -> list[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+            "WHERE i.tablename = %s AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+            "WHERE c.conname = i.indexname)",
+            [SESSION_TABLE],
+        )
+        return cursor.fetchall()
+
+
+def _insert_chunks(params: dict, sessions: int, progress: ProgressFn) -> None:
+    sql = seed_statement(connection.vendor)
+    for first in range(0, sessions, CHUNK):
+        last = min(sessions, first + CHUNK) - 1
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, {**params, "first": first, "last": last})
+        progress(last + 1)
+
+
+def seed_scale(
+    *,
+    sessions: int,
+    owners: int,
+    years: float = 5.0,
+    prefix: str | None = None,
+    progress: ProgressFn | None = None,
+) -> str:
+    """Create ``owners`` owners and ``sessions`` sessions spread over them; return the
+    id prefix of the new sessions (``<prefix>-000000042``)."""
+    progress = progress or (lambda _done: None)
+    prefix = prefix or f"sc{secrets.token_hex(2)}"
+    end = timezone.now()
+    span = datetime.timedelta(days=365.25 * years).total_seconds()
+    params = {
+        "prefix": f"{prefix}-",
+        "owners": owners,
+        "first_owner": create_owners(owners),
+        "start": int(end.timestamp() - span),
+        "step": span / max(sessions, 1),
+    }
+    rebuild = connection.vendor == "postgresql" and sessions >= REBUILD_INDEXES_FROM
+    indexes = _secondary_indexes() if rebuild else []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET synchronous_commit = off")
+            cursor.execute("SET maintenance_work_mem = '1GB'")
+        for name, _definition in indexes:
+            cursor.execute(f"DROP INDEX IF EXISTS {connection.ops.quote_name(name)}")
+    try:
+        _insert_chunks(params, sessions, progress)
+    finally:
+        with connection.cursor() as cursor:
+            for _name, definition in indexes:
+                cursor.execute(definition)
+            if connection.vendor == "postgresql":
+                cursor.execute(f"VACUUM (ANALYZE) {SESSION_TABLE}")
+                cursor.execute("RESET synchronous_commit")
+                cursor.execute("RESET maintenance_work_mem")
+            else:
+                cursor.execute(f"ANALYZE {SESSION_TABLE}")
+    return prefix
