@@ -225,3 +225,82 @@ def seed_scale(
             else:
                 cursor.execute(f"ANALYZE {SESSION_TABLE}")
     return prefix
+
+
+# --- operations (the admin's Bulk operations list) -----------------------------------------
+OPERATION_TABLE = "bulkops_bulkoperation"
+ITEM_TABLE = "bulkops_bulkoperationitem"
+OPERATION_ACTIONS = ("close", "delete", "archive", "restore", "export")
+OPERATION_IDS = {
+    "postgresql": "'op-' || lpad(to_hex(g), 32, '0')",
+    "sqlite": "'op-' || printf('%%032x', g)",
+}
+OPERATION_TIMES = {
+    "postgresql": ("to_timestamp(%(start)s + g * %(step)s)", "to_timestamp(%(start)s + g * %(step)s + 1)"),
+    "sqlite": (
+        "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(start)s + g * %(step)s, 'unixepoch')",
+        "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(start)s + g * %(step)s + 1, 'unixepoch')",
+    ),
+}
+
+
+def _operations_sql(vendor: str) -> str:
+    dialect = POSTGRES if vendor == "postgresql" else SQLITE
+    created, finished = OPERATION_TIMES[vendor]
+    actions = " ".join(
+        f"WHEN {i} THEN '{a}'" for i, a in enumerate(OPERATION_ACTIONS)
+    )
+    owner = f"({_hash(1, 0)} * {_hash(1, 0)} / {HASH_MOD}) * %(owners)s / {HASH_MOD}"
+    return f"""
+        INSERT INTO {OPERATION_TABLE} (id, user_id, action, params, reason, source, status,
+            total, processed, succeeded, skipped, failed, cancelled, created_at, started_at,
+            finished_at, error, cancel_requested, pause_requested, paused_seconds, attempts,
+            request_fingerprint, export_file, version)
+        WITH RECURSIVE {dialect.series}
+        SELECT {OPERATION_IDS[vendor]}, %(first_owner)s + {owner},
+               CASE g %% 5 {actions} END, '{{}}', '', 'api', 'completed',
+               %(items)s, %(items)s, %(items)s, 0, 0, 0, {created}, {created}, {finished},
+               '', false, false, 0, 1, '', '', 3
+        FROM seq
+    """
+
+
+def seed_operations(*, operations: int, items_per_operation: int, days: float = 90.0) -> None:
+    """``operations`` finished operations of the scale owners over the last ``days``, each
+    with ``items_per_operation`` succeeded items (set-based, chunked)."""
+    User = get_user_model()
+    owners = User.objects.filter(username__startswith=OWNER_PREFIX).order_by("pk")
+    first_owner = owners.values_list("pk", flat=True).first()
+    if first_owner is None:
+        raise RuntimeError("Seed the scale owners first (seed_scale).")
+    span = datetime.timedelta(days=days).total_seconds()
+    params = {
+        "owners": owners.count(),
+        "first_owner": first_owner,
+        "items": items_per_operation,
+        "start": int(timezone.now().timestamp() - span),
+        "step": span / max(operations, 1),
+    }
+    sql = _operations_sql(connection.vendor)
+    numbers = " UNION ALL ".join(f"SELECT {n} AS n" for n in range(items_per_operation))
+    items = (
+        f"INSERT INTO {ITEM_TABLE} (operation_id, session_id, outcome, reason, message, "
+        f"previous_status) SELECT o.id, 'sc-' || substr(o.id, 20) || '-' || k.n, "
+        f"'succeeded', '', '', 'active' FROM {OPERATION_TABLE} o CROSS JOIN ({numbers}) k "
+        f"WHERE o.id >= %(low)s AND o.id <= %(high)s"
+    )
+    ids = OPERATION_IDS[connection.vendor]
+    for first in range(0, operations, CHUNK // max(items_per_operation, 1)):
+        last = min(operations, first + CHUNK // max(items_per_operation, 1)) - 1
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, {**params, "first": first, "last": last})
+            cursor.execute(f"SELECT {ids.replace('g', '%(g)s')}", {"g": first})
+            low = cursor.fetchone()[0]
+            cursor.execute(f"SELECT {ids.replace('g', '%(g)s')}", {"g": last})
+            high = cursor.fetchone()[0]
+            if items_per_operation:
+                cursor.execute(items, {"low": low, "high": high})
+    with connection.cursor() as cursor:
+        prefix = "VACUUM (ANALYZE) " if connection.vendor == "postgresql" else "ANALYZE "
+        for table in (OPERATION_TABLE, ITEM_TABLE):
+            cursor.execute(prefix + table)
