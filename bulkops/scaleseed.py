@@ -93,8 +93,8 @@ def _rows_sql(d: Dialect) -> str:
     count = len(SCALE_WORDS)
     owner = f"({_hash(1, 0)} * {_hash(1, 0)} / {HASH_MOD}) * %(owners)s / {HASH_MOD}"
     status = (
-        f"CASE WHEN s < 600000 THEN 'active' WHEN s < 850000 THEN 'closed' "
-        f"WHEN s < 995000 THEN 'archived' ELSE 'processing' END"
+        "CASE WHEN s < 600000 THEN 'active' WHEN s < 850000 THEN 'closed' "
+        "WHEN s < 995000 THEN 'archived' ELSE 'processing' END"
     )
     return f"""
         WITH RECURSIVE {d.series},
@@ -236,7 +236,10 @@ OPERATION_IDS = {
     "sqlite": "'op-' || printf('%%032x', g)",
 }
 OPERATION_TIMES = {
-    "postgresql": ("to_timestamp(%(start)s + g * %(step)s)", "to_timestamp(%(start)s + g * %(step)s + 1)"),
+    "postgresql": (
+        "to_timestamp(%(start)s + g * %(step)s)",
+        "to_timestamp(%(start)s + g * %(step)s + 1)",
+    ),
     "sqlite": (
         "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(start)s + g * %(step)s, 'unixepoch')",
         "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(start)s + g * %(step)s + 1, 'unixepoch')",
@@ -247,9 +250,7 @@ OPERATION_TIMES = {
 def _operations_sql(vendor: str) -> str:
     dialect = POSTGRES if vendor == "postgresql" else SQLITE
     created, finished = OPERATION_TIMES[vendor]
-    actions = " ".join(
-        f"WHEN {i} THEN '{a}'" for i, a in enumerate(OPERATION_ACTIONS)
-    )
+    actions = " ".join(f"WHEN {i} THEN '{a}'" for i, a in enumerate(OPERATION_ACTIONS))
     owner = f"({_hash(1, 0)} * {_hash(1, 0)} / {HASH_MOD}) * %(owners)s / {HASH_MOD}"
     return f"""
         INSERT INTO {OPERATION_TABLE} (id, user_id, action, params, reason, source, status,

@@ -78,7 +78,9 @@ def _paths(rare: str) -> list[Path_]:
         ),
         Path_("admin: sessions changelist", "admin", "/admin/bulkops/session/"),
         Path_(
-            "admin: sessions ?status=closed", "admin", "/admin/bulkops/session/?status__exact=closed"
+            "admin: sessions ?status=closed",
+            "admin",
+            "/admin/bulkops/session/?status__exact=closed",
         ),
         Path_("admin: sessions ?q=budget", "admin", "/admin/bulkops/session/?q=budget"),
         Path_("admin: bulk operations changelist", "admin", "/admin/bulkops/bulkoperation/"),

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
-from bulkops.selectors import sessions_in_scope
+from bulkops.selectors import count_at_most, sessions_in_scope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -240,6 +240,18 @@ def selection_queryset(
     )
 
 
+#: An over-cap filter's matches are counted up to this many times the cap (never millions).
+OVER_CAP_COUNT_FACTOR = 10
+
+
+def matched_count(queryset: QuerySet[Session], cap: int) -> str:
+    """How many sessions an over-cap filter matches, as text: exact up to
+    ``OVER_CAP_COUNT_FACTOR × cap``, else "more than N" (a bounded count)."""
+    limit = OVER_CAP_COUNT_FACTOR * cap
+    count = count_at_most(queryset, limit)
+    return f"more than {limit}" if count > limit else str(count)
+
+
 def selection_resolve(
     *, user: AbstractBaseUser, action: BulkAction, selection: Selection
 ) -> list[str]:
@@ -258,8 +270,8 @@ def selection_resolve(
     if len(ids) > cap:
         raise ValidationError(
             {
-                "filter": f"The filter matches {qs.count()} sessions; the cap for "
-                f"{action.action_type} is {cap}. Narrow the filter."
+                "filter": f"The filter matches {matched_count(qs, cap)} sessions; the cap "
+                f"for {action.action_type} is {cap}. Narrow the filter."
             },
             code="too_many",
         )

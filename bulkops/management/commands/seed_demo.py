@@ -58,8 +58,7 @@ class Command(BaseCommand):
             return
         if sessions < 1 or sessions > MAX_PYTHON_SESSIONS:
             raise CommandError(
-                f"--sessions must be between 1 and {MAX_PYTHON_SESSIONS:,} "
-                "(more with --owners)."
+                f"--sessions must be between 1 and {MAX_PYTHON_SESSIONS:,} (more with --owners)."
             )
         if content_bytes < 0:
             raise CommandError("--content-bytes must not be negative.")
