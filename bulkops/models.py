@@ -78,6 +78,13 @@ class Session(models.Model):
             models.Index(fields=["owner", "status", "deleted_at"], name="session_owner_status_del"),
             models.Index(fields=["owner", "created_at"], name="session_owner_created"),
             models.Index(fields=["created_at"], name="session_created"),
+            # Every live session in list order: a staff-wide first page reads 50 index
+            # entries, and a deep page's ids come from this index alone (index-only).
+            models.Index(
+                fields=["-created_at", "id"],
+                condition=Q(deleted_at__isnull=True),
+                name="session_live_created",
+            ),
             models.Index(fields=["deleted_at"], name="session_deleted"),
             # On PostgreSQL, migration 0006 adds trigram GIN indexes on UPPER(title) and
             # UPPER(id) for ``search`` (icontains); they are not declared here because

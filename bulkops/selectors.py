@@ -94,6 +94,8 @@ def session_counts_by_status(*, user: AbstractBaseUser) -> dict[str, int]:
 # --- counting lists that may hold millions of rows -------------------------------------------
 #: Up to this many rows a list that may estimate counts exactly (a bounded COUNT).
 EXACT_COUNT_LIMIT = 10_000
+#: From this offset on, an estimating list reads a page's keys before its rows.
+DEEP_PAGE_OFFSET = 1_000
 
 
 def count_at_most(queryset: QuerySet, limit: int) -> int:
@@ -117,17 +119,21 @@ def planner_estimate(queryset: QuerySet) -> int | None:
 
 
 def list_count(queryset: QuerySet, *, may_estimate: bool) -> tuple[int, bool]:
-    """``(count, is_estimate)``: exact, unless ``may_estimate`` and more than
-    ``EXACT_COUNT_LIMIT`` rows match on PostgreSQL — then the planner's estimate (never
-    below the rows known to exist), without counting millions."""
+    """``(count, is_estimate)``: exact, unless ``may_estimate`` on PostgreSQL and the
+    planner expects more than ``EXACT_COUNT_LIMIT`` rows — then its estimate, without
+    reading any row (even a bounded ``COUNT`` reads a whole bitmap of a common word).
+    When the planner expects few rows they are counted, at most ``EXACT_COUNT_LIMIT + 1``
+    (more: the estimate was low, and the count says at least that many)."""
     if not may_estimate:
         return queryset.count(), False
-    bounded = count_at_most(queryset, EXACT_COUNT_LIMIT)
-    if bounded <= EXACT_COUNT_LIMIT:
-        return bounded, False
     estimate = planner_estimate(queryset)
     if estimate is None:
         return queryset.count(), False
+    if estimate > EXACT_COUNT_LIMIT:
+        return estimate, True
+    bounded = count_at_most(queryset, EXACT_COUNT_LIMIT)
+    if bounded <= EXACT_COUNT_LIMIT:
+        return bounded, False
     return max(estimate, bounded), True
 
 
@@ -212,10 +218,10 @@ def export_operation_for_download(*, user: AbstractBaseUser, filename: str) -> B
 
 class EstimatingPaginator(Paginator):
     """A paginator whose count may be an estimate (``count_is_estimate``) when
-    ``may_estimate``: see ``selectors.list_count``. Pages then do not depend on the
-    count: a page is ``LIMIT page_size + 1 OFFSET …`` (the extra row says whether a next
-    page exists), a page past the real end is 404, and pages past the estimate are
-    still served while rows exist."""
+    ``may_estimate``: see ``list_count``. Pages then do not depend on the count: a page
+    is ``LIMIT page_size + 1 OFFSET …`` (the extra row says whether a next page exists),
+    a page past the real end is 404, and pages past the estimate are still served while
+    rows exist. The last page makes the count exact (rows before it + its rows)."""
 
     def __init__(self, object_list, per_page, *, may_estimate: bool = False, **kwargs) -> None:
         super().__init__(object_list, per_page, **kwargs)
@@ -243,10 +249,23 @@ class EstimatingPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        rows = self._rows(bottom, bottom + self.per_page + 1)
         if not rows and number > 1:
             raise EmptyPage("That page contains no results")
-        return LookaheadPage(rows[: self.per_page], number, self, more=len(rows) > self.per_page)
+        more = len(rows) > self.per_page
+        if not more and "count" not in self.__dict__:  # the last page: every row known
+            self.__dict__["count"] = bottom + len(rows)
+            self.count_is_estimate = False
+        return LookaheadPage(rows[: self.per_page], number, self, more=more)
+
+    def _rows(self, bottom: int, top: int) -> list:
+        """Rows ``bottom…top`` in list order. Deep in the list, their primary keys first
+        (an index-only walk past ``bottom`` rows), then those rows with their joins."""
+        if bottom < DEEP_PAGE_OFFSET or not hasattr(self.object_list, "values_list"):
+            return list(self.object_list[bottom:top])
+        keys = list(self.object_list.values_list("pk", flat=True)[bottom:top])
+        found = {row.pk: row for row in self.object_list.filter(pk__in=keys)}
+        return [found[key] for key in keys if key in found]
 
 
 class LookaheadPage(Page):

@@ -136,7 +136,9 @@ class SessionFilterSet(django_filters.FilterSet):
     username), ``deleted`` (``true``: only soft-deleted; ``false``: only live; absent:
     ``deleted_default``), ``ordering`` (the list only)."""
 
-    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices)
+    # distinct=False: a column of the row itself cannot duplicate rows, and a DISTINCT
+    # over whole rows would sort them all.
+    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices, distinct=False)
     search = django_filters.CharFilter(
         method="filter_search", max_length=MAX_SEARCH_LENGTH, strip=False
     )

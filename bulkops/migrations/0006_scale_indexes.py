@@ -101,6 +101,14 @@ class Migration(migrations.Migration):
         ),
         RemoveIndexConcurrentlyOnPostgres(model_name="session", name="session_owner_status"),
         AddIndexConcurrentlyOnPostgres(
+            model_name="session",
+            index=models.Index(
+                fields=["-created_at", "id"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="session_live_created",
+            ),
+        ),
+        AddIndexConcurrentlyOnPostgres(
             model_name="bulkoperation",
             index=models.Index(fields=["-created_at", "-id"], name="operation_created"),
         ),
