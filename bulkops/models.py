@@ -78,10 +78,11 @@ class Session(models.Model):
             models.Index(fields=["owner", "status", "deleted_at"], name="session_owner_status_del"),
             models.Index(fields=["owner", "created_at"], name="session_owner_created"),
             models.Index(fields=["created_at"], name="session_created"),
-            # Every live session in list order: a staff-wide first page reads 50 index
-            # entries, and a deep page's ids come from this index alone (index-only).
+            # Every live session in list order (read backwards: created_at DESC, id ASC;
+            # new rows go to its right end, so it does not bloat): a staff-wide first
+            # page reads 50 entries, a deep page's ids come from it alone (index-only).
             models.Index(
-                fields=["-created_at", "id"],
+                fields=["created_at", "-id"],
                 condition=Q(deleted_at__isnull=True),
                 name="session_live_created",
             ),

@@ -174,6 +174,13 @@ def _secondary_indexes() -> list[tuple[str, str]]:
         return cursor.fetchall()
 
 
+def _analyze(cursor, table: str) -> None:
+    """Fresh statistics; on PostgreSQL outside a transaction also the visibility map
+    (index-only scans), which VACUUM cannot build inside one."""
+    vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
+    cursor.execute(f"{'VACUUM (ANALYZE)' if vacuum else 'ANALYZE'} {table}")
+
+
 def _insert_chunks(params: dict, sessions: int, progress: ProgressFn) -> None:
     sql = seed_statement(connection.vendor)
     for first in range(0, sessions, CHUNK):
@@ -218,12 +225,10 @@ def seed_scale(
         with connection.cursor() as cursor:
             for _name, definition in indexes:
                 cursor.execute(definition)
+            _analyze(cursor, SESSION_TABLE)
             if connection.vendor == "postgresql":
-                cursor.execute(f"VACUUM (ANALYZE) {SESSION_TABLE}")
                 cursor.execute("RESET synchronous_commit")
                 cursor.execute("RESET maintenance_work_mem")
-            else:
-                cursor.execute(f"ANALYZE {SESSION_TABLE}")
     return prefix
 
 
@@ -302,6 +307,5 @@ def seed_operations(*, operations: int, items_per_operation: int, days: float = 
             if items_per_operation:
                 cursor.execute(items, {"low": low, "high": high})
     with connection.cursor() as cursor:
-        prefix = "VACUUM (ANALYZE) " if connection.vendor == "postgresql" else "ANALYZE "
         for table in (OPERATION_TABLE, ITEM_TABLE):
-            cursor.execute(prefix + table)
+            _analyze(cursor, table)

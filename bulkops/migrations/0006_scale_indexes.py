@@ -103,7 +103,7 @@ class Migration(migrations.Migration):
         AddIndexConcurrentlyOnPostgres(
             model_name="session",
             index=models.Index(
-                fields=["-created_at", "id"],
+                fields=["created_at", "-id"],
                 condition=models.Q(deleted_at__isnull=True),
                 name="session_live_created",
             ),
