@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
-from bulkops.selectors import count_at_most, sessions_in_scope
+from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -242,15 +242,17 @@ def selection_queryset(
     )
 
 
-#: An over-cap filter's matches are counted up to this many times the cap (never millions).
+#: An over-cap filter's matches are counted up to this many times the cap, and never
+#: beyond ``EXACT_COUNT_LIMIT`` rows (never millions).
 OVER_CAP_COUNT_FACTOR = 10
 
 
 def matched_count(queryset: QuerySet[Session], cap: int) -> str:
     """How many sessions an over-cap filter matches, as text: exact up to
-    ``OVER_CAP_COUNT_FACTOR × cap``, else "more than N" (a bounded count)."""
-    limit = OVER_CAP_COUNT_FACTOR * cap
-    count = count_at_most(queryset, limit)
+    ``min(OVER_CAP_COUNT_FACTOR × cap, EXACT_COUNT_LIMIT)`` (a bounded count), else
+    "more than N" — for a cap of 10,000 that is known without counting."""
+    limit = max(cap, min(OVER_CAP_COUNT_FACTOR * cap, EXACT_COUNT_LIMIT))
+    count = count_at_most(queryset, limit) if limit > cap else limit + 1
     return f"more than {limit}" if count > limit else str(count)
 
 
