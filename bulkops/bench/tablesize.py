@@ -3,12 +3,15 @@
 The database is seeded once to the size asked (``bulkops.scaleseed``: sessions over
 ``size / 1,000`` owners, and bulk operations with ten items each), then ``manage.py
 serve`` runs as a subprocess on it (daphne, no worker) and every path is requested
-``requests`` times in a row (after two warm-ups); the report gives p50/p90 per path.
+``requests`` times in a row (after two warm-ups); the report gives p50/p90 per path,
+and the median time of the path's database queries measured in-process (``sql_ms``):
+on a shared machine the served figures carry its load, the query time much less so.
 The seeded rows are kept: use a database of your own (a 10M table is ~4 GB).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +35,8 @@ from bulkops.scaleseed import OWNER_PREFIX, seed_operations, seed_scale
 
 TABLE_SIZES = {"20k": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 WARMUP = 2
+#: In-process requests per path whose query time is kept (after one warm-up).
+SQL_RUNS = 5
 ITEMS_PER_OPERATION = 10
 STARTUP_TIMEOUT = 120.0
 
@@ -157,10 +162,40 @@ class TableSizeBench:
         headers["admin"] = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={store.session_key}"}
         return headers
 
+    def sql_times(self, paths: list[Path_]) -> dict[str, float]:
+        """Per path, the median time its database queries took (in-process, Django's
+        test client; the first of ``SQL_RUNS + 1`` requests is a warm-up): the part of a
+        request that may grow with the table, apart from the machine's load."""
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+
+        owners = get_user_model().objects.filter(username__startswith=OWNER_PREFIX)
+        names = {
+            "typical": f"{OWNER_PREFIX}{owners.count() // 2:05d}",
+            "heavy": f"{OWNER_PREFIX}00001",
+            "staff": "scale-staff",
+            "admin": "scale-admin",
+        }
+        clients = {}
+        for who, name in names.items():
+            clients[who] = Client()
+            clients[who].force_login(get_user_model().objects.get(username=name))
+        times = {}
+        for path in paths:
+            samples = []
+            for _ in range(SQL_RUNS + 1):
+                with CaptureQueriesContext(connection) as captured:
+                    _client_call(clients[path.who], path)
+                samples.append(sum(float(q["time"]) for q in captured.captured_queries) * 1000)
+            times[path.name] = rounded(statistics.median(samples[1:]))
+        return times
+
     def run(self) -> dict[str, Any]:
         self.ensure_table()
         facts = self.table_facts()
         headers = self.callers()
+        self.progress("timing the queries of each path in-process")
+        sql = self.sql_times(_paths(f"%23{self.size // 3}"))
         rare = f"%23{self.size // 3}"  # "#<n>": one title
         connection.close()
         port = _free_port()
@@ -171,6 +206,8 @@ class TableSizeBench:
         finally:
             _stop_server(server)
             log.close()
+        for result in results:
+            result["sql_ms"] = sql.get(result["path"])
         return {
             "table_size": self.size,
             "table": facts,
@@ -205,6 +242,14 @@ class TableSizeBench:
             results.append(_summary(path, samples, statuses))
             self.progress(f"{path.name}: p50 {results[-1]['p50_ms']} ms")
         return results
+
+
+def _client_call(client, path: Path_):
+    if path.body is None:
+        return client.get(path.url, secure=True)
+    return client.post(
+        path.url, json.dumps(path.body), content_type="application/json", secure=True
+    )
 
 
 def _summary(path: Path_, samples: list[float], statuses: set[int]) -> dict[str, Any]:
@@ -251,8 +296,11 @@ def _wait_ready(http, base: str, headers: dict) -> None:
 def render_table_size(data: dict[str, Any]) -> str:
     lines = [
         f"Table size {data['table_size']:,}: {data['table']} — load {data['load_average']}",
-        f"{'path':<55} {'p50 ms':>8} {'p90 ms':>8}  status",
+        f"{'path':<55} {'p50 ms':>8} {'p90 ms':>8} {'SQL ms':>8}  status",
     ]
     for r in data["paths"]:
-        lines.append(f"{r['path']:<55} {r['p50_ms']:>8} {r['p90_ms']:>8}  {r['statuses']}")
+        lines.append(
+            f"{r['path']:<55} {r['p50_ms']:>8} {r['p90_ms']:>8} {r.get('sql_ms')!s:>8}  "
+            f"{r['statuses']}"
+        )
     return "\n".join(lines)
