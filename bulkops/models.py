@@ -52,7 +52,7 @@ class Session(models.Model):
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         related_name="bulk_sessions",
-        db_index=False,  # (owner, status) and (owner, created_at) lead with it
+        db_index=False,  # (owner, status, deleted_at) and (owner, created_at) lead with it
     )
     title = models.CharField(max_length=200, blank=True)
     status = models.CharField(
@@ -73,10 +73,23 @@ class Session(models.Model):
         ordering = ["-created_at", "id"]
         permissions = [("hard_delete_session", "Can hard delete sessions (rows removed)")]
         indexes = [
-            models.Index(fields=["owner", "status"], name="session_owner_status"),
+            # Covers the per-status counts of one owner (an index-only scan; see
+            # selectors.session_counts_by_status) as well as (owner) and (owner, status).
+            models.Index(fields=["owner", "status", "deleted_at"], name="session_owner_status_del"),
             models.Index(fields=["owner", "created_at"], name="session_owner_created"),
             models.Index(fields=["created_at"], name="session_created"),
+            # Every live session in list order (read backwards: created_at DESC, id ASC;
+            # new rows go to its right end, so it does not bloat): a staff-wide first
+            # page reads 50 entries, a deep page's ids come from it alone (index-only).
+            models.Index(
+                fields=["created_at", "-id"],
+                condition=Q(deleted_at__isnull=True),
+                name="session_live_created",
+            ),
             models.Index(fields=["deleted_at"], name="session_deleted"),
+            # On PostgreSQL, migration 0006 adds trigram GIN indexes on UPPER(title) and
+            # UPPER(id) for ``search`` (icontains); they are not declared here because
+            # SQLite has no such index.
         ]
         constraints = [
             models.CheckConstraint(
@@ -188,6 +201,8 @@ class BulkOperation(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["user", "-created_at"], name="operation_user_created"),
+            # Everyone's operations newest first (a superuser's admin list, cleanup).
+            models.Index(fields=["-created_at", "-id"], name="operation_created"),
             models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),
         ]
         constraints = [

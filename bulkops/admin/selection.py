@@ -13,7 +13,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext as _
 
 from bulkops.engine import Selection, selection_queryset
-from bulkops.selectors import user_may_act_on_others
+from bulkops.selectors import count_at_most, user_may_act_on_others
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -131,14 +131,19 @@ def changelist_selection(
         if not ids:
             raise ValidationError(_("None of the selected sessions can be shown any more."))
         return Selection(session_ids=ids), len(ids)
-    count = queryset.count()
+    # Bounded: "select all" over millions of rows must not count them.
+    count = count_at_most(queryset, act.max_sessions)
     if count > act.max_sessions:
         raise ValidationError(
             _(
-                "All %(count)d matching sessions were selected, but %(action)s takes at "
+                "All %(count)s matching sessions were selected, but %(action)s takes at "
                 "most %(cap)d at once. Narrow the filter and try again."
             )
-            % {"count": count, "action": act.display_name.lower(), "cap": act.max_sessions}
+            % {
+                "count": _("more than %(cap)d") % {"cap": act.max_sessions},
+                "action": act.display_name.lower(),
+                "cap": act.max_sessions,
+            }
         )
     if not count:
         raise ValidationError(_("No sessions match the filter."))

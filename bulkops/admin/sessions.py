@@ -11,7 +11,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.admin.actions import AdminBulkAction, admin_bulk_actions, may_run, run_bulk_action
-from bulkops.admin.base import OwnRowsAdmin
+from bulkops.admin.base import OwnerIdFilter, OwnRowsAdmin, with_cheap_dates
 from bulkops.admin.selection import sees_every_session
 from bulkops.models import Session
 
@@ -62,7 +62,7 @@ class SessionAdmin(OwnRowsAdmin):
     list_filter = (
         "status",
         DeletedFilter,
-        ("owner", admin.RelatedOnlyFieldListFilter),
+        OwnerIdFilter,
         "created_at",
     )
     search_fields = ("id", "title")
@@ -95,7 +95,7 @@ class SessionAdmin(OwnRowsAdmin):
     raw_id_fields = ("owner",)
 
     def get_queryset(self, request):
-        qs = (
+        qs = with_cheap_dates(
             super()
             .get_queryset(request)
             .defer("content", "archive_blob")
@@ -108,7 +108,7 @@ class SessionAdmin(OwnRowsAdmin):
     def get_list_filter(self, request):
         if sees_every_session(request.user):
             return self.list_filter
-        return tuple(f for f in self.list_filter if not isinstance(f, tuple))
+        return tuple(f for f in self.list_filter if f is not OwnerIdFilter)
 
     def get_readonly_fields(self, request, obj=None):
         """A new session: its id, owner and text. An existing one: its title and
@@ -134,6 +134,9 @@ class SessionAdmin(OwnRowsAdmin):
     # --- permissions (DESIGN §4): own sessions need none, everyone's need the model's ---
     def may_view_others(self, request, obj) -> bool:
         return admin.ModelAdmin.has_view_permission(self, request, obj)
+
+    def may_view_everyones(self, request) -> bool:
+        return sees_every_session(request.user)
 
     def has_delete_permission(self, request, obj=None):
         # The admin's own delete removes rows: a hard delete, outside any operation.

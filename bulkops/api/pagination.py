@@ -6,6 +6,9 @@ from typing import Any
 
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from bulkops.selectors import EXACT_COUNT_LIMIT, EstimatingPaginator
 
 
 class Pagination(PageNumberPagination):
@@ -52,3 +55,44 @@ class Pagination(PageNumberPagination):
                 "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
             },
         ]
+
+
+class SessionPagination(Pagination):
+    """The session list's pages: ``count`` is exact for a user's own sessions; for staff
+    listing everyone's it is exact up to ``EXACT_COUNT_LIMIT`` (10,000) matches and
+    PostgreSQL's planner estimate beyond (``count_is_estimate: true``), so no request
+    counts millions of rows. ``next``/``previous`` are exact either way."""
+
+    #: Set per request by the view: may this list's count be an estimate?
+    may_estimate = False
+
+    def django_paginator_class(self, object_list, per_page):
+        return EstimatingPaginator(object_list, per_page, may_estimate=self.may_estimate)
+
+    def get_paginated_response(self, data) -> Response:
+        return Response(
+            {
+                "count": self.page.paginator.count,
+                "count_is_estimate": self.page.paginator.count_is_estimate,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        result = super().get_paginated_response_schema(schema)
+        result["properties"]["count"]["description"] = (
+            "How many sessions match: exact for your own sessions; for staff listing "
+            f"everyone's, exact up to {EXACT_COUNT_LIMIT:,} and an estimate beyond."
+        )
+        result["properties"] = {
+            "count": result["properties"]["count"],
+            "count_is_estimate": {
+                "type": "boolean",
+                "description": "True when `count` is PostgreSQL's estimate, not a count.",
+            },
+            **{k: v for k, v in result["properties"].items() if k != "count"},
+        }
+        result["required"] = ["count", "count_is_estimate", "results"]
+        return result

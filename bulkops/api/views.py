@@ -35,7 +35,7 @@ from bulkops.actions.export import export_path, file_state
 from bulkops.api import schema as api_schema  # noqa: F401  (registers the extensions)
 from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
-from bulkops.api.pagination import Pagination
+from bulkops.api.pagination import Pagination, SessionPagination
 from bulkops.api.parsers import JSONParser
 from bulkops.api.schema import (
     IDEMPOTENCY_KEY,
@@ -578,11 +578,16 @@ class SessionListView(generics.ListAPIView):
     # For the schema generator (it has no user); requests use get_queryset.
     queryset = Session.objects.none()
     serializer_class = s.SessionSerializer
-    pagination_class = Pagination
+    pagination_class = SessionPagination
     filterset_class = SessionFilterSet
 
     def get_queryset(self):
         return selectors.sessions_for_user(user=self.request.user)
+
+    def paginate_queryset(self, queryset):
+        # Everyone's sessions may be millions: their count may be an estimate.
+        self.paginator.may_estimate = selectors.sessions_list_is_everyones(user=self.request.user)
+        return super().paginate_queryset(queryset)
 
 
 @extend_schema_view(

@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
-from bulkops.selectors import sessions_in_scope
+from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -136,7 +136,9 @@ class SessionFilterSet(django_filters.FilterSet):
     username), ``deleted`` (``true``: only soft-deleted; ``false``: only live; absent:
     ``deleted_default``), ``ordering`` (the list only)."""
 
-    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices)
+    # distinct=False: a column of the row itself cannot duplicate rows, and a DISTINCT
+    # over whole rows would sort them all.
+    status = django_filters.MultipleChoiceFilter(choices=SessionStatus.choices, distinct=False)
     search = django_filters.CharFilter(
         method="filter_search", max_length=MAX_SEARCH_LENGTH, strip=False
     )
@@ -240,6 +242,20 @@ def selection_queryset(
     )
 
 
+#: An over-cap filter's matches are counted up to this many times the cap, and never
+#: beyond ``EXACT_COUNT_LIMIT`` rows (never millions).
+OVER_CAP_COUNT_FACTOR = 10
+
+
+def matched_count(queryset: QuerySet[Session], cap: int) -> str:
+    """How many sessions an over-cap filter matches, as text: exact up to
+    ``min(OVER_CAP_COUNT_FACTOR × cap, EXACT_COUNT_LIMIT)`` (a bounded count), else
+    "more than N" — for a cap of 10,000 that is known without counting."""
+    limit = max(cap, min(OVER_CAP_COUNT_FACTOR * cap, EXACT_COUNT_LIMIT))
+    count = count_at_most(queryset, limit) if limit > cap else limit + 1
+    return f"more than {limit}" if count > limit else str(count)
+
+
 def selection_resolve(
     *, user: AbstractBaseUser, action: BulkAction, selection: Selection, allow_empty: bool = False
 ) -> list[str]:
@@ -259,8 +275,8 @@ def selection_resolve(
     if len(ids) > cap:
         raise ValidationError(
             {
-                "filter": f"The filter matches {qs.count()} sessions; the cap for "
-                f"{action.action_type} is {cap}. Narrow the filter."
+                "filter": f"The filter matches {matched_count(qs, cap)} sessions; the cap "
+                f"for {action.action_type} is {cap}. Narrow the filter."
             },
             code="too_many",
         )

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
 from bulkops.bench.load import LoadBench, LoadOptions, render_load
+from bulkops.bench.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
 
 BAR_WIDTH = 30
 
@@ -67,6 +68,19 @@ class Command(BaseCommand):
             help="thread: the worker polls on a thread as serve runs it (default); inline: "
             "the same worker runs right after each create (no pickup wait).",
         )
+        parser.add_argument(
+            "--table-size",
+            choices=list(TABLE_SIZES),
+            help="Instead of the actions: seed this database to that many sessions (once; "
+            "kept) and time the list/search/info/validate/admin paths through a served "
+            "daphne (p50/p90). Use a database of your own.",
+        )
+        parser.add_argument(
+            "--table-requests",
+            type=int,
+            default=30,
+            help="With --table-size: timed requests per path (default 30).",
+        )
         parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
         self.add_load_arguments(parser)
         parser.add_argument(
@@ -120,6 +134,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if opts["load"]:
             return self.handle_load(opts)
+        if opts.get("table_size"):
+            self.table_size(opts)
+            return
         actions = tuple(a.strip() for a in opts["actions"].split(",") if a.strip())
         unknown = [a for a in actions if a not in SCENARIOS]
         if unknown or not actions:
@@ -144,6 +161,23 @@ class Command(BaseCommand):
         self.stdout.write(render_table(data))
         if opts["json_path"]:
             path = Path(opts["json_path"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            self.stdout.write(f"Figures written to {path}")
+
+    def table_size(self, opts) -> None:
+        bench = TableSizeBench(
+            size=TABLE_SIZES[opts["table_size"]],
+            requests=max(1, opts["table_requests"]),
+            progress=lambda message: self.stderr.write(message),
+        )
+        data = bench.run()
+        self.stdout.write(render_table_size(data))
+        self.write_json(opts.get("json_path"), data)
+
+    def write_json(self, json_path: str | None, data: dict) -> None:
+        if json_path:
+            path = Path(json_path)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
             self.stdout.write(f"Figures written to {path}")

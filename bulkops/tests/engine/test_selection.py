@@ -117,3 +117,18 @@ def test_dates_mean_the_same_as_a_date_or_a_date_time(owner, make_session):
             user=owner, action="close", selection=Selection(filter={"created_after": value})
         )
         assert result.as_dict()["eligible_ids"] == [new.pk]
+
+
+def test_an_over_cap_filter_says_how_many_it_matches_up_to_a_bound(owner, settings):
+    """The count in the 400 is exact up to 10× the cap; beyond that "more than N" (a
+    bounded count: a filter over millions of rows is never counted)."""
+    from bulkops.models import Session
+
+    Session.objects.bulk_create(Session(id=f"b-{n:03d}", owner=owner) for n in range(35))
+    for cap, expected in ((5, "matches 35 sessions"), (3, "matches more than 30 sessions")):
+        settings.BULKOPS_MAX_SESSIONS_PER_OPERATION = cap
+        with pytest.raises(ValidationError) as error:
+            operation_validate(
+                user=owner, action="close", selection=Selection(filter={"status": "active"})
+            )
+        assert expected in str(error.value.message_dict["filter"])
