@@ -109,3 +109,31 @@ def action_build(*, user: AbstractBaseUser, action: str, params: Any) -> BulkAct
     if not isinstance(params, dict):
         raise ValidationError({"params": "Must be an object."})
     return action_cls(user=user, params=action_cls.clean_params(params))
+
+
+class CheckDisagrees(RuntimeError):
+    """An action's SQL eligibility left out a row its ``check`` finds eligible."""
+
+
+def partition_applied(
+    *,
+    action: BulkAction,
+    ids: list[str],
+    applied: dict[str, list[str]],
+    rest: dict[str, SessionRow],
+    held: Collection[str] = (),
+) -> Partition:
+    """The partition of a chunk applied in SQL (``engine.chunksql``): ``applied`` (ids
+    by previous status) are eligible; every other id is sorted by ``check`` as in
+    ``partition`` (not in ``rest``: ``not_found``, or ``locked`` when in ``held``)."""
+    done = {sid for sids in applied.values() for sid in sids}
+    part = partition(action=action, ids=[s for s in ids if s not in done], rows=rest, held=held)
+    if part.eligible:
+        raise CheckDisagrees(
+            f"{action.action_type}: sql_apply's condition and check() disagree on "
+            f"{part.eligible[:5]}"
+        )
+    for status, sids in applied.items():
+        part.eligible_by_status[status] = sids
+        part.eligible.extend(sids)
+    return part

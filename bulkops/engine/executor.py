@@ -22,7 +22,8 @@ from bulkops.actions import get_action, reasons
 from bulkops.actions.base import BulkAction
 from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.conf import bulkops_settings
-from bulkops.engine.eligibility import Partition, partition, session_rows
+from bulkops.engine.chunksql import lock_check_apply, sql_plan
+from bulkops.engine.eligibility import Partition, partition, partition_applied, session_rows
 from bulkops.engine.outcomes import (
     close_remaining,
     fail_rest,
@@ -109,13 +110,35 @@ def _run_chunk(
     if not ids:
         return None
     now = timezone.now()
+    plan = sql_plan(act, now)
     _lock_timeout(bulkops_settings.LOCK_TIMEOUT)
+    if plan is not None:
+        part = _apply_in_sql(act, plan, scope, ids, skip_locked)
+    else:
+        part = _apply_in_python(op, act, scope, ids, skip_locked, now)
+    record(op, part, now)
+    return part
+
+
+def _apply_in_sql(act, plan, scope, ids, skip_locked) -> Partition:
+    """Lock, check and apply in one statement (``engine.chunksql``); ``check`` sorts
+    only the ids it did not apply."""
+    applied, rest = lock_check_apply(plan=plan, scope=scope, ids=ids, skip_locked=skip_locked)
+    _lock_timeout(None)
+    held: set[str] = set()
+    if skip_locked:
+        found = {**rest, **{sid: None for sids in applied.values() for sid in sids}}
+        held = _held_by_others(scope, ids, found)
+    return partition_applied(action=act, ids=ids, applied=applied, rest=rest, held=held)
+
+
+def _apply_in_python(op, act, scope, ids, skip_locked, now) -> Partition:
+    """Lock and read the rows, sort them with ``check``, then ``apply`` the eligible."""
     rows = session_rows(action=act, scope=scope, ids=ids, lock=True, skip_locked=skip_locked)
     _lock_timeout(None)
     held = _held_by_others(scope, ids, rows) if skip_locked else set()
     part = partition(action=act, ids=ids, rows=rows, held=held)
     act.apply(ids=part.eligible, operation=op, now=now)
-    record(op, part, now)
     return part
 
 
