@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from bulkops import events
@@ -67,12 +67,21 @@ def _next_chunk(op: BulkOperation) -> list[str]:
     )
 
 
-def _lock_timeout(seconds: float | None) -> None:
-    """``SET LOCAL lock_timeout`` (PostgreSQL; 0 or None: wait as long as it takes)."""
+def _lock_timeout(seconds: float | None, *, chunk: bool = False) -> None:
+    """``SET LOCAL lock_timeout`` (PostgreSQL; 0 or None: wait as long as it takes).
+
+    ``chunk``: the same round trip also turns off ``synchronous_commit`` for the
+    chunk's transaction. A chunk's commit is a checkpoint, not a promise to anyone: if
+    PostgreSQL itself crashes, the chunk's session changes, item outcomes and counters
+    are lost together (one transaction) and the resumed run does them again. So it need
+    not wait for the WAL flush. The final commit (finalise) does wait, and flushing it
+    flushes every earlier chunk too (WAL is written in order)."""
     if is_postgresql():
+        sync = ", set_config('synchronous_commit', 'off', true)" if chunk else ""
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [f"{int((seconds or 0) * 1000)}ms"]
+                f"SELECT set_config('lock_timeout', %s, true){sync}",
+                [f"{int((seconds or 0) * 1000)}ms"],
             )
 
 
@@ -93,14 +102,6 @@ def _run_chunk(
     The session rows are locked waiting at most ``BULKOPS_LOCK_TIMEOUT``; past it the
     database raises (``_is_lock_timeout``) and the caller runs the chunk again with
     ``skip_locked``: the rows others hold then fail ``locked``, the rest go on."""
-    if is_postgresql():
-        # A chunk's commit is a checkpoint, not a promise to anyone: if PostgreSQL
-        # itself crashes, the chunk's session changes, item outcomes and counters are
-        # lost together (one transaction) and the resumed run does them again. So it
-        # need not wait for the WAL flush. The final commit (finalise) does wait, and
-        # flushing it flushes every earlier chunk too (WAL is written in order).
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
     status = (
         BulkOperation.objects.select_for_update().values_list("status", flat=True).get(pk=op.pk)
     )
@@ -111,7 +112,7 @@ def _run_chunk(
         return None
     now = timezone.now()
     plan = sql_plan(act, now)
-    _lock_timeout(bulkops_settings.LOCK_TIMEOUT)
+    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
     if plan is not None:
         part = _apply_in_sql(act, plan, scope, ids, skip_locked)
     else:
@@ -158,7 +159,7 @@ class _Publisher:
         now = time.monotonic()
         if now - self.last >= self.MIN_INTERVAL:
             self.last = now
-            self.op.refresh_from_db()
+            # No reload: ``record`` keeps the counters of ``op`` as it wrote them.
             events.publish_operation(self.op, "bulk_operation_progress")
 
 
@@ -184,7 +185,12 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
     """Claim the operation for this execution; return (op, first_attempt) or None when
     there is nothing to do (finished) or it crashed too often (then it is failed)."""
     with transaction.atomic():
-        op = BulkOperation.objects.select_for_update().filter(pk=operation_id).first()
+        op = (
+            BulkOperation.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=operation_id)
+            .first()
+        )
         if op is None or op.is_finished:
             return None
         if op.attempts >= bulkops_settings.MAX_ATTEMPTS:
@@ -196,18 +202,22 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
             BulkOperationItem.objects.filter(operation=op).update(
                 outcome=ItemOutcome.PENDING, reason="", message=""
             )
-            BulkOperation.objects.filter(pk=op.pk).update(
-                processed=0, succeeded=0, skipped=0, failed=0, cancelled=0
+            counters = dict.fromkeys(
+                ("processed", "succeeded", "skipped", "failed", "cancelled"), 0
             )
+            BulkOperation.objects.filter(pk=op.pk).update(**counters)
+            vars(op).update(counters)
         now = timezone.now()
-        BulkOperation.objects.filter(pk=op.pk).update(
-            status=OperationStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=op.started_at or now,
-            heartbeat_at=now,
-            version=F("version") + 1,
-        )
-        op.refresh_from_db()
+        started = {
+            "status": OperationStatus.RUNNING,
+            "attempts": op.attempts + 1,
+            "started_at": op.started_at or now,
+            "heartbeat_at": now,
+            "version": op.version + 1,
+        }
+        # The row is locked: what is written is what it holds (no reload).
+        BulkOperation.objects.filter(pk=op.pk).update(**started)
+        vars(op).update(started)
     return op, first
 
 
