@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
 from bulkops.actions.sql import AnyOf, is_postgresql
@@ -49,18 +50,21 @@ def sql_plan(action: BulkAction, now) -> SqlApply | None:
 def _statement(
     plan: SqlApply, scope: QuerySet[Session], ids: list[str], skip_locked: bool
 ) -> tuple[str, list]:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    # The UPDATE finds each locked row by its ctid (a TID scan), not through the
+    # primary key's index again: a locked row cannot move until this transaction ends.
     lock = (
         scope.filter(AnyOf("pk", ids))
+        .annotate(tid=RawSQL(f"{table}.ctid", ()))
         .order_by("pk")
         .select_for_update(skip_locked=skip_locked)
-        .values_list(*ROW_FIELDS)
+        .values_list(*ROW_FIELDS, "tid")
     )
     lock_sql, lock_params = lock.query.sql_with_params()
-    table = connection.ops.quote_name(Session._meta.db_table)
     sql = (
         f"WITH locked AS ({lock_sql}), "
         f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
-        f"WHERE s.id = locked.id AND ({plan.eligible}) RETURNING s.id) "
+        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) RETURNING s.id) "
         f"{_RESULT}"
     )
     return sql, [*lock_params, *plan.assignment_params, *plan.eligible_params]
