@@ -13,7 +13,8 @@ change as a ``SET`` list), a chunk is a single round trip::
 The rows are locked in primary-key order, as every other chunk locks them, so
 overlapping operations wait for each other instead of deadlocking. The statement
 returns the applied ids grouped by the status they had before (what the items record
-as ``previous_status``) and, one row each, the locked rows it did not apply: only those
+as ``previous_status``; the same statement writes them into the succeeded items) and,
+one row each, the locked rows it did not apply: only those
 go through the action's ``check(row)`` for their reason, so ``check`` still says why.
 """
 
@@ -25,7 +26,7 @@ from django.db.models.expressions import RawSQL
 
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
 from bulkops.actions.sql import AnyOf, is_postgresql
-from bulkops.models import Session
+from bulkops.models import BulkOperationItem, ItemOutcome, Session
 
 #: The final SELECT: one row per previous status of the applied rows (their ids as an
 #: array), then one row per locked row that was not applied.
@@ -48,7 +49,11 @@ def sql_plan(action: BulkAction, now) -> SqlApply | None:
 
 
 def _statement(
-    plan: SqlApply, scope: QuerySet[Session], ids: list[str], skip_locked: bool
+    plan: SqlApply,
+    scope: QuerySet[Session],
+    ids: list[str],
+    skip_locked: bool,
+    operation_id: str,
 ) -> tuple[str, list]:
     table = connection.ops.quote_name(Session._meta.db_table)
     # The UPDATE finds each locked row by its ctid (a TID scan), not through the
@@ -61,22 +66,41 @@ def _statement(
         .values_list(*ROW_FIELDS, "tid")
     )
     lock_sql, lock_params = lock.query.sql_with_params()
+    items = connection.ops.quote_name(BulkOperationItem._meta.db_table)
     sql = (
         f"WITH locked AS ({lock_sql}), "
         f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
-        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) RETURNING s.id) "
+        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) RETURNING s.id), "
+        # The succeeded items, with the status their session had (always run to
+        # completion, though nothing reads it).
+        f"done AS (UPDATE {items} AS i SET outcome = %s, reason = '', message = '', "
+        "previous_status = locked.status FROM upd JOIN locked ON locked.id = upd.id "
+        "WHERE i.operation_id = %s AND i.session_id = upd.id) "
         f"{_RESULT}"
     )
-    return sql, [*lock_params, *plan.assignment_params, *plan.eligible_params]
+    return sql, [
+        *lock_params,
+        *plan.assignment_params,
+        *plan.eligible_params,
+        ItemOutcome.SUCCEEDED,
+        operation_id,
+    ]
 
 
 def lock_check_apply(
-    *, plan: SqlApply, scope: QuerySet[Session], ids: list[str], skip_locked: bool = False
+    *,
+    plan: SqlApply,
+    scope: QuerySet[Session],
+    ids: list[str],
+    operation_id: str,
+    skip_locked: bool = False,
 ) -> tuple[dict[str, list[str]], dict[str, SessionRow]]:
-    """Run one chunk's statement. Return the applied ids by the status their session had
-    before, and the rows locked but not applied (by id; ``check`` says why). An id in
-    neither is not in scope, or (``skip_locked``) held by another transaction."""
-    sql, params = _statement(plan, scope, ids, skip_locked)
+    """Run one chunk's statement, which also marks the applied ids' items of the
+    operation ``succeeded`` with their ``previous_status``. Return the applied ids by the
+    status their session had before, and the rows locked but not applied (by id;
+    ``check`` says why). An id in neither is not in scope, or (``skip_locked``) held by
+    another transaction."""
+    sql, params = _statement(plan, scope, ids, skip_locked, operation_id)
     applied: dict[str, list[str]] = {}
     rest: dict[str, SessionRow] = {}
     with connection.cursor() as cursor:

@@ -36,6 +36,8 @@ class Partition:
     #: The eligible ids by the status their session had before the action (what an
     #: undo restores; the succeeded items record it).
     eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: The succeeded items are already written (the one-statement chunk does it).
+    succeeded_recorded: bool = False
 
     @property
     def failed_count(self) -> int:

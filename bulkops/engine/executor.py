@@ -114,23 +114,27 @@ def _run_chunk(
     plan = sql_plan(act, now)
     _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
     if plan is not None:
-        part = _apply_in_sql(act, plan, scope, ids, skip_locked)
+        part = _apply_in_sql(op, act, plan, scope, ids, skip_locked)
     else:
         part = _apply_in_python(op, act, scope, ids, skip_locked, now)
     record(op, part, now)
     return part
 
 
-def _apply_in_sql(act, plan, scope, ids, skip_locked) -> Partition:
-    """Lock, check and apply in one statement (``engine.chunksql``); ``check`` sorts
-    only the ids it did not apply."""
-    applied, rest = lock_check_apply(plan=plan, scope=scope, ids=ids, skip_locked=skip_locked)
+def _apply_in_sql(op, act, plan, scope, ids, skip_locked) -> Partition:
+    """Lock, check, apply and record the succeeded items in one statement
+    (``engine.chunksql``); ``check`` sorts only the ids it did not apply."""
+    applied, rest = lock_check_apply(
+        plan=plan, scope=scope, ids=ids, operation_id=op.pk, skip_locked=skip_locked
+    )
     _lock_timeout(None)
     held: set[str] = set()
     if skip_locked:
         found = {**rest, **{sid: None for sids in applied.values() for sid in sids}}
         held = _held_by_others(scope, ids, found)
-    return partition_applied(action=act, ids=ids, applied=applied, rest=rest, held=held)
+    part = partition_applied(action=act, ids=ids, applied=applied, rest=rest, held=held)
+    part.succeeded_recorded = True
+    return part
 
 
 def _apply_in_python(op, act, scope, ids, skip_locked, now) -> Partition:

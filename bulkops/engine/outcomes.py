@@ -68,8 +68,9 @@ def fail_rest(op: BulkOperation, *, error: str) -> None:
 
 def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
     """Write one chunk's item outcomes per outcome group (succeeded items per status
-    the session had before, kept as ``previous_status``) and bump the counters."""
-    for previous, ids in part.eligible_by_status.items():
+    the session had before, kept as ``previous_status``, unless the chunk's statement
+    already wrote them: ``part.succeeded_recorded``) and bump the counters."""
+    for previous, ids in () if part.succeeded_recorded else part.eligible_by_status.items():
         BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=ItemOutcome.SUCCEEDED, reason="", message="", previous_status=previous
         )
