@@ -219,6 +219,14 @@ class BulkOperation(models.Model):
     def __str__(self) -> str:
         return f"{self.action} {self.id} ({self.status})"
 
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
+        """Reload, keeping the loaded ``user``: an operation's user never changes, and
+        every event built after a reload reads it (one query per reload otherwise)."""
+        user = self._state.fields_cache.get("user")
+        super().refresh_from_db(using=using, fields=fields, from_queryset=from_queryset)
+        if user is not None and user.pk == self.user_id:
+            self._state.fields_cache["user"] = user
+
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_OPERATION_STATUSES

@@ -41,6 +41,25 @@ ROW_FIELDS = ("id", "owner_id", "status", "deleted_at")
 
 
 @dataclass(frozen=True)
+class SqlApply:
+    """An action's chunk as one statement (PostgreSQL, DESIGN §7): the engine locks the
+    chunk's rows in id order, and one ``UPDATE`` applies ``assignments`` to the locked
+    rows for which ``eligible`` holds, returning them.
+
+    ``eligible`` is a SQL condition over the locked row's columns, written
+    ``locked.status``, ``locked.deleted_at``, ``locked.owner_id``; it must hold exactly
+    when ``check(row)`` returns None (``tests/actions/test_sql_eligible.py`` proves it for
+    every status and deleted state). ``assignments`` is the ``SET`` list of the session
+    table. Both take ``%s`` parameters.
+    """
+
+    eligible: str
+    eligible_params: tuple[Any, ...]
+    assignments: str
+    assignment_params: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class Param:
     """One action parameter: its type (bool, or a choice of strings) and default, and how
     each interface presents it. The API's input serializer, the admin confirmation form
@@ -139,6 +158,12 @@ class BulkAction:
     def apply(self, *, ids: list[str], operation: BulkOperation, now: datetime.datetime) -> None:
         """Apply the action to the eligible ``ids`` of one chunk, set-based."""
         raise NotImplementedError
+
+    def sql_apply(self, *, now: datetime.datetime) -> SqlApply | None:
+        """Opt in to the one-statement chunk (check and apply in SQL) where eligibility
+        is expressible in SQL and ``apply`` is a plain ``UPDATE``; None (the default)
+        keeps ``check`` in Python and ``apply``."""
+        return None
 
     # --- optional hooks -----------------------------------------------------------------
     def begin(self, operation: BulkOperation) -> None:

@@ -1,7 +1,7 @@
 """close: status=closed, closed_at set."""
 
 from bulkops.actions import reasons
-from bulkops.actions.base import ATOMIC, BulkAction, SessionRow
+from bulkops.actions.base import ATOMIC, BulkAction, SessionRow, SqlApply
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
@@ -33,4 +33,16 @@ class CloseAction(BulkAction):
     def apply(self, *, ids, operation, now) -> None:
         Session.objects.filter(AnyOf("pk", ids)).update(
             status=SessionStatus.CLOSED, closed_at=now, updated_at=now
+        )
+
+    def sql_apply(self, *, now) -> SqlApply:
+        return SqlApply(
+            eligible="locked.deleted_at IS NULL AND locked.status NOT IN (%s, %s, %s)",
+            eligible_params=(
+                SessionStatus.PROCESSING,
+                SessionStatus.ARCHIVED,
+                SessionStatus.CLOSED,
+            ),
+            assignments="status = %s, closed_at = %s, updated_at = %s",
+            assignment_params=(SessionStatus.CLOSED, now, now),
         )

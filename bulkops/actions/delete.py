@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from bulkops.actions import reasons
-from bulkops.actions.base import ATOMIC, AdminVariant, BulkAction, Param, SessionRow
+from bulkops.actions.base import ATOMIC, AdminVariant, BulkAction, Param, SessionRow, SqlApply
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionExport
@@ -100,6 +100,18 @@ class DeleteAction(BulkAction):
     @classmethod
     def label(cls, params: dict[str, Any]) -> str:
         return "Soft delete" if params.get("soft_delete", True) else "Hard delete"
+
+    def sql_apply(self, *, now) -> SqlApply | None:
+        """Soft delete without cascade is one UPDATE; hard delete (has_exports) and the
+        cascade (exports go first) keep ``apply``."""
+        if not self.soft or self.cascade:
+            return None
+        return SqlApply(
+            eligible="locked.status <> %s AND locked.deleted_at IS NULL",
+            eligible_params=("processing",),
+            assignments="deleted_at = %s, updated_at = %s",
+            assignment_params=(now, now),
+        )
 
     def apply(self, *, ids, operation, now) -> None:
         if self.cascade:

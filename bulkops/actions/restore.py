@@ -1,7 +1,7 @@
 """restore: undo a soft delete."""
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, SessionRow
+from bulkops.actions.base import BulkAction, SessionRow, SqlApply
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
@@ -28,3 +28,11 @@ class RestoreAction(BulkAction):
 
     def apply(self, *, ids, operation, now) -> None:
         Session.objects.filter(AnyOf("pk", ids)).update(deleted_at=None, updated_at=now)
+
+    def sql_apply(self, *, now) -> SqlApply:
+        return SqlApply(
+            eligible="locked.status <> %s AND locked.deleted_at IS NOT NULL",
+            eligible_params=(SessionStatus.PROCESSING,),
+            assignments="deleted_at = NULL, updated_at = %s",
+            assignment_params=(now,),
+        )

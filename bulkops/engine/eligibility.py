@@ -37,6 +37,8 @@ class Partition:
     #: The eligible ids by the status their session had before the action (what an
     #: undo restores; the succeeded items record it).
     eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    #: The succeeded items are already written (the one-statement chunk does it).
+    succeeded_recorded: bool = False
 
     @property
     def failed_count(self) -> int:
@@ -122,3 +124,31 @@ def selection_rows(*, action: BulkAction, ids: list[str]) -> dict[str, SessionRo
         batch = ids[start : start + READ_BATCH]
         rows.update(session_rows(action=action, scope=scope, ids=batch, lock=False))
     return rows
+
+
+class CheckDisagrees(RuntimeError):
+    """An action's SQL eligibility left out a row its ``check`` finds eligible."""
+
+
+def partition_applied(
+    *,
+    action: BulkAction,
+    ids: list[str],
+    applied: dict[str, list[str]],
+    rest: dict[str, SessionRow],
+    held: Collection[str] = (),
+) -> Partition:
+    """The partition of a chunk applied in SQL (``engine.chunksql``): ``applied`` (ids
+    by previous status) are eligible; every other id is sorted by ``check`` as in
+    ``partition`` (not in ``rest``: ``not_found``, or ``locked`` when in ``held``)."""
+    done = {sid for sids in applied.values() for sid in sids}
+    part = partition(action=action, ids=[s for s in ids if s not in done], rows=rest, held=held)
+    if part.eligible:
+        raise CheckDisagrees(
+            f"{action.action_type}: sql_apply's condition and check() disagree on "
+            f"{part.eligible[:5]}"
+        )
+    for status, sids in applied.items():
+        part.eligible_by_status[status] = sids
+        part.eligible.extend(sids)
+    return part

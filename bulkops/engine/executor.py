@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from bulkops import events
@@ -22,7 +22,8 @@ from bulkops.actions import get_action, reasons
 from bulkops.actions.base import BulkAction
 from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.conf import bulkops_settings
-from bulkops.engine.eligibility import Partition, partition, session_rows
+from bulkops.engine.chunksql import lock_check_apply, sql_plan
+from bulkops.engine.eligibility import Partition, partition, partition_applied, session_rows
 from bulkops.engine.outcomes import (
     close_remaining,
     fail_rest,
@@ -68,12 +69,21 @@ def _next_chunk(op: BulkOperation) -> list[str]:
     )
 
 
-def _lock_timeout(seconds: float | None) -> None:
-    """``SET LOCAL lock_timeout`` (PostgreSQL; 0 or None: wait as long as it takes)."""
+def _lock_timeout(seconds: float | None, *, chunk: bool = False) -> None:
+    """``SET LOCAL lock_timeout`` (PostgreSQL; 0 or None: wait as long as it takes).
+
+    ``chunk``: the same round trip also turns off ``synchronous_commit`` for the
+    chunk's transaction. A chunk's commit is a checkpoint, not a promise to anyone: if
+    PostgreSQL itself crashes, the chunk's session changes, item outcomes and counters
+    are lost together (one transaction) and the resumed run does them again. So it need
+    not wait for the WAL flush. The final commit (finalise) does wait, and flushing it
+    flushes every earlier chunk too (WAL is written in order)."""
     if is_postgresql():
+        sync = ", set_config('synchronous_commit', 'off', true)" if chunk else ""
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [f"{int((seconds or 0) * 1000)}ms"]
+                f"SELECT set_config('lock_timeout', %s, true){sync}",
+                [f"{int((seconds or 0) * 1000)}ms"],
             )
 
 
@@ -94,14 +104,6 @@ def _run_chunk(
     The session rows are locked waiting at most ``BULKOPS_LOCK_TIMEOUT``; past it the
     database raises (``_is_lock_timeout``) and the caller runs the chunk again with
     ``skip_locked``: the rows others hold then fail ``locked``, the rest go on."""
-    if is_postgresql():
-        # A chunk's commit is a checkpoint, not a promise to anyone: if PostgreSQL
-        # itself crashes, the chunk's session changes, item outcomes and counters are
-        # lost together (one transaction) and the resumed run does them again. So it
-        # need not wait for the WAL flush. The final commit (finalise) does wait, and
-        # flushing it flushes every earlier chunk too (WAL is written in order).
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
     status = (
         BulkOperation.objects.select_for_update().values_list("status", flat=True).get(pk=op.pk)
     )
@@ -111,13 +113,39 @@ def _run_chunk(
     if not ids:
         return None
     now = timezone.now()
-    _lock_timeout(bulkops_settings.LOCK_TIMEOUT)
+    plan = sql_plan(act, now)
+    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
+    if plan is not None:
+        part = _apply_in_sql(op, act, plan, scope, ids, skip_locked)
+    else:
+        part = _apply_in_python(op, act, scope, ids, skip_locked, now)
+    record(op, part, now)
+    return part
+
+
+def _apply_in_sql(op, act, plan, scope, ids, skip_locked) -> Partition:
+    """Lock, check, apply and record the succeeded items in one statement
+    (``engine.chunksql``); ``check`` sorts only the ids it did not apply."""
+    applied, rest = lock_check_apply(
+        plan=plan, scope=scope, ids=ids, operation_id=op.pk, skip_locked=skip_locked
+    )
+    _lock_timeout(None)
+    held: set[str] = set()
+    if skip_locked:
+        found = {**rest, **{sid: None for sids in applied.values() for sid in sids}}
+        held = _held_by_others(scope, ids, found)
+    part = partition_applied(action=act, ids=ids, applied=applied, rest=rest, held=held)
+    part.succeeded_recorded = True
+    return part
+
+
+def _apply_in_python(op, act, scope, ids, skip_locked, now) -> Partition:
+    """Lock and read the rows, sort them with ``check``, then ``apply`` the eligible."""
     rows = session_rows(action=act, scope=scope, ids=ids, lock=True, skip_locked=skip_locked)
     _lock_timeout(None)
     held = _held_by_others(scope, ids, rows) if skip_locked else set()
     part = partition(action=act, ids=ids, rows=rows, held=held)
     act.apply(ids=part.eligible, operation=op, now=now)
-    record(op, part, now)
     return part
 
 
@@ -137,7 +165,7 @@ class _Publisher:
         now = time.monotonic()
         if now - self.last >= self.MIN_INTERVAL:
             self.last = now
-            self.op.refresh_from_db()
+            # No reload: ``record`` keeps the counters of ``op`` as it wrote them.
             events.publish_operation(self.op, "bulk_operation_progress")
 
 
@@ -164,7 +192,12 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
     """Claim the operation for this execution; return (op, first_attempt) or None when
     there is nothing to do (finished) or it crashed too often (then it is failed)."""
     with transaction.atomic():
-        op = BulkOperation.objects.select_for_update().filter(pk=operation_id).first()
+        op = (
+            BulkOperation.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=operation_id)
+            .first()
+        )
         if op is None or op.is_finished or op.status == OperationStatus.PAUSED:
             # A paused operation waits for operation_resume, which enqueues it again.
             return None
@@ -179,18 +212,22 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
             BulkOperationItem.objects.filter(operation=op).update(
                 outcome=ItemOutcome.PENDING, reason="", message=""
             )
-            BulkOperation.objects.filter(pk=op.pk).update(
-                processed=0, succeeded=0, skipped=0, failed=0, cancelled=0
+            counters = dict.fromkeys(
+                ("processed", "succeeded", "skipped", "failed", "cancelled"), 0
             )
+            BulkOperation.objects.filter(pk=op.pk).update(**counters)
+            vars(op).update(counters)
         now = timezone.now()
-        BulkOperation.objects.filter(pk=op.pk).update(
-            status=OperationStatus.RUNNING,
-            attempts=F("attempts") + 1,
-            started_at=op.started_at or now,
-            heartbeat_at=now,
-            version=F("version") + 1,
-        )
-        op.refresh_from_db()
+        started = {
+            "status": OperationStatus.RUNNING,
+            "attempts": op.attempts + 1,
+            "started_at": op.started_at or now,
+            "heartbeat_at": now,
+            "version": op.version + 1,
+        }
+        # The row is locked: what is written is what it holds (no reload).
+        BulkOperation.objects.filter(pk=op.pk).update(**started)
+        vars(op).update(started)
     return op, first
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -118,6 +118,25 @@ def _check_active_cap(user: AbstractBaseUser) -> None:
         )
 
 
+def _create_items(op: BulkOperation, ids: list[str]) -> None:
+    """One pending item per id: on PostgreSQL one ``INSERT … SELECT unnest(%s)`` with
+    the ids as one array (one statement, nothing returned); elsewhere ``bulk_create``."""
+    if connection.vendor != "postgresql":
+        BulkOperationItem.objects.bulk_create(
+            (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
+        )
+        return
+    if not ids:
+        return
+    table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
+            "previous_status) SELECT %s, sid, %s, '', '', '' FROM unnest(%s::text[]) AS sid",
+            [op.pk, ItemOutcome.PENDING, ids],
+        )
+
+
 def operation_create(
     *,
     user: AbstractBaseUser,
@@ -202,9 +221,7 @@ def _create_or_replay(
 
 def _insert(op: BulkOperation, ids: list[str]) -> None:
     op.save(force_insert=True)
-    BulkOperationItem.objects.bulk_create(
-        (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
-    )
+    _create_items(op, ids)
     enqueue_operation(op.id)
 
 

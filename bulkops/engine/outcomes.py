@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from django.db.models import F
+from django.db.models import Case, F, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from bulkops.actions import reasons
@@ -36,16 +37,23 @@ def close_remaining(op: BulkOperation, *, outcome: str, reason: str) -> int:
     return n
 
 
+#: ``final_status`` in SQL, from the row's own counters (finalise needs no read first).
+FINAL_STATUS_SQL = Case(
+    When(failed__gt=0, succeeded=0, skipped=0, then=Value(OperationStatus.FAILED)),
+    When(failed__gt=0, then=Value(OperationStatus.PARTIAL)),
+    default=Value(OperationStatus.COMPLETED),
+)
+
+
 def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -> None:
     """Mark ``op`` finished (with ``status``, or the one its counters give) and reload it."""
-    op.refresh_from_db()
     now = timezone.now()
     BulkOperation.objects.filter(pk=op.pk).update(
-        status=status or final_status(op),
+        status=Value(status) if status else FINAL_STATUS_SQL,
         error=error,
         finished_at=now,
         heartbeat_at=now,
-        started_at=op.started_at or now,
+        started_at=Coalesce(F("started_at"), Value(now)),
         version=F("version") + 1,
     )
     op.refresh_from_db()
@@ -78,8 +86,9 @@ def fail_rest(op: BulkOperation, *, error: str) -> None:
 
 def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
     """Write one chunk's item outcomes per outcome group (succeeded items per status
-    the session had before, kept as ``previous_status``) and bump the counters."""
-    for previous, ids in part.eligible_by_status.items():
+    the session had before, kept as ``previous_status``, unless the chunk's statement
+    already wrote them: ``part.succeeded_recorded``) and bump the counters."""
+    for previous, ids in () if part.succeeded_recorded else part.eligible_by_status.items():
         BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=ItemOutcome.SUCCEEDED, reason="", message="", previous_status=previous
         )
@@ -98,6 +107,14 @@ def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
         version=F("version") + 1,
         heartbeat_at=now,
     )
+    # The caller holds the operation's row lock: keep ``op`` as the row now is, so the
+    # progress event needs no reload.
+    op.processed += n_ok + n_skip + n_fail
+    op.succeeded += n_ok
+    op.skipped += n_skip
+    op.failed += n_fail
+    op.version += 1
+    op.heartbeat_at = now
 
 
 def record_atomic_rollback(op: BulkOperation, failures: dict[str, list[str]]) -> str:

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
 from bulkops.bench.load import LoadBench, LoadOptions, render_load
+from bulkops.bench.report import machine_facts
+from bulkops.bench.small_ops import SmallOpsBench, SmallOpsOptions, render_small_ops
 from bulkops.bench.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
 
 BAR_WIDTH = 30
@@ -86,6 +88,22 @@ class Command(BaseCommand):
         parser.add_argument(
             "--keep", action="store_true", help="Keep the benchmark owner and its rows."
         )
+        small = parser.add_argument_group("many small operations (issue 11)")
+        small.add_argument(
+            "--small-ops",
+            action="store_true",
+            help="Run only the small-operation bench: ops/s and POST → completed latency "
+            "through serve --no-worker and db_worker processes, and the engine's cost per "
+            "operation phase by phase.",
+        )
+        small.add_argument("--small-ops-sizes", default="1,10,100", help="Sessions per operation.")
+        small.add_argument("--small-ops-workers", default="1,2", help="db_worker counts.")
+        small.add_argument(
+            "--small-ops-operations", type=int, default=200, help="Operations per ops/s cell."
+        )
+        small.add_argument(
+            "--small-ops-latency-runs", type=int, default=50, help="Sequential runs per cell."
+        )
 
     def add_load_arguments(self, parser):
         group = parser.add_argument_group("load (--load)")
@@ -128,7 +146,7 @@ class Command(BaseCommand):
         if json_path:
             path = Path(json_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
             self.stdout.write(f"Figures written to {path}")
 
     def handle(self, *args, **opts):
@@ -136,6 +154,9 @@ class Command(BaseCommand):
             return self.handle_load(opts)
         if opts.get("table_size"):
             self.table_size(opts)
+            return
+        if opts["small_ops"]:
+            self.small_ops(opts)
             return
         actions = tuple(a.strip() for a in opts["actions"].split(",") if a.strip())
         unknown = [a for a in actions if a not in SCENARIOS]
@@ -158,12 +179,7 @@ class Command(BaseCommand):
         self._started = time.monotonic()
         data = Bench(options, progress=self.draw).run()
         self.stderr.write("")
-        self.stdout.write(render_table(data))
-        if opts["json_path"]:
-            path = Path(opts["json_path"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-            self.stdout.write(f"Figures written to {path}")
+        self.write_report(render_table(data), data, opts["json_path"])
 
     def table_size(self, opts) -> None:
         bench = TableSizeBench(
@@ -172,15 +188,27 @@ class Command(BaseCommand):
             progress=lambda message: self.stderr.write(message),
         )
         data = bench.run()
-        self.stdout.write(render_table_size(data))
-        self.write_json(opts.get("json_path"), data)
+        self.write_report(render_table_size(data), data, opts.get("json_path"))
 
-    def write_json(self, json_path: str | None, data: dict) -> None:
-        if json_path:
-            path = Path(json_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-            self.stdout.write(f"Figures written to {path}")
+    def small_ops(self, opts) -> None:
+        options = SmallOpsOptions(
+            sizes=_csv_ints(opts["small_ops_sizes"]),
+            workers=_csv_ints(opts["small_ops_workers"]),
+            operations=max(1, opts["small_ops_operations"]),
+            latency_runs=max(1, opts["small_ops_latency_runs"]),
+        )
+        bench = SmallOpsBench(options, step=lambda label: None)
+        total, done = bench.steps(), [0]
+
+        def step(label: str) -> None:
+            done[0] += 1
+            self.draw(f"{done[0]}/{total}|{label}")
+
+        bench.step = step
+        self._started = time.monotonic()
+        section = {"machine": machine_facts(), "small_ops": bench.run()}
+        self.stderr.write("")
+        self.write_report(render_small_ops(section["small_ops"]), section, opts["json_path"])
 
     def draw(self, message: str) -> None:
         counts, _, label = message.partition("|")

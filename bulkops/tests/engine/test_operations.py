@@ -6,9 +6,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from bulkops.actions.close import CloseAction
 from bulkops.engine import (
     Selection,
+    executor,
     operation_cancel,
     operation_create,
     operation_execute,
@@ -312,15 +312,15 @@ def test_resume_after_interruption_never_applies_an_item_twice(
     ids = [s.pk for s in sessions]
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
     calls = {"n": 0}
-    original = CloseAction.apply
+    original = executor.record  # each chunk's last step, whichever way it applied
 
-    def crash_on_second_chunk(self, *, ids, operation, now):
+    def crash_on_second_chunk(operation, part, now):
         calls["n"] += 1
-        original(self, ids=ids, operation=operation, now=now)
+        original(operation, part, now)
         if calls["n"] == 2:
             raise SystemExit("worker killed")  # not an Exception: nothing catches it
 
-    monkeypatch.setattr(CloseAction, "apply", crash_on_second_chunk)
+    monkeypatch.setattr(executor, "record", crash_on_second_chunk)
     with pytest.raises(SystemExit):
         operation_execute(operation_id=op.pk)
     op.refresh_from_db()
@@ -328,7 +328,7 @@ def test_resume_after_interruption_never_applies_an_item_twice(
     first_chunk = dict(Session.objects.filter(status="closed").values_list("pk", "closed_at"))
     assert sorted(first_chunk) == ids[:2]  # the crashed chunk rolled back
 
-    monkeypatch.setattr(CloseAction, "apply", original)
+    monkeypatch.setattr(executor, "record", original)
     operation_execute(operation_id=op.pk)
     op.refresh_from_db()
     assert (op.status, op.processed, op.succeeded, op.attempts) == ("completed", 6, 6, 2)
@@ -364,16 +364,16 @@ def test_internal_error_fails_the_rest_and_keeps_committed_chunks(
 ):
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner).pk for _ in range(4)]
-    original = CloseAction.apply
+    original = executor.record
     calls = {"n": 0}
 
-    def boom_on_second(self, **kwargs):
+    def boom_on_second(*args):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        original(self, **kwargs)
+        original(*args)
 
-    monkeypatch.setattr(CloseAction, "apply", boom_on_second)
+    monkeypatch.setattr(executor, "record", boom_on_second)
     op = execute(owner, "close", ids)
     assert op.status == "failed"  # a fatal error fails the operation (DESIGN §3) …
     assert "Internal error (RuntimeError: disk on fire)" in op.error  # the real cause
@@ -403,13 +403,13 @@ def test_cancel_running_operation_stops_at_next_chunk(owner, make_session, setti
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner).pk for _ in range(6)]
     op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
-    original = CloseAction.apply
+    original = executor.record
 
-    def cancel_during_first_chunk(self, *, ids, operation, now):
-        original(self, ids=ids, operation=operation, now=now)
+    def cancel_during_first_chunk(operation, part, now):
+        original(operation, part, now)
         BulkOperation.objects.filter(pk=operation.pk).update(cancel_requested=True)
 
-    monkeypatch.setattr(CloseAction, "apply", cancel_during_first_chunk)
+    monkeypatch.setattr(executor, "record", cancel_during_first_chunk)
     operation_execute(operation_id=op.pk)
     op.refresh_from_db()
     assert (op.status, op.succeeded, op.cancelled) == ("cancelled", 2, 4)

@@ -1,0 +1,113 @@
+"""One chunk as one statement (PostgreSQL; DESIGN §7): lock, check, apply, return.
+
+For an action that declares ``sql_apply`` (its eligibility as a SQL condition and its
+change as a ``SET`` list), a chunk is a single round trip::
+
+    WITH locked AS (SELECT id, owner_id, status, deleted_at FROM session
+                    WHERE id = ANY(chunk) [AND owner_id = user]
+                    ORDER BY id FOR UPDATE [SKIP LOCKED]),
+         upd AS (UPDATE session AS s SET … FROM locked
+                 WHERE s.id = locked.id AND <eligible> RETURNING s.id)
+    SELECT … FROM locked LEFT JOIN upd …
+
+The rows are locked in primary-key order, as every other chunk locks them, so
+overlapping operations wait for each other instead of deadlocking. The statement
+returns the applied ids grouped by the status they had before (what the items record
+as ``previous_status``; the same statement writes them into the succeeded items) and,
+one row each, the locked rows it did not apply: only those
+go through the action's ``check(row)`` for their reason, so ``check`` still says why.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+
+from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
+from bulkops.actions.sql import AnyOf, is_postgresql
+from bulkops.models import BulkOperationItem, ItemOutcome, Session
+
+#: The final SELECT: one row per previous status of the applied rows (their ids as an
+#: array), then one row per locked row that was not applied.
+_RESULT = (
+    "SELECT true, locked.status, array_agg(locked.id ORDER BY locked.id)::text[], "
+    "NULL::integer, NULL::timestamptz FROM locked JOIN upd ON upd.id = locked.id "
+    "GROUP BY locked.status "
+    "UNION ALL "
+    "SELECT false, locked.status, ARRAY[locked.id]::text[], locked.owner_id, "
+    "locked.deleted_at FROM locked WHERE NOT EXISTS "
+    "(SELECT 1 FROM upd WHERE upd.id = locked.id)"
+)
+
+
+def sql_plan(action: BulkAction, now) -> SqlApply | None:
+    """The action's one-statement form, when it has one and the database can run it."""
+    if action.read_only or not is_postgresql():
+        return None
+    return action.sql_apply(now=now)
+
+
+def _statement(
+    plan: SqlApply,
+    scope: QuerySet[Session],
+    ids: list[str],
+    skip_locked: bool,
+    operation_id: str,
+) -> tuple[str, list]:
+    table = connection.ops.quote_name(Session._meta.db_table)
+    # The UPDATE finds each locked row by its ctid (a TID scan), not through the
+    # primary key's index again: a locked row cannot move until this transaction ends.
+    lock = (
+        scope.filter(AnyOf("pk", ids))
+        .annotate(tid=RawSQL(f"{table}.ctid", ()))
+        .order_by("pk")
+        .select_for_update(skip_locked=skip_locked)
+        .values_list(*ROW_FIELDS, "tid")
+    )
+    lock_sql, lock_params = lock.query.sql_with_params()
+    items = connection.ops.quote_name(BulkOperationItem._meta.db_table)
+    sql = (
+        f"WITH locked AS ({lock_sql}), "
+        f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
+        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) RETURNING s.id), "
+        # The succeeded items, with the status their session had (always run to
+        # completion, though nothing reads it).
+        f"done AS (UPDATE {items} AS i SET outcome = %s, reason = '', message = '', "
+        "previous_status = locked.status FROM upd JOIN locked ON locked.id = upd.id "
+        "WHERE i.operation_id = %s AND i.session_id = upd.id) "
+        f"{_RESULT}"
+    )
+    return sql, [
+        *lock_params,
+        *plan.assignment_params,
+        *plan.eligible_params,
+        ItemOutcome.SUCCEEDED,
+        operation_id,
+    ]
+
+
+def lock_check_apply(
+    *,
+    plan: SqlApply,
+    scope: QuerySet[Session],
+    ids: list[str],
+    operation_id: str,
+    skip_locked: bool = False,
+) -> tuple[dict[str, list[str]], dict[str, SessionRow]]:
+    """Run one chunk's statement, which also marks the applied ids' items of the
+    operation ``succeeded`` with their ``previous_status``. Return the applied ids by the
+    status their session had before, and the rows locked but not applied (by id;
+    ``check`` says why). An id in neither is not in scope, or (``skip_locked``) held by
+    another transaction."""
+    sql, params = _statement(plan, scope, ids, skip_locked, operation_id)
+    applied: dict[str, list[str]] = {}
+    rest: dict[str, SessionRow] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for was_applied, status, sids, owner_id, deleted_at in cursor.fetchall():
+            if was_applied:
+                applied[status] = sids
+            else:
+                rest[sids[0]] = SessionRow(sids[0], owner_id, status, deleted_at)
+    return applied, rest
