@@ -130,20 +130,7 @@ class LatencyBench:
         }
 
     def _start_server(self, port: int, log) -> subprocess.Popen:
-        env = dict(os.environ, BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT)
-        command = [
-            sys.executable,
-            str(Path(settings.BASE_DIR) / "manage.py"),
-            "serve",
-            "--no-demo",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        return subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR
-        )
+        return start_serve(port, log, env={"BULKOPS_RATE_LIMIT_CLOSE": self.RATE_LIMIT})
 
     async def _measure(self, port: int, token: str, server: subprocess.Popen) -> dict:
         import requests
@@ -238,6 +225,24 @@ class LatencyBench:
                 raise RuntimeError(f"no completed event for {op_id}")
             await asyncio.sleep(0.0005)
         return started, op_id, self.arrivals.pop(op_id)
+
+
+def start_serve(
+    port: int, log, *, worker: bool = True, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``manage.py serve`` on 127.0.0.1:``port`` (with its in-process worker unless
+    ``worker`` is False), output to ``log``, ``env`` added to this environment."""
+    command = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve", "--no-demo"]
+    if not worker:
+        command.append("--no-worker")
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=settings.BASE_DIR,
+    )
 
 
 def _stop_server(server: subprocess.Popen) -> None:

@@ -14,13 +14,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,7 +25,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 
-from bulkops.bench.latency import _free_port, _stop_server
+from bulkops.bench.latency import _free_port, _stop_server, start_serve
 from bulkops.bench.report import machine_facts, percentile, rounded
 from bulkops.models import BulkOperation, Session
 from bulkops.scaleseed import OWNER_PREFIX, seed_operations, seed_scale
@@ -200,7 +197,9 @@ class TableSizeBench:
         connection.close()
         port = _free_port()
         log = tempfile.TemporaryFile()
-        server = _start_server(port, log)
+        server = start_serve(
+            port, log, worker=False, env={"BULKOPS_RATE_LIMIT_VALIDATE": "1000000/m"}
+        )
         try:
             results = self._measure(f"http://127.0.0.1:{port}", headers, _paths(rare))
         finally:
@@ -261,24 +260,6 @@ def _summary(path: Path_, samples: list[float], statuses: set[int]) -> dict[str,
         "p90_ms": rounded(percentile(samples, 90)),
         "mean_ms": rounded(statistics.fmean(samples)),
     }
-
-
-def _start_server(port: int, log) -> subprocess.Popen:
-    env = dict(os.environ, BULKOPS_RATE_LIMIT_VALIDATE="1000000/m")
-    command = [
-        sys.executable,
-        str(Path(settings.BASE_DIR) / "manage.py"),
-        "serve",
-        "--no-demo",
-        "--no-worker",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    return subprocess.Popen(
-        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR
-    )
 
 
 def _wait_ready(http, base: str, headers: dict) -> None:
