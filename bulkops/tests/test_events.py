@@ -12,7 +12,6 @@ from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
 from bulkops import events
-from bulkops.actions.close import CloseAction
 from bulkops.engine import Selection, executor, operation_create, operation_pause
 from bulkops.tests.support.helpers import assert_counters_add_up, execute, free_port
 from bulkops.worker import WorkerThread
@@ -204,13 +203,13 @@ def test_each_event_is_sent_once_to_its_users_group_only(owner, twenty_sessions,
 def test_a_pause_at_a_chunk_boundary_sends_paused_not_a_final_event(
     owner, twenty_sessions, published, monkeypatch
 ):
-    original = CloseAction.apply
+    original = executor.record  # each chunk's last step, whichever way it applied
 
-    def pause_in_first_chunk(self, *, ids, operation, now):
-        original(self, ids=ids, operation=operation, now=now)
+    def pause_in_first_chunk(operation, part, now):
+        original(operation, part, now)
         operation_pause(operation=operation)
 
-    monkeypatch.setattr(CloseAction, "apply", pause_in_first_chunk)
+    monkeypatch.setattr(executor, "record", pause_in_first_chunk)
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=twenty_sessions)
     )

@@ -11,9 +11,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_tasks import TaskResultStatus
 
-from bulkops.actions.close import CloseAction
 from bulkops.engine import (
     Selection,
+    executor,
     operation_cancel,
     operation_create,
     operation_execute,
@@ -62,17 +62,19 @@ def six(owner, make_session, settings):
 
 @pytest.fixture
 def pause_in_first_chunk(monkeypatch):
-    """Ask for a pause while the first chunk runs (as a request arriving mid-chunk)."""
-    original = CloseAction.apply
+    """Ask for a pause while the first chunk runs (as a request arriving mid-chunk):
+    after its outcomes are written (``record``, each chunk's last step whichever way it
+    applied — in SQL on PostgreSQL or through ``apply``)."""
+    original = executor.record
     calls = {"n": 0}
 
-    def apply(self, *, ids, operation, now):
-        original(self, ids=ids, operation=operation, now=now)
+    def record(operation, part, now):
+        original(operation, part, now)
         calls["n"] += 1
         if calls["n"] == 1:
             operation_pause(operation=operation)
 
-    monkeypatch.setattr(CloseAction, "apply", apply)
+    monkeypatch.setattr(executor, "record", record)
     return original
 
 
@@ -99,7 +101,7 @@ def test_resume_finishes_the_rest_with_every_item_applied_exactly_once(
     op = create(owner, six)
     operation_execute(operation_id=op.pk)
     first = {sid: at for sid, at in closed_at(six).items() if at is not None}
-    monkeypatch.setattr(CloseAction, "apply", pause_in_first_chunk)
+    monkeypatch.setattr(executor, "record", pause_in_first_chunk)
     resumed = operation_resume(operation=op)
     assert (resumed.status, resumed.paused_at) == ("pending", None)
     assert queued_tasks(op) == 1
@@ -261,13 +263,13 @@ def test_pause_and_resume_again_and_again_never_exhaust_the_attempts(
     owner, six, settings, monkeypatch
 ):
     settings.BULKOPS_MAX_ATTEMPTS = 1
-    original = CloseAction.apply
+    original = executor.record
 
-    def pause_after_each_chunk(self, *, ids, operation, now):
-        original(self, ids=ids, operation=operation, now=now)
+    def pause_after_each_chunk(operation, part, now):
+        original(operation, part, now)
         operation_pause(operation=operation)
 
-    monkeypatch.setattr(CloseAction, "apply", pause_after_each_chunk)
+    monkeypatch.setattr(executor, "record", pause_after_each_chunk)
     op = create(owner, six)
     for processed in (2, 4, 6):
         run_worker()
