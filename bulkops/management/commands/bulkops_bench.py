@@ -70,24 +70,31 @@ class Command(BaseCommand):
             help="thread: the worker polls on a thread as serve runs it (default); inline: "
             "the same worker runs right after each create (no pickup wait).",
         )
+        parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
+        self.add_load_arguments(parser)
+        self.add_table_size_arguments(parser)
+        self.add_small_ops_arguments(parser)
         parser.add_argument(
+            "--keep", action="store_true", help="Keep the benchmark owner and its rows."
+        )
+
+    def add_table_size_arguments(self, parser):
+        group = parser.add_argument_group("table size (--table-size, issue 11)")
+        group.add_argument(
             "--table-size",
             choices=list(TABLE_SIZES),
             help="Instead of the actions: seed this database to that many sessions (once; "
             "kept) and time the list/search/info/validate/admin paths through a served "
             "daphne (p50/p90). Use a database of your own.",
         )
-        parser.add_argument(
+        group.add_argument(
             "--table-requests",
             type=int,
             default=30,
             help="With --table-size: timed requests per path (default 30).",
         )
-        parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
-        self.add_load_arguments(parser)
-        parser.add_argument(
-            "--keep", action="store_true", help="Keep the benchmark owner and its rows."
-        )
+
+    def add_small_ops_arguments(self, parser):
         small = parser.add_argument_group("many small operations (issue 11)")
         small.add_argument(
             "--small-ops",
