@@ -11,7 +11,6 @@ from django.core import signing
 
 from bulkops.engine.drift import SALT
 from bulkops.models import BulkOperationItem, Session
-from bulkops.tests.support import api as support
 from bulkops.tests.support.api import (
     ACTION_PATHS,
     VALIDATE,
@@ -22,8 +21,6 @@ from bulkops.tests.support.api import (
 )
 
 pytestmark = pytest.mark.django_db
-api = support.api
-fast_password_hasher = support.fast_password_hasher
 
 
 def validate(client, action: str, **body) -> dict:
