@@ -39,6 +39,8 @@ class Partition:
     eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     #: The succeeded items are already written (the one-statement chunk does it).
     succeeded_recorded: bool = False
+    #: The chunk read fewer pending items than a chunk holds: none is left after it.
+    last: bool = False
 
     @property
     def failed_count(self) -> int:

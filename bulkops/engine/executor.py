@@ -120,6 +120,7 @@ def _run_chunk(
     else:
         part = _apply_in_python(op, act, scope, ids, skip_locked, now)
     record(op, part, now)
+    part.last = len(ids) < bulkops_settings.CHUNK_SIZE
     return part
 
 
@@ -129,7 +130,8 @@ def _apply_in_sql(op, act, plan, scope, ids, skip_locked) -> Partition:
     applied, rest = lock_check_apply(
         plan=plan, scope=scope, ids=ids, operation_id=op.pk, skip_locked=skip_locked
     )
-    _lock_timeout(None)
+    # No lock_timeout reset: what follows in this transaction touches only the
+    # operation's own row (locked already) and its items, which nothing else writes.
     held: set[str] = set()
     if skip_locked:
         found = {**rest, **{sid: None for sids in applied.values() for sid in sids}}
@@ -231,18 +233,17 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
     return op, first
 
 
-def _stop_reason(op: BulkOperation, should_stop: Callable[[], bool] | None) -> str | None:
+def _stop_reason(
+    op: BulkOperation, should_stop: Callable[[], bool] | None, *, fresh: dict | None = None
+) -> str | None:
     """Between chunks: CANCELLED, FAILURE_THRESHOLD (more than ``max_failures`` items
-    failed), PAUSED, TIMEOUT (time paused does not count), SHUTDOWN or None."""
-    fresh = (
-        BulkOperation.objects.filter(pk=op.pk)
-        .values("cancel_requested", "pause_requested", "started_at", "paused_seconds", "failed")
-        .get()
-    )
+    failed), PAUSED, TIMEOUT (time paused does not count), SHUTDOWN or None. ``fresh``:
+    the row's flags as just read (else they are read now)."""
+    if fresh is None:
+        fresh = BulkOperation.objects.filter(pk=op.pk).values(*STOP_FIELDS).get()
     if fresh["cancel_requested"]:
         return CANCELLED
-    max_failures = op.params.get("max_failures")
-    if max_failures is not None and fresh["failed"] > max_failures:
+    if _over_threshold(op, fresh["failed"]):
         return FAILURE_THRESHOLD
     if fresh["pause_requested"]:
         return PAUSED
@@ -254,6 +255,15 @@ def _stop_reason(op: BulkOperation, should_stop: Callable[[], bool] | None) -> s
     if should_stop is not None and should_stop():
         return SHUTDOWN
     return None
+
+
+#: What ``_stop_reason`` reads of the operation's row.
+STOP_FIELDS = ("cancel_requested", "pause_requested", "started_at", "paused_seconds", "failed")
+
+
+def _over_threshold(op: BulkOperation, failed: int) -> bool:
+    max_failures = op.params.get("max_failures")
+    return max_failures is not None and failed > max_failures
 
 
 # --- the two modes ----------------------------------------------------------------------------
@@ -276,14 +286,23 @@ def _chunk(op, act, scope) -> Partition | None:
 
 
 def _execute_chunks(op, act, scope, publisher, should_stop) -> str | None:
+    """Chunks until none is left or a stop is asked for. The first stop check uses the
+    row as ``_start`` just read it under its lock; after the last chunk (one that read
+    fewer items than a chunk holds) nothing is left to stop, bar the failure threshold,
+    which the counters ``record`` keeps on ``op`` tell: a one-chunk operation costs no
+    read between its chunk and its end."""
+    fresh = {name: getattr(op, name) for name in STOP_FIELDS}
     while True:
-        stop = _stop_reason(op, should_stop)
+        stop = _stop_reason(op, should_stop, fresh=fresh)
+        fresh = None
         if stop:
             return stop
         part = _chunk(op, act, scope)
         if part is None:
             return None
         publisher.chunk(part)
+        if part.last:
+            return FAILURE_THRESHOLD if _over_threshold(op, op.failed) else None
 
 
 def _execute_atomic(op, act, scope) -> str | None:
@@ -294,6 +313,8 @@ def _execute_atomic(op, act, scope) -> str | None:
             while (part := _chunk(op, act, scope)) is not None:
                 for reason, ids in part.failed.items():
                     failures[reason].extend(ids)
+                if part.last:
+                    break
             if failures:
                 raise AtomicRollback(failures)
     except AtomicRollback:
@@ -407,6 +428,6 @@ def operation_execute(
         raise
     except Exception as exc:
         _fail(op, act, exc)
-    op.refresh_from_db()
+    # Every way to here reloaded ``op`` as it committed it (``finalise``, ``record_paused``).
     events.publish_operation(op, FINAL_EVENTS[op.status])
     return op
