@@ -7,8 +7,11 @@ change as a ``SET`` list), a chunk is a single round trip::
                     WHERE id = ANY(chunk) [AND owner_id = user]
                     ORDER BY id FOR UPDATE [SKIP LOCKED]),
          upd AS (UPDATE session AS s SET … FROM locked
-                 WHERE s.id = locked.id AND <eligible> RETURNING s.id)
-    SELECT … FROM locked LEFT JOIN upd …
+                 WHERE s.ctid = locked.tid AND <eligible>
+                 RETURNING s.id, locked.status AS previous),
+         done AS (UPDATE item … FROM upd WHERE <the operation's item of upd.id>)
+    SELECT … FROM upd GROUP BY previous
+    UNION ALL SELECT … FROM locked WHERE (<eligible>) IS NOT TRUE
 
 The rows are locked in primary-key order, as every other chunk locks them, so
 overlapping operations wait for each other instead of deadlocking. The statement
@@ -29,15 +32,17 @@ from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.models import BulkOperationItem, ItemOutcome, Session
 
 #: The final SELECT: one row per previous status of the applied rows (their ids as an
-#: array), then one row per locked row that was not applied.
+#: array), then one row per locked row that was not applied. Neither joins ``locked``
+#: to ``upd``: ``upd`` returns the status each row had, and the rows it left out are
+#: the locked rows for which ``eligible`` is not true. A CTE's row estimate can be 1
+#: (statistics taken before a user's sessions existed), and a join between two CTEs is
+#: then a nested loop: 5,000 × 5,000 comparisons, seconds per chunk.
 _RESULT = (
-    "SELECT true, locked.status, array_agg(locked.id ORDER BY locked.id)::text[], "
-    "NULL::integer, NULL::timestamptz FROM locked JOIN upd ON upd.id = locked.id "
-    "GROUP BY locked.status "
+    "SELECT true, upd.previous, array_agg(upd.id ORDER BY upd.id)::text[], "
+    "NULL::integer, NULL::timestamptz FROM upd GROUP BY upd.previous "
     "UNION ALL "
     "SELECT false, locked.status, ARRAY[locked.id]::text[], locked.owner_id, "
-    "locked.deleted_at FROM locked WHERE NOT EXISTS "
-    "(SELECT 1 FROM upd WHERE upd.id = locked.id)"
+    "locked.deleted_at FROM locked WHERE ({eligible}) IS NOT TRUE"
 )
 
 
@@ -70,13 +75,14 @@ def _statement(
     sql = (
         f"WITH locked AS ({lock_sql}), "
         f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
-        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) RETURNING s.id), "
+        f"WHERE s.ctid = locked.tid AND ({plan.eligible}) "
+        "RETURNING s.id, locked.status AS previous), "
         # The succeeded items, with the status their session had (always run to
-        # completion, though nothing reads it).
+        # completion, though nothing reads it): ``upd`` drives an index probe per item.
         f"done AS (UPDATE {items} AS i SET outcome = %s, reason = '', message = '', "
-        "previous_status = locked.status FROM upd JOIN locked ON locked.id = upd.id "
+        "previous_status = upd.previous FROM upd "
         "WHERE i.operation_id = %s AND i.session_id = upd.id) "
-        f"{_RESULT}"
+        f"{_RESULT.format(eligible=plan.eligible)}"
     )
     return sql, [
         *lock_params,
@@ -84,6 +90,7 @@ def _statement(
         *plan.eligible_params,
         ItemOutcome.SUCCEEDED,
         operation_id,
+        *plan.eligible_params,
     ]
 
 
