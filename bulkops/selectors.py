@@ -67,6 +67,16 @@ def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[Session]:
     return qs.filter(owner=user)
 
 
+#: Columns a list of sessions never shows (the content, up to megabytes, and the archive):
+#: a page reads, sorts and sends the rest only.
+LIST_DEFERRED_FIELDS = ("content", "archive_blob")
+
+
+def session_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Session]:
+    """``sessions_for_user`` as a list shows them: without the content and the archive."""
+    return sessions_for_user(user=user).defer(*LIST_DEFERRED_FIELDS)
+
+
 def sessions_list_is_everyones(*, user: AbstractBaseUser) -> bool:
     """Whether ``sessions_for_user`` lists every user's sessions (millions, possibly)."""
     return user_may_act_on_others(user, "bulkops.view_session")

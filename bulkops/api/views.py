@@ -582,7 +582,7 @@ class SessionListView(generics.ListAPIView):
     filterset_class = SessionFilterSet
 
     def get_queryset(self):
-        return selectors.sessions_for_user(user=self.request.user)
+        return selectors.session_list_for_user(user=self.request.user)
 
     def paginate_queryset(self, queryset):
         # Everyone's sessions may be millions: their count may be an estimate.

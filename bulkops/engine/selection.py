@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django_filters.constants import EMPTY_VALUES
 
 from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
 from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
@@ -128,6 +129,26 @@ class MomentFilter(django_filters.Filter):
     field_class = MomentField
 
 
+class StableOrderingFilter(django_filters.OrderingFilter):
+    """``ordering`` as asked, then by ``id``: rows with the same value (many sessions
+    share a title or a status) keep one order from page to page, so paging never skips
+    or repeats one. The tie-break runs the way the last key does, so one index on
+    (…, key, id) serves both directions; ``created_at`` pairs with ``id`` the other way,
+    as the default order (newest first, then ``id``) and its index do."""
+
+    REVERSED_TIEBREAK = ("created_at",)
+
+    def filter(self, qs: QuerySet[Session], value: Any) -> QuerySet[Session]:
+        if value in EMPTY_VALUES:
+            return qs
+        ordering = [self.get_ordering_value(param) for param in value if param not in EMPTY_VALUES]
+        if not ordering or any(key.lstrip("-") == "id" for key in ordering):
+            return qs.order_by(*ordering)
+        last = ordering[-1]
+        descending = last.startswith("-") != (last.lstrip("-") in self.REVERSED_TIEBREAK)
+        return qs.order_by(*ordering, "-id" if descending else "id")
+
+
 # --- the one filter -------------------------------------------------------------------------
 class SessionFilterSet(django_filters.FilterSet):
     """``status`` (one or more), ``search`` (title or id, case-insensitive),
@@ -146,9 +167,7 @@ class SessionFilterSet(django_filters.FilterSet):
     created_before = MomentFilter(field_name="created_at", lookup_expr="lt")
     owner = django_filters.CharFilter(method="filter_owner", max_length=MAX_OWNER_LENGTH)
     deleted = django_filters.ChoiceFilter(choices=BOOLEAN_CHOICES, method="filter_deleted")
-    ordering = django_filters.OrderingFilter(
-        fields=("created_at", "updated_at", "title", "status", "id")
-    )
+    ordering = StableOrderingFilter(fields=("created_at", "updated_at", "title", "status", "id"))
 
     class Meta:
         model = Session

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bulkops.models import Session
@@ -71,6 +73,40 @@ def test_ordering_and_pagination(api, sessions):
     assert page["count"] == 3 and [r["id"] for r in page["results"]] == ["a-active"]
     assert api.get("/api/sessions/?page=").status_code == 404
     assert api.get("/api/sessions/?page=0").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("ordering", "expected"),
+    [
+        ("title", ["same-1", "same-2", "same-3", "same-4", "zz"]),
+        ("-title", ["zz", "same-4", "same-3", "same-2", "same-1"]),
+        ("status,title", ["same-1", "same-2", "same-3", "same-4", "zz"]),
+        # created_at pairs with id the way the default order does (newest first, then id).
+        ("created_at", ["same-4", "same-3", "same-2", "same-1", "zz"]),
+        ("-created_at", ["zz", "same-1", "same-2", "same-3", "same-4"]),
+    ],
+)
+def test_ordering_breaks_ties_by_id_so_pages_never_skip_or_repeat_a_session(
+    api, owner, make_session, ordering, expected
+):
+    moment = timezone.now() - datetime.timedelta(days=1)
+    for n in (3, 1, 4, 2):  # created in no particular id order, all at the same moment
+        make_session(owner, id=f"same-{n}", title="Same title", created_at=moment)
+    make_session(owner, id="zz", title="Zebra", created_at=moment + datetime.timedelta(hours=1))
+    pages = [
+        ids(api.get(f"/api/sessions/?ordering={ordering}&page_size=2&page={n}")) for n in (1, 2, 3)
+    ]
+    assert [sid for page in pages for sid in page] == expected
+
+
+def test_a_list_page_never_reads_the_content_or_the_archive(api, sessions):
+    with CaptureQueriesContext(connection) as ctx:
+        response = api.get("/api/sessions/")
+    assert len(response.json()["results"]) == 3
+    reads = [q["sql"] for q in ctx.captured_queries if 'FROM "bulkops_session"' in q["sql"]]
+    assert reads and not any('"content"' in sql or '"archive_blob"' in sql for sql in reads)
+    detail = api.get("/api/sessions/a-active/").json()
+    assert "content" in detail  # one session shows it
 
 
 @pytest.mark.parametrize(
