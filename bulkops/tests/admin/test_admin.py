@@ -13,6 +13,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
+from bulkops.admin.sessions import SessionAdmin
 from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation, Session, SessionExport
 from bulkops.tests.support.helpers import execute, run_worker
@@ -373,7 +374,8 @@ def test_select_all_over_1000_rows_sends_the_changelist_filter(admin_client, own
     bulk_sessions(owner, 30, prefix="other", status="closed")
     query = "?status__exact=active&q=bulk"
     page_ids = [s.pk for s in admin_client.get(changelist(query)).context["cl"].result_list]
-    assert len(page_ids) == 100  # the page; "select all" means all 1000 matching rows
+    # the page; "select all" means all 1000 matching rows
+    assert len(page_ids) == SessionAdmin.list_per_page
     response = first_pass(admin_client, "close_sessions", page_ids, query=query, select_across=True)
     assert response.context["selection_filter"] == {
         "deleted": False,
@@ -382,7 +384,8 @@ def test_select_all_over_1000_rows_sends_the_changelist_filter(admin_client, own
     }
     assert response.context["result"]["eligible_count"] == 1000
     html = response.content.decode()
-    assert html.count('name="_selected_action"') == 100  # never one field per matching row
+    # never one field per matching row
+    assert html.count('name="_selected_action"') == SessionAdmin.list_per_page
     assert Session.objects.filter(status="closed").count() == 30
     confirm(admin_client, "close_sessions", page_ids, query=query, select_across=True)
     op = BulkOperation.objects.get()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bulkops.admin.sessions import SessionAdmin
 from bulkops.tests.support.helpers import REDIS_URL, free_port, port_open, redis_available, require
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
@@ -39,7 +40,7 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "browser-test-pw-1"
-QUARTERLY = 133  # more than a changelist page (100), so "Select all 133" is offered
+QUARTERLY = 133  # more than a changelist page (50), so "Select all 133" is offered
 
 SETUP = f"""
 import datetime
@@ -199,7 +200,7 @@ def confirm_archive_of_eight(page) -> None:
 
     page.fill("#searchbar", "Quarterly")
     page.press("#searchbar", "Enter")
-    expect(page.locator("#result_list tbody tr")).to_have_count(100)
+    expect(page.locator("#result_list tbody tr")).to_have_count(SessionAdmin.list_per_page)
     expect(page.locator(".paginator")).to_contain_text(f"{QUARTERLY} sessions")
     boxes = page.locator("#result_list tbody input.action-select")
     for i in range(8):
