@@ -87,9 +87,22 @@ class Session(models.Model):
                 name="session_live_created",
             ),
             models.Index(fields=["deleted_at"], name="session_deleted"),
-            # On PostgreSQL, migration 0006 adds trigram GIN indexes on UPPER(title) and
-            # UPPER(id) for ``search`` (icontains); they are not declared here because
-            # SQLite has no such index.
+            # ``ordering=title`` (tie-break ``id``, either direction): a user's live rows,
+            # and everyone's, read in order instead of sorted.
+            models.Index(
+                fields=["owner", "title", "id"],
+                condition=Q(deleted_at__isnull=True),
+                name="session_owner_live_title",
+            ),
+            models.Index(
+                fields=["title", "id"],
+                condition=Q(deleted_at__isnull=True),
+                name="session_live_title",
+            ),
+            # On PostgreSQL, migration 0007 adds GIN indexes on (owner, UPPER(title)) and
+            # (owner, UPPER(id)) — pg_trgm, btree_gin — for ``search`` (icontains) within
+            # one owner's rows or everyone's; they are not declared here because SQLite
+            # has no such index.
         ]
         constraints = [
             models.CheckConstraint(
