@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Length
 from django.template.defaultfilters import filesizeformat
@@ -25,6 +26,16 @@ def bulk_admin_action(spec: AdminBulkAction):
     action.__name__ = spec.name
     description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
     return admin.action(description=description)(action)
+
+
+class SortableByChangeList(ChangeList):
+    """Sorts by the columns ``sortable_by`` names only: Django leaves the header of any
+    other unlinked but still sorts by it when ``o=`` asks (a forged URL)."""
+
+    def get_ordering_field(self, field_name):
+        if self.sortable_by is not None and field_name not in self.sortable_by:
+            return None
+        return super().get_ordering_field(field_name)
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -107,6 +118,18 @@ class SessionAdmin(OwnRowsAdmin):
         if sees_every_session(request.user):
             return qs
         return qs.filter(owner=request.user)
+
+    #: The columns everyone's sessions (millions) can be sorted by: those an index keeps
+    #: in order. Sorting them by owner, status, deleted or size would sort every row.
+    SORTABLE_ACROSS_EVERYONE = ("id", "title", "created_at")
+
+    def get_sortable_by(self, request):
+        if sees_every_session(request.user):
+            return self.SORTABLE_ACROSS_EVERYONE
+        return super().get_sortable_by(request)
+
+    def get_changelist(self, request, **kwargs):
+        return SortableByChangeList
 
     def get_list_filter(self, request):
         if sees_every_session(request.user):
