@@ -51,6 +51,8 @@ def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -
     BulkOperation.objects.filter(pk=op.pk).update(
         status=Value(status) if status else FINAL_STATUS_SQL,
         error=error,
+        # A pause asked for during the last chunk: nothing is left to pause.
+        pause_requested=False,
         finished_at=now,
         heartbeat_at=now,
         started_at=Coalesce(F("started_at"), Value(now)),

@@ -95,6 +95,28 @@ def test_pause_of_a_running_operation_stops_at_the_chunk_boundary_and_keeps_item
     assert_counters_add_up(op)
 
 
+def test_a_pause_or_cancel_asked_during_the_last_chunk_lets_the_operation_complete(
+    owner, six, monkeypatch
+):
+    # Nothing is left to pause or cancel: the operation ends as its items did, and is
+    # not left "pausing".
+    for stop in (operation_pause, operation_cancel):
+        original = executor.record
+
+        def record(operation, part, now, stop=stop, original=original):
+            original(operation, part, now)
+            stop(operation=operation)
+
+        monkeypatch.setattr(executor, "record", record)
+        sid = six.pop()  # one session: a chunk (of 2) that reads fewer is the last
+        op = create(owner, [sid])
+        operation_execute(operation_id=op.pk)
+        op.refresh_from_db()
+        assert (op.status, op.pause_requested, op.succeeded) == ("completed", False, 1)
+        assert closed_at([sid])[sid] is not None
+        monkeypatch.setattr(executor, "record", original)
+
+
 def test_resume_finishes_the_rest_with_every_item_applied_exactly_once(
     owner, six, pause_in_first_chunk, monkeypatch
 ):
