@@ -164,6 +164,10 @@ class _Publisher:
     def chunk(self, part: Partition) -> None:
         if part.eligible:
             events.publish_sessions_updated(self.op, part.eligible, str(self.act.result_status))
+        if part.last:
+            # The final event follows at once with the same counters (DESIGN §6:
+            # progress is coalesced, the final event never dropped).
+            return
         now = time.monotonic()
         if now - self.last >= self.MIN_INTERVAL:
             self.last = now

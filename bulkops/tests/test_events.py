@@ -67,6 +67,20 @@ def test_at_most_one_progress_event_per_committed_chunk(
     assert_counters_add_up(op)
 
 
+def test_a_one_chunk_operation_sends_its_final_event_without_a_progress_event_before_it(
+    owner, make_session, published
+):
+    # The last chunk's progress would carry the very counters the final event carries.
+    sid = make_session(owner).pk
+    op = execute(owner, "close", [sid])
+    assert kinds(published) == [
+        "bulk_operation_started",
+        "sessions_updated",
+        "bulk_operation_completed",
+    ]
+    assert published[-1]["progress"] == 100 and published[-1]["processed"] == op.total == 1
+
+
 def test_events_are_flat_with_the_full_representation(owner, make_session, published):
     make_session(owner, id="s1")
     execute(owner, "close", ["s1"])
