@@ -361,8 +361,12 @@ def _conclude(op: BulkOperation, act: BulkAction, stop: str | None) -> None:
             _abort_quietly(act, op)
             finalise(op, status=OperationStatus.FAILED, error=op.error)
         else:
-            op.refresh_from_db()
-            if not op.is_finished:
+            # Finished meanwhile (the reaper gave up on it)? Its status says; then the
+            # row as it is. Else the action's last step, and one UPDATE … RETURNING.
+            status = BulkOperation.objects.values_list("status", flat=True).get(pk=op.pk)
+            if status in FINISHED_OPERATION_STATUSES:
+                op.refresh_from_db()
+            else:
                 act.finish(op)
                 finalise(op)
 

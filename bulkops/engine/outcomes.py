@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
+from django.db import connections
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from bulkops.actions import reasons
@@ -46,9 +49,11 @@ FINAL_STATUS_SQL = Case(
 
 
 def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -> None:
-    """Mark ``op`` finished (with ``status``, or the one its counters give) and reload it."""
+    """Mark ``op`` finished (with ``status``, or the one its counters give) and load the
+    row as it now is into ``op``."""
     now = timezone.now()
-    BulkOperation.objects.filter(pk=op.pk).update(
+    update_and_reload(
+        op,
         status=Value(status) if status else FINAL_STATUS_SQL,
         error=error,
         # A pause asked for during the last chunk: nothing is left to pause.
@@ -58,7 +63,29 @@ def finalise(op: BulkOperation, *, status: str | None = None, error: str = "") -
         started_at=Coalesce(F("started_at"), Value(now)),
         version=F("version") + 1,
     )
-    op.refresh_from_db()
+
+
+def update_and_reload(op: BulkOperation, **values: Any) -> None:
+    """``UPDATE`` the operation's row with ``values`` and load what the row then holds
+    into ``op``: one ``UPDATE … RETURNING`` statement where the database has it
+    (PostgreSQL; SQLite from 3.35), else the update and a reload."""
+    rows = BulkOperation.objects.filter(pk=op.pk)
+    database = connections[rows.db]
+    if not database.features.can_return_columns_from_insert:
+        rows.update(**values)
+        op.refresh_from_db()
+        return
+    query = rows.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(rows.db).as_sql()
+    fields = BulkOperation._meta.concrete_fields
+    columns = ", ".join(database.ops.quote_name(f.column) for f in fields)
+    fresh = next(iter(BulkOperation.objects.raw(f"{sql} RETURNING {columns}", params)), None)
+    if fresh is None:  # the row is gone: as refresh_from_db says it
+        op.refresh_from_db()
+        return
+    for f in fields:
+        setattr(op, f.attname, getattr(fresh, f.attname))
 
 
 def record_paused(op: BulkOperation) -> None:
