@@ -71,10 +71,13 @@ def target(world):
 
 
 def test_a_burst_of_30_deletes_starts_exactly_the_rate_limit(world):
+    # Ten a day, not a minute: django-ratelimit's windows are fixed, and a burst that
+    # straddles a window's end rightly gets ten more — at 10/m a burst of a few seconds
+    # on a loaded machine did so about one run in twelve (seen in CI: 11+ accepted).
     db, procs = world(
         postgres=using_postgres(),
         redis=using_redis(),
-        BULKOPS_RATE_LIMIT_DELETE="10/m",
+        BULKOPS_RATE_LIMIT_DELETE="10/d",
         BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER="100",
     )
     token = seed(procs, sessions=40)["token"]
