@@ -237,6 +237,10 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
     return op, first
 
 
+#: What ``_stop_reason`` reads of the operation's row.
+STOP_FIELDS = ("cancel_requested", "pause_requested", "started_at", "paused_seconds", "failed")
+
+
 def _stop_reason(
     op: BulkOperation, should_stop: Callable[[], bool] | None, *, fresh: dict | None = None
 ) -> str | None:
@@ -259,10 +263,6 @@ def _stop_reason(
     if should_stop is not None and should_stop():
         return SHUTDOWN
     return None
-
-
-#: What ``_stop_reason`` reads of the operation's row.
-STOP_FIELDS = ("cancel_requested", "pause_requested", "started_at", "paused_seconds", "failed")
 
 
 def _over_threshold(op: BulkOperation, failed: int) -> bool:

@@ -93,17 +93,19 @@ def record_paused(op: BulkOperation) -> None:
     ``paused`` (its pending items stay pending) and the attempt is given back, as
     nothing crashed (a resume is not a retry). Reload it."""
     fresh = BulkOperation.objects.select_for_update().get(pk=op.pk)
-    if fresh.status == OperationStatus.RUNNING:
-        now = timezone.now()
-        BulkOperation.objects.filter(pk=op.pk).update(
-            status=OperationStatus.PAUSED,
-            pause_requested=False,
-            paused_at=now,
-            heartbeat_at=now,
-            attempts=max(fresh.attempts - 1, 0),
-            version=F("version") + 1,
-        )
-    op.refresh_from_db()
+    if fresh.status != OperationStatus.RUNNING:
+        op.refresh_from_db()
+        return
+    now = timezone.now()
+    update_and_reload(
+        op,
+        status=OperationStatus.PAUSED,
+        pause_requested=False,
+        paused_at=now,
+        heartbeat_at=now,
+        attempts=max(fresh.attempts - 1, 0),
+        version=F("version") + 1,
+    )
 
 
 def fail_rest(op: BulkOperation, *, error: str) -> None:
