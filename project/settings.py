@@ -1,4 +1,4 @@
-"""Settings, read from the environment (see README.md "Configuration").
+"""Settings, read from the environment (see docs/operations.md, "Configuration").
 
 The embedded default needs no variable at all: SQLite file, in-memory channel layer,
 local-memory cache, DEBUG on. Production sets DEBUG=0, SECRET_KEY, ALLOWED_HOSTS,

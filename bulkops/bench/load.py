@@ -150,7 +150,7 @@ class LoadWorld:
             DATABASE_URL=self.db_url,
             REDIS_URL=redis_url(),
             REDIS_PREFIX=self.prefix,
-            # The production layout, on plain HTTP on purpose (README, Production layout).
+            # The production layout, on plain HTTP on purpose (docs/production.md).
             DEBUG="0",
             SECRET_KEY=secrets.token_urlsafe(40),
             ALLOWED_HOSTS="127.0.0.1,localhost",
