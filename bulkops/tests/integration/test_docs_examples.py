@@ -51,7 +51,7 @@ from bulkops.tests.support.helpers import free_port
 from bulkops.tests.support.processes import ROOT, wait_until
 
 PAGES = ("README.md", "docs/api.md", "docs/websocket.md", "docs/cli.md")
-BLOCK_TIMEOUT = 90  # seconds; the examples take well under a second each
+BLOCK_TIMEOUT = 90  # seconds; the slowest block takes a few (manage.py starting Django)
 DOCS_ADDRESS = "127.0.0.1:8000"
 LOG_LINE = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}|-) ')
 
