@@ -26,7 +26,20 @@ def _static_files_collected() -> None:
     )
 
 
+def _reason_phrases() -> None:
+    """daphne answers through Twisted, whose table of reason phrases predates RFC 6585:
+    a 422 or a 429 would go out as ``HTTP/1.1 429 Unknown Status``. Add the phrase of
+    every status Python's ``http.HTTPStatus`` knows and Twisted does not (its own stay)."""
+    from http import HTTPStatus
+
+    from twisted.web.http import RESPONSES
+
+    for status in HTTPStatus:
+        RESPONSES.setdefault(status.value, status.phrase.encode("ascii"))
+
+
 _static_files_collected()
+_reason_phrases()
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter

@@ -18,6 +18,8 @@ urlpatterns = [
         name="swagger-ui",
     ),
     path("api/", include("bulkops.api.urls")),
+    # The browsable API's log in / log out (any user, not only staff as /admin/ is).
+    path("api-auth/", include("rest_framework.urls")),
     # Operators': health (for load balancers, orchestrators) and Prometheus metrics.
     path("healthz", ops.healthz, name="healthz"),
     path("metrics", ops.metrics, name="metrics"),

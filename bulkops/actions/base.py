@@ -116,8 +116,9 @@ class BulkAction:
     display_name: ClassVar[str]
     #: The API path under ``/api/bulk/sessions/`` (default: ``action_type``).
     api_path: ClassVar[str] = ""
-    #: An example body for the OpenAPI schema.
-    api_example: ClassVar[dict[str, Any]] = {"session_ids": ["session-001"]}
+    #: An example body for the OpenAPI schema (Swagger UI's "Try it out"): ids and
+    #: filters of the demo data ``serve`` creates, so it works as given.
+    api_example: ClassVar[dict[str, Any]] = {"session_ids": ["demo-000000", "demo-000001"]}
     #: Default per-user rate (django-ratelimit syntax); ``BULKOPS_RATE_LIMITS`` overrides.
     rate_limit: ClassVar[str] = "20/m"
     #: The admin actions offered for it (default: one, named ``<action>_sessions``).

@@ -44,7 +44,7 @@ class DeleteAction(BulkAction):
         ),
         "atomic": ATOMIC,
     }
-    api_example = {"session_ids": ["session-001"], "soft_delete": True, "cascade_exports": False}
+    api_example = {"session_ids": ["demo-000002"], "soft_delete": True, "cascade_exports": False}
     rate_limit = "10/m"
     admin_variants = (
         AdminVariant("soft_delete_sessions", "Soft delete", {"soft_delete": True}, True),

@@ -159,7 +159,11 @@ class ExportAction(BulkAction):
         ),
     }
     api_path = "export-metadata"
-    api_example = {"session_ids": ["session-001"], "format": "csv", "include_details": False}
+    api_example = {
+        "session_ids": ["demo-000000", "demo-000001"],
+        "format": "csv",
+        "include_details": False,
+    }
     rate_limit = "30/m"
     admin_variants = (
         AdminVariant("export_sessions_csv", "Export as CSV", {"format": "csv"}),

@@ -15,7 +15,7 @@ class RestoreAction(BulkAction):
     skip_reasons = frozenset({reasons.NOT_DELETED})
     result_status = "restored"
     filter_deleted = True
-    api_example = {"filter": {"search": "Q1"}}
+    api_example = {"session_ids": ["demo-000007", "demo-000027"]}
     rate_limit = "20/m"
     sessions_per_second = 50_000.0
 

@@ -211,7 +211,7 @@ PAGE_PARAMS = [
 
 VALIDATION_EXAMPLE = OpenApiExample(
     "Duplicate ids",
-    value={"session_ids": ["Duplicate session ids: session-001."]},
+    value={"session_ids": ["Duplicate session ids: demo-000001."]},
     status_codes=["400"],
     response_only=True,
 )

@@ -169,7 +169,7 @@ class JSONBodyView(APIView):
     examples=[
         OpenApiExample(
             "Close three sessions",
-            value={"action": "close", "session_ids": ["session-001", "session-002", "nope"]},
+            value={"action": "close", "session_ids": ["demo-000000", "demo-000001", "nope"]},
             request_only=True,
         ),
         OpenApiExample(
@@ -179,12 +179,14 @@ class JSONBodyView(APIView):
                 "eligible_count": 1,
                 "ineligible_count": 1,
                 "skipped_count": 1,
-                "eligible": [{"session_id": "session-001", "title": "Q1", "status": "active"}],
-                "eligible_ids": ["session-001"],
+                "eligible": [
+                    {"session_id": "demo-000000", "title": "Mu session 0", "status": "active"}
+                ],
+                "eligible_ids": ["demo-000000"],
                 "ineligible": [
                     {"session_id": "nope", "reason": "not_found", "message": "No such session."}
                 ],
-                "skipped": [{"session_id": "session-002", "reason": "already_closed"}],
+                "skipped": [{"session_id": "demo-000001", "reason": "already_closed"}],
                 "estimated_duration_seconds": 0.2,
                 "selection_token": "eyJ1IjoiNyIsImEiOiJjbG9zZSJ9:1tQx2b:3kzL9m_Qw",
             },

@@ -4,12 +4,26 @@ import json
 import sys
 from pathlib import Path
 
+from daphne.access import AccessLogGenerator
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from bulkops.seeding import seed_demo
+
+#: Where the banner's "API:" line leads: the browsable API's login, then the API itself.
+API_LANDING = "/api/bulk/sessions/info"
+
+
+class AccessLog(AccessLogGenerator):
+    """daphne's access log — one NCSA-style line per HTTP request and WebSocket event, as
+    the ``daphne`` command prints — flushed per line, so a log read while serving (a
+    terminal, a file, a test) is current."""
+
+    def write_entry(self, *args, **kwargs) -> None:
+        super().write_entry(*args, **kwargs)
+        self.stream.flush()
 
 
 def demo_logins(credentials_file: Path) -> dict[str, str]:
@@ -40,8 +54,13 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not run the in-process worker (run db_worker instead).",
         )
+        parser.add_argument(
+            "--no-access-log",
+            action="store_true",
+            help="Do not print a line per HTTP request and WebSocket connection.",
+        )
 
-    def handle(self, *args, host, port, no_demo, no_worker, **options):
+    def handle(self, *args, host, port, no_demo, no_worker, no_access_log, **options):
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server, twisted_loop
 
@@ -74,6 +93,7 @@ class Command(BaseCommand):
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             ready_callable=ready,
+            action_logger=None if no_access_log else AccessLog(self.stdout),
             verbosity=0,
         )
         try:
@@ -90,7 +110,8 @@ class Command(BaseCommand):
             "",
             "Bulk operations for sessions is running.",
             f"  Admin:        {base}/admin/",
-            f"  API:          {base}/api/bulk/sessions/info",
+            f"  API:          {base}/api-auth/login/?next={API_LANDING}",
+            "                (log in, then browse; scripts send a token: docs/api.md)",
             f"  API docs:     {base}/api/docs/",
             f"  OpenAPI:      {base}/api/schema/",
             f"  WebSocket:    {ws}/ws/bulk/",

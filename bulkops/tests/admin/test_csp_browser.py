@@ -1,8 +1,9 @@
 """The Content-Security-Policy, verified where it is enforced: Debian's Chromium (driven by
-Playwright) visits the admin and Swagger UI on ``manage.py serve`` and the browser reports
-no violation — from its console ("Refused to …", "… Content Security Policy …") or from
-``securitypolicyviolation`` events — while every page still does its job: the progress
-page's script runs and its WebSocket opens, Swagger UI renders the operations.
+Playwright) visits the admin, Swagger UI and the browsable API on ``manage.py serve`` and
+the browser reports no violation — from its console ("Refused to …", "… Content Security
+Policy …") or from ``securitypolicyviolation`` events — while every page still does its
+job: the progress page's script runs and its WebSocket opens, Swagger UI renders the
+operations, the browsable API logs in, filters and logs out.
 
 The first tests check the header itself, in process.
 """
@@ -18,6 +19,7 @@ from django.test import RequestFactory
 from bulkops.tests.admin.test_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    PASSWORD,
     finish_worker,
     live_server,
     log_in,
@@ -194,3 +196,46 @@ def test_admin_progress_and_swagger_ui_work_with_no_csp_violation(staff_docs_ser
         policy = policy_of(response)
         assert policy["default-src"] == ["'self'"], response.url
         assert policy["connect-src"] == ["'self'", f"ws://{host}"], response.url
+
+
+def browse_the_api(page, base: str) -> None:
+    """The browsable API as the banner of ``serve`` leads to it: its login, the info page,
+    a list and its Filters dialog, an action's page (GET: 405, with its request form),
+    then Log out (a POST form, no inline script)."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/api-auth/login/?next=/api/bulk/sessions/info")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("#submit-id-submit")
+    expect(page).to_have_url(f"{base}/api/bulk/sessions/info")
+    expect(page.locator(".response-info")).to_contain_text('"rate_limits"')
+    page.goto(f"{base}/api/sessions/?search=Quarterly")
+    page.click("button[data-target='#filtersModal']")
+    expect(page.locator("#filtersModal input[name=search]")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.goto(f"{base}/api/bulk/sessions/close")
+    expect(page.locator("#post-generic-content-form")).to_be_visible()
+    page.click("a.dropdown-toggle")
+    page.click("button.api-logout")
+    expect(page.locator(".navbar a", has_text="Log in")).to_be_visible()
+    shot(page, "browsable-api-csp.png")
+
+
+@pytest.mark.browser
+@pytest.mark.processes
+@pytest.mark.timeout(120)
+def test_the_browsable_api_and_its_login_work_with_no_csp_violation(
+    staff_docs_server, watched_page
+):
+    base, _ = staff_docs_server
+    page, record = watched_page
+    browse_the_api(page, base)
+
+    assert record["violations"] == [], "\n".join(record["violations"])
+    assert record["console"] == [], "\n".join(record["console"])
+    assert record["errors"] == [], "\n".join(record["errors"])
+    visited = {r.url.removeprefix(base).split("?")[0] for r in record["documents"]}
+    assert {"/api-auth/login/", "/api/bulk/sessions/info", "/api/sessions/"} <= visited
+    for response in record["documents"]:
+        assert policy_of(response)["style-src"] == ["'self'"], response.url

@@ -162,3 +162,58 @@ def test_with_debug_off_the_admin_gets_its_static_files_from_whitenoise(tmp_path
                 assert len(response.read()) > 100
     finally:
         _stop(server)
+
+
+def test_the_banner_links_the_api_login_and_every_request_is_logged(tmp_path):
+    """The "API:" line is the browsable API's login, which any demo user passes (``demo``
+    is not staff: the admin's login would refuse it) to land on the API; each request is
+    then a line of serve's output, as daphne's own access log prints it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            _manage("serve", "--port", str(port)), cwd=ROOT, env=_env(tmp_path), stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_for_http(f"{base}/healthz", server)
+        banner = log.read_text()
+        api = re.search(r"API:\s+(\S+)", banner).group(1)
+        assert api == f"{base}/api-auth/login/?next=/api/bulk/sessions/info"
+        password = re.search(r"demo / (\S+)", banner).group(1)
+        page = _log_in_with_a_browser_form(api, "demo", password)
+        assert page.geturl() == f"{base}/api/bulk/sessions/info"
+        assert page.headers["Content-Type"].startswith("text/html")  # the browsable API
+        assert "&quot;sessions&quot;" in page.read().decode()  # the info, as HTML
+    finally:
+        _stop(server)
+    lines = log.read_text().splitlines()
+    for request in (
+        '"GET /api-auth/login/?next=/api/bulk/sessions/info" 200 ',
+        '"POST /api-auth/login/" 302 ',
+        '"GET /api/bulk/sessions/info" 200 ',
+    ):
+        assert any(request in line and line.startswith("127.0.0.1:") for line in lines), request
+
+
+def _log_in_with_a_browser_form(url: str, username: str, password: str):
+    """GET the login form, POST it back with its CSRF token and cookie, follow the
+    redirect; return the final response."""
+    import http.cookiejar
+    import urllib.parse
+
+    browser = urllib.request.build_opener(
+        urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    )
+    with browser.open(url, timeout=10) as form:
+        html = form.read().decode()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    fields = {"csrfmiddlewaretoken": csrf, "username": username, "password": password,
+              "next": "/api/bulk/sessions/info"}  # fmt: skip
+    request = urllib.request.Request(
+        url.split("?")[0],
+        data=urllib.parse.urlencode(fields).encode(),
+        headers={"Referer": url, "Accept": "text/html"},
+    )
+    return browser.open(request, timeout=10)
