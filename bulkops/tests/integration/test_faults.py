@@ -51,11 +51,6 @@ PROMPT = 3.0
 WS_PROMPT = 6.0
 #: Seconds Redis stays away.
 OUTAGE = 6.0
-#: The PostgreSQL faults run on an instance of their own, whatever DATABASE_URL says:
-#: once is enough, in the PostgreSQL pass.
-postgres_only = pytest.mark.skipif(
-    not using_postgres(), reason="a PostgreSQL fault (own instance): runs in the PostgreSQL pass"
-)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -224,8 +219,7 @@ def crash_mid_chunk(db, procs: Processes, server, operation_id: str) -> tuple:
     return worker, before
 
 
-@pytest.mark.postgres
-@postgres_only
+@pytest.mark.postgres  # an instance of its own: once is enough, in the PostgreSQL pass
 @pytest.mark.timeout(180)
 def test_postgres_restart_mid_chunk_the_same_worker_finishes_every_item_once(
     pg_world, own_postgres
@@ -272,8 +266,7 @@ def test_postgres_restart_mid_chunk_the_same_worker_finishes_every_item_once(
     )
 
 
-@pytest.mark.postgres
-@postgres_only
+@pytest.mark.postgres  # an instance of its own: once is enough, in the PostgreSQL pass
 def test_api_answers_503_json_while_the_database_is_down_and_recovers_without_restart(
     pg_world, own_postgres
 ):
@@ -314,8 +307,7 @@ def start_archive_cli(procs: Processes) -> str:
     return out.split()[1].rstrip(":")
 
 
-@pytest.mark.postgres
-@postgres_only
+@pytest.mark.postgres  # an instance of its own: once is enough, in the PostgreSQL pass
 @pytest.mark.timeout(120)
 def test_worker_connection_terminated_mid_chunk_rolls_the_chunk_back_and_resumes(pg_world):
     db, procs = pg_world(
@@ -435,7 +427,8 @@ async def while_redis_is_down(base: str, token: str, db, busy: str, ids: list[st
     }
 
 
-@pytest.mark.redis
+# No ``redis`` marker: the test brings a redis-server of its own (not the pass's), so
+# it runs in both passes, on either database.
 @pytest.mark.timeout(150)
 async def test_redis_outage_keeps_api_and_operations_working_and_events_resume(world, own_redis):
     db, procs = world(

@@ -12,13 +12,15 @@ from django.core.management import call_command
 
 from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation
+from bulkops.tests.support.services import in_ci
 
-IN_CI = bool(os.environ.get("CI"))
+IN_CI = in_ci()
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def require(available: bool, what: str) -> None:
-    """Skip when ``what`` is missing on a developer's machine; fail in CI."""
+    """Skip when ``what`` is missing on a developer's machine; fail in CI. For what no
+    marker names (a binary, a mount); a marked service's rule is ``support.services``."""
     if available:
         return
     if IN_CI:
