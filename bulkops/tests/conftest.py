@@ -10,7 +10,10 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 
 from bulkops.models import Session, SessionExport, SessionStatus
-from bulkops.tests.support.processes import worlds
+
+#: The service markers' rule: a postgres/redis/browser test this pass has the service for
+#: must run (a skip fails the run in CI); one it has not is skipped and counted.
+pytest_plugins = ["bulkops.tests.support.services"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +29,8 @@ def world(tmp_path):
     """The real-process tests' (integration/) ``world(postgres=…, redis=…, **env)``
     → (database, processes), torn down after the test: see ``support.processes.worlds``.
     (api/test_actions.py and engine/test_cleanup.py define a ``world`` fixture of their own.)"""
+    from bulkops.tests.support.processes import worlds  # after the plugin below is loaded
+
     yield from worlds(tmp_path)
 
 

@@ -102,11 +102,22 @@ def test_other_staff_cannot_pause_an_operation_they_cannot_see(client, make_user
     assert op.status == "pending"
 
 
-def test_the_list_shows_and_filters_paused_operations(admin_client, op, superuser):
+def test_the_list_shows_and_filters_paused_operations(admin_client, op, superuser, make_session):
+    pending = operation_create(
+        user=superuser,
+        action="close",
+        selection=Selection(session_ids=[make_session(superuser, id="s-other").pk]),
+    )
     operation_pause(operation=op)
     changelist = reverse("admin:bulkops_bulkoperation_changelist")
-    html = admin_client.get(changelist + "?status__exact=paused").content.decode()
-    assert op.pk in html and "Paused" in html
+    everything = admin_client.get(changelist)
+    paused_only = admin_client.get(changelist + "?status__exact=paused")
+
+    shown = {o.pk: o.get_status_display() for o in everything.context["cl"].result_list}
+    assert shown == {op.pk: "Paused", pending.pk: "Pending"}
+    assert '<td class="field-status">Paused</td>' in everything.content.decode()
+    assert [o.pk for o in paused_only.context["cl"].result_list] == [op.pk]
+    assert pending.pk not in paused_only.content.decode()
 
 
 def test_the_confirmation_page_takes_a_failure_threshold(

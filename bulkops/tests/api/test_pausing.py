@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bulkops import events
-from bulkops.models import BulkOperation
+from bulkops.models import BulkOperation, Session
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import ACTION_PATHS, post_json, token_client
 from bulkops.tests.support.helpers import outcomes, run_worker
@@ -50,7 +50,9 @@ def test_pause_and_resume_answer_202_with_the_operation_and_send_their_events(
     body = paused.json()
     assert (body["operation_id"], body["status"], body["eta_seconds"]) == (op_id, "paused", None)
     assert body["paused_at"] is not None
-    assert BulkOperation.objects.get(pk=op_id).status == "paused"
+    row = BulkOperation.objects.get(pk=op_id)
+    assert (row.status, row.version) == ("paused", body["version"])
+    assert row.paused_at is not None
     assert published[-1]["type"] == "bulk_operation_paused"
     assert (published[-1]["operation_id"], published[-1]["status"]) == (op_id, "paused")
     assert published[-1]["version"] == body["version"]
@@ -59,11 +61,16 @@ def test_pause_and_resume_answer_202_with_the_operation_and_send_their_events(
         resumed = resume(api, op_id)
     assert resumed.status_code == 202, resumed.content
     assert (resumed.json()["status"], resumed.json()["paused_at"]) == ("pending", None)
+    row = BulkOperation.objects.get(pk=op_id)
+    assert (row.status, row.paused_at) == ("pending", None)
+    assert Session.objects.filter(pk__in=ids, status="active").count() == 3  # not run yet
     assert published[-1]["type"] == "bulk_operation_resumed"
     assert published[-1]["status"] == "pending"
-    run_worker()
+    run_worker()  # resumed means queued again: the worker finishes it
     status = api.get(f"/api/bulk/operations/{op_id}/status").json()
     assert (status["status"], status["succeeded"]) == ("completed", 3)
+    assert outcomes(BulkOperation.objects.get(pk=op_id)) == dict.fromkeys(ids, ("succeeded", ""))
+    assert Session.objects.filter(pk__in=ids, status="closed").count() == 3
 
 
 def test_pausing_a_running_operation_answers_pause_requested(api, owner, make_session):
@@ -116,6 +123,11 @@ def test_cancel_of_a_paused_operation_cancels_it_at_once(api, owner, make_sessio
     response = api.post(f"/api/bulk/operations/{op_id}/cancel")
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["cancelled"]) == ("cancelled", 2)
+    op = BulkOperation.objects.get(pk=op_id)
+    assert (op.status, op.processed, op.cancelled) == ("cancelled", 2, 2)
+    assert op.finished_at is not None
+    assert outcomes(op) == dict.fromkeys(ids, ("cancelled", "cancelled"))
+    assert Session.objects.filter(pk__in=ids, status="active").count() == 2
 
 
 # --- max_failures --------------------------------------------------------------------------
@@ -138,7 +150,11 @@ def test_max_failures_zero_stops_at_the_first_failure(api, owner, make_session, 
     assert (status["status"], status["failed"], status["cancelled"]) == ("failed", 1, 1)
     assert "failure threshold" in status["error"]
     op = BulkOperation.objects.get(pk=op_id)
-    assert outcomes(op)[ok] == ("cancelled", "failure_threshold")
+    assert outcomes(op) == {
+        "a-missing": ("failed", "not_found"),
+        ok: ("cancelled", "failure_threshold"),
+    }
+    assert Session.objects.get(pk=ok).status == "active"
 
 
 @pytest.mark.parametrize("bad", [-1, True, "3", 2.5, None, 10**7, [1], {"n": 1}])

@@ -28,15 +28,11 @@ from bulkops.models import Session
 from bulkops.scaleseed import OWNER_PREFIX, seed_scale
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import post_json, token_client
-from bulkops.tests.support.processes import using_postgres
 
 pytestmark = [
     # Committed rows: the seeder's VACUUM sets the visibility map (index-only scans).
     pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        not using_postgres(), reason="PostgreSQL's planner: runs in CI's PostgreSQL pass"
-    ),
+    pytest.mark.postgres,  # PostgreSQL's planner
 ]
 fast_password_hasher = support.fast_password_hasher
 SESSIONS = 20_000

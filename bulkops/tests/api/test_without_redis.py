@@ -9,7 +9,7 @@ import pytest
 
 from bulkops.models import BulkOperation, Session
 from bulkops.tests.support.api import post_json, token_client
-from bulkops.tests.support.helpers import free_port
+from bulkops.tests.support.helpers import free_port, run_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -68,5 +68,11 @@ def test_the_admin_runs_a_bulk_action_without_redis(redis_gone, client, make_use
     )
     assert second.status_code == 302
     assert "/progress/" in second["Location"]
-    assert BulkOperation.objects.get().items.count() == 1
-    assert Session.objects.get(pk="s1").status == "active"  # nothing ran yet: no worker
+    op = BulkOperation.objects.get()
+    assert (op.source, op.items.count()) == ("admin", 1)
+    assert Session.objects.get(pk="s1").status == "active"  # queued: nothing ran yet
+    assert client.get(second["Location"]).status_code == 200
+    run_worker()
+    op.refresh_from_db()
+    assert (op.status, op.succeeded) == ("completed", 1)
+    assert Session.objects.get(pk="s1").status == "closed"

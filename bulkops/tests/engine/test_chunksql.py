@@ -26,14 +26,8 @@ from bulkops.engine.chunksql import _statement, sql_plan
 from bulkops.models import BulkOperation, BulkOperationItem, Session, SessionStatus
 from bulkops.selectors import sessions_in_scope
 from bulkops.tests.support.helpers import assert_counters_add_up, execute, outcomes
-from bulkops.tests.support.processes import using_postgres
 
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        not using_postgres(), reason="the one-statement chunk is PostgreSQL's (CI runs it)"
-    ),
-]
+pytestmark = pytest.mark.postgres  # the one-statement chunk is PostgreSQL's
 
 KINDS = list(itertools.product(SessionStatus.values, (False, True)))
 

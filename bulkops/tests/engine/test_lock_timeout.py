@@ -10,15 +10,8 @@ from django.db import connection
 
 from bulkops.models import Session
 from bulkops.tests.support.helpers import execute, outcomes
-from bulkops.tests.support.processes import using_postgres
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.skipif(
-        not using_postgres(), reason="row locks are PostgreSQL's: runs in CI's PostgreSQL pass"
-    ),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +17,19 @@ from rest_framework.authtoken.models import Token
 
 from bulkops.realtime.connections import LocalConnections, RedisConnections, registry
 from bulkops.realtime.consumers import BulkOperationsConsumer
-from bulkops.tests.realtime.test_consumers import communicator, connected, session_cookie, sync
+from bulkops.tests.realtime.test_consumers import (
+    communicator,
+    connected,
+    session_cookie,
+    sync,
+    wait_for_condition,
+)
 from bulkops.tests.support.helpers import REDIS_URL, redis_available, require
+from bulkops.tests.support.websocket import WAIT
+
+#: The lapse test's ttl: real seconds (Redis' clock), so longer than a loaded machine's
+#: pause between two calls.
+LAPSE_TTL = 2.0
 
 
 @pytest.fixture
@@ -60,14 +72,18 @@ async def test_a_user_holds_at_most_the_limit_and_a_freed_slot_is_taken_again(st
 
 
 async def test_a_slot_not_refreshed_lapses_and_a_refreshed_one_does_not(store):
-    """A crashed server stops refreshing: its slots are free after ``ttl``."""
-    slots = store(ttl=0.4)
+    """A crashed server stops refreshing: its slots are free after ``ttl``. (Redis keeps
+    the time: the test waits until "crashed" has lapsed, refreshing "kept" meanwhile.)"""
+    slots = store(ttl=LAPSE_TTL)
     assert await slots.acquire(1, "kept", 2)
     assert await slots.acquire(1, "crashed", 2)
-    for _ in range(3):
-        await asyncio.sleep(0.2)
+    deadline = time.monotonic() + WAIT
+    while True:
         await slots.refresh(1, "kept")
-    assert await slots.acquire(1, "new", 2)  # "crashed" lapsed, "kept" did not
+        if await slots.acquire(1, "new", 2):  # "crashed" lapsed, "kept" did not
+            break
+        assert time.monotonic() < deadline, '"crashed" never lapsed'
+        await asyncio.sleep(LAPSE_TTL / 10)
     assert not await slots.acquire(1, "one-too-many", 2)
 
 
@@ -161,12 +177,19 @@ async def test_token_authentication_is_capped_too_and_anonymous_connections_do_n
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_live_connection_keeps_its_slot_past_the_ttl(owner, settings, monkeypatch):
+    """The slots' clock is the test's: it moves on past the ttl, in steps shorter than
+    it, each waiting for the connection's keeper (every ttl/3 = 0.1 s) to refresh."""
     settings.BULKOPS_MAX_WS_CONNECTIONS_PER_USER = 1
-    slots = LocalConnections(ttl=0.3)  # refreshed every 0.1 s
+    clock = {"now": 1000.0}
+    slots = LocalConnections(ttl=0.3, clock=lambda: clock["now"])
     monkeypatch.setattr(BulkOperationsConsumer, "connection_registry", staticmethod(lambda: slots))
     cookie = await sync(session_cookie, owner)
     held = await authenticated(owner, cookie)
-    await asyncio.sleep(1.0)
+    for _ in range(4):  # 0.8 s past the acquire: lapsed, had nothing refreshed it
+        clock["now"] += 0.2
+        await wait_for_condition(
+            lambda: max(slots.slots[owner.pk].values()) == clock["now"] + 0.3, "a refresh"
+        )
     refused = await connected(communicator(cookie=cookie))
     assert (await refused.receive_json_from())["code"] == "too_many_connections"
     await refused.disconnect()

@@ -4,11 +4,11 @@ origin check, session middleware, auth middleware, routing, consumer, channel la
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 from rest_framework.authtoken.models import Token
@@ -17,6 +17,7 @@ from bulkops import events
 from bulkops.engine import Selection, operation_create
 from bulkops.realtime.consumers import BulkOperationsConsumer
 from bulkops.tests.support.helpers import run_worker
+from bulkops.tests.support.websocket import WAIT, Communicator
 from project.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,13 +25,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def communicator(
     path: str = "/ws/bulk/", *, origin: str | None = "http://testserver", cookie: str = ""
-) -> WebsocketCommunicator:
+) -> Communicator:
     headers = [(b"host", b"testserver")]
     if origin:
         headers.append((b"origin", origin.encode()))
     if cookie:
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    return WebsocketCommunicator(application, path, headers=headers)
+    return Communicator(application, path, headers=headers)
 
 
 async def sync(func, *args, **kwargs):
@@ -44,7 +45,7 @@ def session_cookie(user) -> str:
     return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
-async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float = 5) -> list:
+async def receive_until(comm: Communicator, kind: str, timeout: float = WAIT) -> list:
     """Every message up to and including the first of type ``kind``."""
     seen = []
     while True:
@@ -54,13 +55,21 @@ async def receive_until(comm: WebsocketCommunicator, kind: str, timeout: float =
             return seen
 
 
-async def connected(comm: WebsocketCommunicator) -> WebsocketCommunicator:
+async def wait_for_condition(predicate, what: str, timeout: float = WAIT) -> None:
+    """Poll ``predicate`` from the event loop until it holds (fail after ``timeout``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def connected(comm: Communicator) -> Communicator:
     ok, _ = await comm.connect()
     assert ok
     return comm
 
 
-async def token_connected(user, path: str = "/ws/bulk/") -> WebsocketCommunicator:
+async def token_connected(user, path: str = "/ws/bulk/") -> Communicator:
     token = await database_sync_to_async(lambda: Token.objects.create(user=user).key)()
     comm = await connected(communicator(path))
     await comm.send_json_to({"type": "auth", "token": token})
@@ -116,15 +125,17 @@ async def test_token_message_authenticates(owner, make_session):
 
 async def test_no_authentication_in_time_closes_4401(db, short_auth_timeout):
     comm = await connected(communicator())
-    error = await comm.receive_json_from(timeout=3)
+    error = await comm.receive_json_from()
     assert (error["type"], error["code"]) == ("error", "not_authenticated")
-    assert await comm.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
 async def test_anonymous_is_refused_everything_but_auth_and_gets_no_events(
     owner, make_session, monkeypatch
 ):
-    monkeypatch.setattr(BulkOperationsConsumer, "auth_timeout", 1.0)
+    # The deadline's error is the end marker: long enough for the subscribe and the
+    # publish before it to happen first on a loaded machine.
+    monkeypatch.setattr(BulkOperationsConsumer, "auth_timeout", 3.0)
     await sync(make_session, owner, id="s1")
     op = await create_close(owner, ["s1"])
     comm = await connected(communicator())
@@ -134,9 +145,9 @@ async def test_anonymous_is_refused_everything_but_auth_and_gets_no_events(
         assert error["code"] == "not_authenticated"
         await publish(op)
         # Nothing else until the deadline closes it: no event, no snapshot.
-        error = await comm.receive_json_from(timeout=3)
+        error = await comm.receive_json_from()
         assert error["code"] == "not_authenticated"
-        assert (await comm.receive_output(timeout=3))["code"] == 4401
+        assert (await comm.receive_output())["code"] == 4401
     finally:
         await comm.disconnect()
 
@@ -207,7 +218,9 @@ async def test_subscribe_to_someone_elses_operation_is_not_found_and_leaks_nothi
     owner, stranger, make_session
 ):
     await sync(make_session, stranger, id="theirs")
+    await sync(make_session, owner, id="mine")
     theirs = await create_close(stranger, ["theirs"])
+    ours = await create_close(owner, ["mine"])
     comm = await token_connected(owner)
     try:
         await comm.send_json_to({"type": "subscribe", "operation_id": theirs.pk})
@@ -217,8 +230,12 @@ async def test_subscribe_to_someone_elses_operation_is_not_found_and_leaks_nothi
         assert foreign["code"] == unknown["code"] == "not_found"
         assert foreign["message"] == unknown["message"]
         assert set(foreign) == {"type", "code", "message", "operation_id"}
+        # Their event, then one of the owner's own, which this connection receives: had
+        # theirs reached it, it would have come first (one channel, in order).
         await publish(theirs)
-        assert await comm.receive_nothing(timeout=0.5)
+        await publish(ours)
+        event = await comm.receive_json_from()
+        assert (event["type"], event["operation_id"]) == ("bulk_operation_progress", ours.pk)
     finally:
         await comm.disconnect()
 
@@ -428,20 +445,32 @@ async def test_subscriptions_per_connection_are_capped(owner, make_session, monk
 
 async def test_messages_per_second_are_capped_and_the_excess_dropped(owner, monkeypatch):
     monkeypatch.setattr(BulkOperationsConsumer, "max_messages_per_second", 5)
-    clock = {"now": 1000.0}
-    monkeypatch.setattr(BulkOperationsConsumer, "clock", staticmethod(lambda: clock["now"]))
+    clock = {"now": 1000.0, "read": 0}
+
+    def tick() -> float:
+        clock["read"] += 1  # once per client message, when the consumer takes it
+        return clock["now"]
+
+    monkeypatch.setattr(BulkOperationsConsumer, "clock", staticmethod(tick))
     comm = await token_connected(owner)
     clock["now"] += 1.0  # a fresh window (the auth message counted in the first one)
     try:
+        taken = clock["read"]
         for _ in range(12):
             await comm.send_json_to({"type": "ping"})
-        answers = []
-        while not await comm.receive_nothing(timeout=0.3):
-            answers.append(await comm.receive_json_from())
+        await wait_for_condition(lambda: clock["read"] == taken + 12, "the 12 pings to be taken")
+        # A fresh window, and a message with an answer of its own: everything before
+        # that answer is what the 12 pings got.
+        clock["now"] += 1.0
+        await comm.send_json_to({"type": "unsubscribe", "operation_id": "op-marker"})
+        answers = await receive_until(comm, "error")
+        while answers[-1].get("operation_id") != "op-marker":
+            answers += await receive_until(comm, "error")
+        answers.pop()
         assert answers.count({"type": "pong"}) == 5
         errors = [a for a in answers if a["type"] == "error"]
         assert [e["code"] for e in errors] == ["rate_limited"]  # once per window
-        clock["now"] += 1.0
+        assert len(answers) == 6  # the other six were dropped unanswered
         await comm.send_json_to({"type": "ping"})
         assert await comm.receive_json_from() == {"type": "pong"}
     finally:

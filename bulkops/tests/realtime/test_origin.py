@@ -4,9 +4,9 @@ project.asgi's stack (a refused handshake never reaches the consumer)."""
 from __future__ import annotations
 
 import pytest
-from channels.testing import WebsocketCommunicator
 
 from bulkops.realtime.origin import parse_origin
+from bulkops.tests.support.websocket import Communicator
 from project.asgi import application
 
 
@@ -14,12 +14,12 @@ def handshake(origin: str | list[str] | None, *, host: str = "testserver", **sco
     origins = [origin] if isinstance(origin, str) else origin or []
     headers = [(b"host", host.encode()), *((b"origin", o.encode()) for o in origins)]
     extra = scope_extra.pop("headers", [])
-    comm = WebsocketCommunicator(application, "/ws/bulk/", headers=[*headers, *extra])
+    comm = Communicator(application, "/ws/bulk/", headers=[*headers, *extra])
     comm.scope.update(scope_extra)
     return comm
 
 
-async def accepted(comm: WebsocketCommunicator) -> bool:
+async def accepted(comm: Communicator) -> bool:
     ok, _ = await comm.connect()
     if ok:
         await comm.disconnect()

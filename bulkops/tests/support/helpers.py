@@ -12,13 +12,15 @@ from django.core.management import call_command
 
 from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation
+from bulkops.tests.support.services import in_ci
 
-IN_CI = bool(os.environ.get("CI"))
+IN_CI = in_ci()
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def require(available: bool, what: str) -> None:
-    """Skip when ``what`` is missing on a developer's machine; fail in CI."""
+    """Skip when ``what`` is missing on a developer's machine; fail in CI. For what no
+    marker names (a binary, a mount); a marked service's rule is ``support.services``."""
     if available:
         return
     if IN_CI:
@@ -46,11 +48,24 @@ def free_port() -> int:
 
 
 def run_worker() -> None:
-    """Run the real db_worker until the queue is empty (in this thread).
+    """Run the real db_worker in this thread until the queue is empty (``--batch``).
 
-    The worker calls close_old_connections() between tasks; inside a test's transaction
-    that would close the very connection holding the test data (autocommit is off), so
-    it is a no-op here. Everything else is the worker as deployed.
+    Three parts of the deployed worker are left out, for the test's transaction's sake;
+    each has a test in a real worker process instead:
+
+    - ``close_old_connections()``, which the worker calls around every poll, is a no-op:
+      inside a test's transaction it would close the very connection holding the test's
+      data (autocommit is off). Real process: ``worker/test_deployed_worker.py`` (a
+      connection lost while the worker waits is replaced at its next drain).
+    - the reaper thread and the PostgreSQL NOTIFY listener do not start (batch mode
+      starts neither: they work on connections of their own, which would not see the
+      test's uncommitted rows or would wait on them). Real processes:
+      ``worker/test_deployed_worker.py`` (a running worker's reaper thread resumes a dead
+      worker's operation) and ``integration/test_wakeup.py`` (a NOTIFY from another
+      process wakes ``db_worker``).
+
+    Everything else — claiming, ``run_task``, the executor, events — is the worker as
+    deployed.
     """
     with mock.patch(
         "django_tasks_db.management.commands.db_worker.close_old_connections", lambda: None
