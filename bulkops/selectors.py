@@ -107,6 +107,8 @@ def session_counts_by_status(*, user: AbstractBaseUser) -> dict[str, int]:
 EXACT_COUNT_LIMIT = 10_000
 #: From this offset on, an estimating list reads a page's keys before its rows.
 DEEP_PAGE_OFFSET = 1_000
+#: The largest OFFSET / LIMIT the databases take (a signed 64-bit integer).
+MAX_OFFSET = 2**63 - 1
 
 
 def count_at_most(queryset: QuerySet, limit: int) -> int:
@@ -263,6 +265,10 @@ class EstimatingPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
+        if bottom + self.per_page + 1 > MAX_OFFSET:
+            # No table holds that many rows, and the OFFSET would overflow the database's
+            # 64-bit integers (PostgreSQL: "bigint out of range").
+            raise EmptyPage("That page contains no results")
         rows = self._rows(bottom, bottom + self.per_page + 1)
         if not rows and number > 1:
             raise EmptyPage("That page contains no results")

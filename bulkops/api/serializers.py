@@ -446,17 +446,26 @@ class OperationDetailSerializer(OperationSerializer):
     items = OperationItemPageSerializer(help_text="Paginated like the items endpoint.")
 
 
+class QueryChoiceField(serializers.ChoiceField):
+    """An enum query parameter: an empty value (``?format=``) is a value outside the
+    enum (400), not an absent parameter as DRF reads it for an optional field — the
+    schema's enum has no empty string."""
+
+    def get_value(self, dictionary: Mapping[str, Any]) -> Any:
+        return dictionary.get(self.field_name, serializers.empty)
+
+
 class ItemsQuerySerializer(serializers.Serializer):
     """Query parameters of the items list (pagination parameters are the paginator's)."""
 
-    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+    outcome = QueryChoiceField(choices=ItemOutcome.values, required=False)
 
 
 class ReportQuerySerializer(serializers.Serializer):
     """Query parameters of the completion report."""
 
-    format = serializers.ChoiceField(choices=("csv", "json"), default="csv")
-    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+    format = QueryChoiceField(choices=("csv", "json"), default="csv")
+    outcome = QueryChoiceField(choices=ItemOutcome.values, required=False)
 
 
 class OperationReportSerializer(serializers.Serializer):
