@@ -31,6 +31,7 @@ from bulkops.actions.archive import decompress_content
 from bulkops.actions.base import BulkAction, SessionRow
 from bulkops.actions.registry import get_action, register
 from bulkops.actions.sql import AnyOf
+from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, Session, SessionStatus
 
 OPERATION_ID_RE = re.compile(r"op-[0-9a-f]{32}")
@@ -102,8 +103,15 @@ class UndoAction(BulkAction):
 
     @cached_property
     def undone(self) -> BulkOperation:
-        """The operation this one reverses."""
-        return BulkOperation.objects.get(pk=self.params["undoes"])
+        """The operation this one reverses; OperationConflict when it no longer exists
+        (cleanup keeps it while an undo of it is kept, but its owner may be deleted)."""
+        undone = BulkOperation.objects.filter(pk=self.params["undoes"]).first()
+        if undone is None:
+            raise OperationConflict(
+                f"The operation this undo reverses ({self.params['undoes']}) no longer "
+                "exists, so there is nothing left to undo; its sessions stay as they are."
+            )
+        return undone
 
     @property
     def kind(self) -> str:

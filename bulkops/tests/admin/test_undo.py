@@ -137,3 +137,18 @@ def test_admin_report_streams_the_items(client, staff, closed_three):
         ["u-2", "succeeded", "", ""],
         ["u-3", "succeeded", "", ""],
     ]
+
+
+def test_retry_of_an_undo_whose_undone_operation_is_gone_is_a_message(client, staff, closed_three):
+    """The admin's *Retry failed items* takes the API's path: a sentence, nothing started."""
+    client.force_login(staff)
+    client.post(url("undo", closed_three), {"post": "yes"})
+    run_worker()
+    undo = BulkOperation.objects.get(action="undo")
+    assert undo.failed == 1  # u-3 was reopened since the close
+    BulkOperation.objects.filter(pk=closed_three.pk).delete()
+    response = client.post(url("retry", undo))
+    assert response.status_code == 302 and response["Location"] == url("progress", undo)
+    message = messages_of(response)[-1]
+    assert closed_three.pk in message and "no longer exists" in message
+    assert list(BulkOperation.objects.values_list("pk", flat=True)) == [undo.pk]
