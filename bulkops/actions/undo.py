@@ -13,8 +13,8 @@ succeeded items. Per kind:
 Under the chunk's row locks each session must still be as the undone operation left it
 (its ``closed_at`` / ``archived_at`` / ``deleted_at`` stamped while that operation ran);
 otherwise the item fails (``changed_since``, or ``processing`` / ``deleted``) and the
-session is not touched. Hard delete, export and restore cannot be undone, nor can an
-undo (``refusal``).
+session is not touched. Hard delete, a soft delete with ``cascade_exports`` (its
+exports are gone), export and restore cannot be undone, nor can an undo (``refusal``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def refusal(action: str, params: dict[str, Any]) -> str | None:
         return "An undo cannot be undone; run the action again instead."
     if action == "delete" and not params.get("soft_delete", True):
         return "A hard delete cannot be undone: the sessions' rows are gone."
+    if action == "delete" and params.get("cascade_exports"):
+        return (
+            "A delete with cascade_exports cannot be undone: the sessions' exports were "
+            "removed with them, and an undo would bring back the sessions without them."
+        )
     if action not in STAMP_FIELD:
         return f"{get_action(action).label(params)} cannot be undone."
     return None

@@ -105,6 +105,19 @@ def test_an_operation_that_cannot_be_undone_is_a_message(client, staff, make_ses
     assert BulkOperation.objects.count() == 1
 
 
+def test_undo_of_a_soft_delete_that_removed_exports_says_why_before_any_confirmation(
+    client, staff, make_session
+):
+    client.force_login(staff)
+    op = execute(staff, "delete", [make_session(staff, exports=2).pk], cascade_exports=True)
+    assert url("undo", op) not in client.get(url("progress", op)).content.decode()
+    response = client.get(url("undo", op))
+    assert response.status_code == 302 and response["Location"] == url("progress", op)
+    [message] = messages_of(response)
+    assert "exports were removed with them" in message
+    assert BulkOperation.objects.count() == 1
+
+
 def test_other_staff_get_404_and_nothing_changes(client, make_user, closed_three):
     other = make_user("other", staff=True, perms=("bulkops.change_session",))
     client.force_login(other)

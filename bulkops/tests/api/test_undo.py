@@ -10,7 +10,7 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from bulkops.models import BulkOperation, Session
+from bulkops.models import BulkOperation, Session, SessionExport
 from bulkops.tests.support.api import (
     ACTION_PATHS,
     VALIDATE,
@@ -79,6 +79,24 @@ def test_hard_delete_and_export_cannot_be_undone(
     op = execute(user, action, [make_session(user).pk], **params)
     assert op.succeeded == 1
     refused(token_client(user), op, needle)
+
+
+def test_a_soft_delete_that_removed_exports_cannot_be_undone(api, owner, make_session):
+    """Its exports are gone: an undo that said ``completed`` would leave them missing."""
+    sessions = [make_session(owner, exports=1) for _ in range(6)]
+    op = execute(owner, "delete", [s.pk for s in sessions], cascade_exports=True)
+    assert (op.succeeded, SessionExport.objects.count()) == (6, 0)
+    refused(api, op, "exports were removed with them")
+    assert Session.objects.filter(deleted_at__isnull=True).count() == 0
+
+
+def test_a_soft_delete_that_kept_the_exports_is_undone_with_them(api, owner, make_session):
+    sessions = [make_session(owner, exports=1) for _ in range(3)]
+    op = execute(owner, "delete", [s.pk for s in sessions])
+    assert api.post(undo_path(op.pk)).status_code == 202
+    run_worker()
+    assert Session.objects.filter(deleted_at__isnull=True).count() == 3
+    assert SessionExport.objects.count() == 3
 
 
 def test_an_undo_cannot_be_undone(api, owner, make_session):

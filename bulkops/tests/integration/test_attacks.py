@@ -243,7 +243,7 @@ def test_a_page_size_of_4400_digits_is_a_400_on_every_paginated_list(deployed):
 @pytest.mark.parametrize("page", [DEEP, str(2**63), str(2**63 // 50 + 1), HUGE])
 def test_a_very_deep_page_of_everyones_sessions_is_a_404(deployed, page):
     for who in ("root", "alice"):
-        status, ctype, body = get(deployed, f"/api/sessions/?page={page}", who=who)
+        status, _, body = get(deployed, f"/api/sessions/?page={page}", who=who)
         assert status == 404, (who, status, body[:300])
         assert json.loads(body) == {"detail": "Invalid page."}
 
