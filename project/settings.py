@@ -264,7 +264,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "ActionEnum": "bulkops.api.serializers.ACTIONS",
-        "SessionActionEnum": "bulkops.api.serializers.session_actions",
     },
 }
 
