@@ -6,6 +6,7 @@
   ``operations_for_user`` / ``operation_get_for_user``;
 - operations the admin shows (their own; a superuser's: everyone's):
   ``operations_for_admin``;
+- whether a WebSocket's user (and token) still has access: ``access_holds``;
 - an export a user may download (their own; staff with ``view_session``: everyone's):
   ``export_operation_for_download``;
 - how many rows a list shows without counting millions: ``list_count`` and the
@@ -19,6 +20,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
@@ -80,6 +82,16 @@ def session_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Session]:
 def sessions_list_is_everyones(*, user: AbstractBaseUser) -> bool:
     """Whether ``sessions_for_user`` lists every user's sessions (millions, possibly)."""
     return user_may_act_on_others(user, "bulkops.view_session")
+
+
+def access_holds(*, user_id: int, token_key: str | None = None) -> bool:
+    """Whether the user still exists and is active — and, for a connection that
+    authenticated with a DRF token, whether that token still exists and is theirs."""
+    from rest_framework.authtoken.models import Token
+
+    if token_key is not None:
+        return Token.objects.filter(key=token_key, user_id=user_id, user__is_active=True).exists()
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
 
 
 def session_counts_by_status(*, user: AbstractBaseUser) -> dict[str, int]:
