@@ -9,3 +9,6 @@ class BulkopsConfig(AppConfig):
     def ready(self) -> None:
         from bulkops import actions  # noqa: F401  (registers every action)
         from bulkops.engine import queue  # noqa: F401  (the task and its wake-up signal)
+        from bulkops.revocation import connect
+
+        connect()  # revoked access closes open WebSockets

@@ -11,6 +11,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ACTIVE_OPERATIONS_PER_USER": 5,
     "MAX_REQUEST_BYTES": 1024 * 1024,
     "MAX_WS_CONNECTIONS_PER_USER": 20,
+    #: Seconds between re-checks that an open WebSocket's user is active and its token
+    #: still exists (revocations announced by signals close it at once).
+    "WS_RECHECK_SECONDS": 120.0,
     #: When set, /metrics needs "Authorization: Bearer <token>".
     "METRICS_TOKEN": "",
     "CHUNK_SIZE": 5000,

@@ -1,5 +1,6 @@
 """Operation events: built here, published here — the only module that talks to the
-channel layer (DESIGN.md §6).
+channel layer (DESIGN.md §6). Also the one message that is not an operation's: "this
+user's access is revoked" (``publish_access_revoked``), which closes their WebSockets.
 
 Publishing never fails an operation: the database row is the truth and events are a
 live view of it, so a channel layer that is down is logged and otherwise ignored.
@@ -8,6 +9,7 @@ live view of it, so a channel layer that is down is logged and otherwise ignored
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -113,3 +115,15 @@ def publish_sessions_updated(operation: BulkOperation, session_ids: list[str], s
         "status": status,
     }
     _send([user_group(operation.user_id)], {"type": "bulk.event", "event": event})
+
+
+def token_digest(key: str) -> str:
+    """What names a token on the channel layer (never the key itself)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def publish_access_revoked(*, user_id: int, token_key: str | None = None) -> None:
+    """Tell the user's open WebSocket connections that their access is gone: all of
+    them, or only those authenticated with ``token_key``. Each closes itself."""
+    digest = None if token_key is None else token_digest(token_key)
+    _send([user_group(user_id)], {"type": "bulk.access_revoked", "token": digest})

@@ -6,6 +6,7 @@
   ``operations_for_user`` / ``operation_get_for_user``;
 - operations the admin shows (their own; a superuser's: everyone's):
   ``operations_for_admin``;
+- whether a WebSocket's user (and token) still has access: ``access_holds``;
 - an export a user may download (their own; staff with ``view_session``: everyone's):
   ``export_operation_for_download``;
 - how many rows a list shows without counting millions: ``list_count`` and the
@@ -19,6 +20,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
@@ -82,6 +84,16 @@ def sessions_list_is_everyones(*, user: AbstractBaseUser) -> bool:
     return user_may_act_on_others(user, "bulkops.view_session")
 
 
+def access_holds(*, user_id: int, token_key: str | None = None) -> bool:
+    """Whether the user still exists and is active — and, for a connection that
+    authenticated with a DRF token, whether that token still exists and is theirs."""
+    from rest_framework.authtoken.models import Token
+
+    if token_key is not None:
+        return Token.objects.filter(key=token_key, user_id=user_id, user__is_active=True).exists()
+    return get_user_model().objects.filter(pk=user_id, is_active=True).exists()
+
+
 def session_counts_by_status(*, user: AbstractBaseUser) -> dict[str, int]:
     """The user's own sessions counted by status, plus ``deleted`` and ``total``.
 
@@ -107,6 +119,8 @@ def session_counts_by_status(*, user: AbstractBaseUser) -> dict[str, int]:
 EXACT_COUNT_LIMIT = 10_000
 #: From this offset on, an estimating list reads a page's keys before its rows.
 DEEP_PAGE_OFFSET = 1_000
+#: The largest OFFSET / LIMIT the databases take (a signed 64-bit integer).
+MAX_OFFSET = 2**63 - 1
 
 
 def count_at_most(queryset: QuerySet, limit: int) -> int:
@@ -263,6 +277,10 @@ class EstimatingPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
+        if bottom + self.per_page + 1 > MAX_OFFSET:
+            # No table holds that many rows, and the OFFSET would overflow the database's
+            # 64-bit integers (PostgreSQL: "bigint out of range").
+            raise EmptyPage("That page contains no results")
         rows = self._rows(bottom, bottom + self.per_page + 1)
         if not rows and number > 1:
             raise EmptyPage("That page contains no results")

@@ -40,7 +40,9 @@ class DeleteAction(BulkAction):
             affects_eligibility=True,
         ),
         "cascade_exports": Param(
-            default=False, label="Also delete the sessions' exports", affects_eligibility=True
+            default=False,
+            label="Also delete the sessions' exports (the delete then cannot be undone)",
+            affects_eligibility=True,
         ),
         "atomic": ATOMIC,
     }

@@ -13,8 +13,8 @@ succeeded items. Per kind:
 Under the chunk's row locks each session must still be as the undone operation left it
 (its ``closed_at`` / ``archived_at`` / ``deleted_at`` stamped while that operation ran);
 otherwise the item fails (``changed_since``, or ``processing`` / ``deleted``) and the
-session is not touched. Hard delete, export and restore cannot be undone, nor can an
-undo (``refusal``).
+session is not touched. Hard delete, a soft delete with ``cascade_exports`` (its
+exports are gone), export and restore cannot be undone, nor can an undo (``refusal``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from bulkops.actions.archive import decompress_content
 from bulkops.actions.base import BulkAction, SessionRow
 from bulkops.actions.registry import get_action, register
 from bulkops.actions.sql import AnyOf
+from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, Session, SessionStatus
 
 OPERATION_ID_RE = re.compile(r"op-[0-9a-f]{32}")
@@ -59,6 +60,11 @@ def refusal(action: str, params: dict[str, Any]) -> str | None:
         return "An undo cannot be undone; run the action again instead."
     if action == "delete" and not params.get("soft_delete", True):
         return "A hard delete cannot be undone: the sessions' rows are gone."
+    if action == "delete" and params.get("cascade_exports"):
+        return (
+            "A delete with cascade_exports cannot be undone: the sessions' exports were "
+            "removed with them, and an undo would bring back the sessions without them."
+        )
     if action not in STAMP_FIELD:
         return f"{get_action(action).label(params)} cannot be undone."
     return None
@@ -102,8 +108,15 @@ class UndoAction(BulkAction):
 
     @cached_property
     def undone(self) -> BulkOperation:
-        """The operation this one reverses."""
-        return BulkOperation.objects.get(pk=self.params["undoes"])
+        """The operation this one reverses; OperationConflict when it no longer exists
+        (cleanup keeps it while an undo of it is kept, but its owner may be deleted)."""
+        undone = BulkOperation.objects.filter(pk=self.params["undoes"]).first()
+        if undone is None:
+            raise OperationConflict(
+                f"The operation this undo reverses ({self.params['undoes']}) no longer "
+                "exists, so there is nothing left to undo; its sessions stay as they are."
+            )
+        return undone
 
     @property
     def kind(self) -> str:

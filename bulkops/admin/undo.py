@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -28,7 +28,6 @@ from bulkops.admin.actions import (
 )
 from bulkops.admin.pages import error_text, operation_for, progress_url
 from bulkops.engine import (
-    REPORT_FORMATS,
     Selection,
     action_build,
     operation_replay,
@@ -142,20 +141,21 @@ class UndoPages:
             request, "admin/bulkops/bulkoperation/undo_confirmation.html", context
         )
 
-    def report(self, request: HttpRequest, operation_id: str) -> StreamingHttpResponse:
+    def report(self, request: HttpRequest, operation_id: str) -> HttpResponse:
         """The completion report (``?format=csv|json``, ``?outcome=``) of an operation
-        the admin shows the user; anything unknown falls back to CSV / every item."""
+        the admin shows the user; any other format or outcome is a 400 saying so, as
+        the API answers."""
         op = operation_for(request, operation_id)
         fmt = request.GET.get("format", "csv")
-        fmt = fmt if fmt in REPORT_FORMATS else "csv"
-        outcome = request.GET.get("outcome") or None
-        outcome = outcome if outcome in ItemOutcome.values else None
-        pieces = operation_report(
-            operation=op,
-            fmt=fmt,
-            outcome=outcome,
-            asynchronous=isinstance(request, ASGIRequest),
-        )
+        try:
+            pieces = operation_report(
+                operation=op,
+                fmt=fmt,
+                outcome=request.GET.get("outcome"),
+                asynchronous=isinstance(request, ASGIRequest),
+            )
+        except ValidationError as exc:
+            return HttpResponseBadRequest(error_text(exc), content_type="text/plain; charset=utf-8")
         response = StreamingHttpResponse(pieces, content_type=REPORT_CONTENT_TYPES[fmt])
         response["Content-Disposition"] = f'attachment; filename="{report_filename(op, fmt)}"'
         return response

@@ -2,8 +2,9 @@
 
 drf-spectacular extensions (registered on import; ``bulkops.api.views`` imports this
 module) for the custom fields, ``additionalProperties: false`` for every input, and
-the selection as ``oneOf`` (``session_ids`` or ``filter``, never both); plus the error
-responses every endpoint documents.
+the selection as ``oneOf`` (``session_ids`` or ``filter``, never both) — for validate, one
+branch per action with that action's parameters; plus the error responses every endpoint
+documents.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 
+from bulkops.actions import selectable_actions
 from bulkops.api import serializers as s
 from bulkops.api.pagination import Pagination
 from bulkops.models import SessionStatus
@@ -145,6 +147,46 @@ class SelectionInputExtension(OpenApiSerializerExtension):
             for key in SELECTION_KEYS
         ]
         schema.pop("type", None)
+        return {**schema, "oneOf": branches}
+
+
+class ValidateInputExtension(OpenApiSerializerExtension):
+    """validate's body: one ``oneOf`` branch per action and selection key, holding
+    exactly that action's parameters — any other is refused (400), as the action's own
+    endpoint refuses it."""
+
+    target_class = s.ValidateInputSerializer
+    priority = 2
+
+    def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        properties = schema.pop("properties")
+        params = set(s.validate_param_fields())
+        common = {
+            k: v
+            for k, v in properties.items()
+            if k not in SELECTION_KEYS and k not in params and k != "action"
+        }
+        branches = [
+            {
+                "type": "object",
+                "title": f"{action_type} by {key}",
+                "properties": {
+                    key: properties[key],
+                    # Wrapped: drf-spectacular's enum post-processing would give every
+                    # branch's one-value enum one shared component (the first branch's).
+                    "action": {"allOf": [{"type": "string", "enum": [action_type]}]},
+                    **common,
+                    **{name: properties[name] for name in action.params_spec},
+                },
+                "required": [key, "action"],
+                "additionalProperties": False,
+            }
+            for action_type, action in selectable_actions().items()
+            for key in SELECTION_KEYS
+        ]
+        schema.pop("type", None)
+        schema.pop("required", None)
         return {**schema, "oneOf": branches}
 
 

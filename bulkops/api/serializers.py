@@ -39,9 +39,9 @@ USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
-#: Every action an operation may have (outputs), and those started on a selection of
-#: sessions (validate's input): the OpenAPI schema names them ActionEnum and
-#: SessionActionEnum (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]).
+#: Every action an operation may have (outputs): the OpenAPI schema names them ActionEnum
+#: (SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]). Those started on a selection of sessions
+#: (``session_actions``) are validate's, one schema branch each (api.schema).
 ACTIONS = tuple(registered_actions())
 #: Far above what validate issues (~200 characters): a bound, not a format.
 MAX_SELECTION_TOKEN_LENGTH = 1000
@@ -296,8 +296,9 @@ def input_serializer_for(action: type[BulkAction]) -> type[ActionInputSerializer
 
 
 def validate_param_fields() -> dict[str, serializers.Field]:
-    """Every registered action's parameters, each optional (the engine refuses those the
-    action at hand does not take), with the actions that take it as help."""
+    """Every registered action's parameters, each optional (``ValidateInputSerializer``
+    refuses those the action at hand does not take), with the actions that take it as
+    help."""
     params: dict[str, tuple[Param, list[str]]] = {}
     for action_type, action in selectable_actions().items():
         for name, param in action.params_spec.items():
@@ -321,6 +322,23 @@ class ValidateInputSerializer(SelectionInputSerializer):
     @property
     def param_fields(self) -> tuple[str, ...]:  # type: ignore[override]
         return tuple(validate_param_fields())
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Refuse a parameter the chosen action does not take (400 naming it), as the
+        action's own endpoint does: a preview must not validate what would not run."""
+        attrs = super().validate(attrs)
+        action = attrs["action"]
+        takes = selectable_actions()[action].params_spec
+        foreign = sorted(name for name in self.param_fields if name in attrs and name not in takes)
+        if foreign:
+            allowed = ", ".join(takes) or "no parameters"
+            raise serializers.ValidationError(
+                {
+                    name: [f"Not a parameter of {action}; {action} takes {allowed}."]
+                    for name in foreign
+                }
+            )
+        return attrs
 
 
 # --- outputs -----------------------------------------------------------------------------
@@ -446,17 +464,26 @@ class OperationDetailSerializer(OperationSerializer):
     items = OperationItemPageSerializer(help_text="Paginated like the items endpoint.")
 
 
+class QueryChoiceField(serializers.ChoiceField):
+    """An enum query parameter: an empty value (``?format=``) is a value outside the
+    enum (400), not an absent parameter as DRF reads it for an optional field — the
+    schema's enum has no empty string."""
+
+    def get_value(self, dictionary: Mapping[str, Any]) -> Any:
+        return dictionary.get(self.field_name, serializers.empty)
+
+
 class ItemsQuerySerializer(serializers.Serializer):
     """Query parameters of the items list (pagination parameters are the paginator's)."""
 
-    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+    outcome = QueryChoiceField(choices=ItemOutcome.values, required=False)
 
 
 class ReportQuerySerializer(serializers.Serializer):
     """Query parameters of the completion report."""
 
-    format = serializers.ChoiceField(choices=("csv", "json"), default="csv")
-    outcome = serializers.ChoiceField(choices=ItemOutcome.values, required=False)
+    format = QueryChoiceField(choices=("csv", "json"), default="csv")
+    outcome = QueryChoiceField(choices=ItemOutcome.values, required=False)
 
 
 class OperationReportSerializer(serializers.Serializer):

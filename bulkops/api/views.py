@@ -479,7 +479,8 @@ class OperationRetryView(JSONBodyView):
     "that succeeded: soft delete → restored; close → each session's previous status; "
     "archive → content decompressed back, previous status. A session changed since fails "
     "(`changed_since`, `processing`, `deleted`) and is not touched. 409 (nothing created) "
-    "for hard delete, export, restore, an undo, an operation not finished, nothing "
+    "for hard delete, a delete with `cascade_exports` (the exports are gone), export, "
+    "restore, an undo, an operation not finished, nothing "
     "succeeded, already undone, or past `BULKOPS_UNDO_WINDOW_SECONDS` after it finished. "
     "Rate-limited (`undo`).",
     request=s.NoBodySerializer,

@@ -6,13 +6,17 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.db.models import Q
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from bulkops.actions.export import export_dir, export_path
+from bulkops.actions.undo import UndoAction
 from bulkops.conf import bulkops_settings
 from bulkops.engine.queue import prune_task_results
 from bulkops.models import FINISHED_OPERATION_STATUSES, BulkOperation
 
+UNDO = UndoAction.action_type
 #: An export's ``.part`` file untouched this long was interrupted for good.
 PART_FILE_MAX_AGE = datetime.timedelta(days=1)
 
@@ -46,15 +50,20 @@ def operations_cleanup(
     - export files past ``expires_at`` (the download answers 410 from then on), and
       ``.part`` files older than a day (an export interrupted for good);
     - finished operations (with their items and export files) finished more than
-      ``retention_days`` (default ``BULKOPS_OPERATION_RETENTION_DAYS``) ago;
+      ``retention_days`` (default ``BULKOPS_OPERATION_RETENTION_DAYS``) ago — except
+      one an undo still kept refers to (it goes with its last undo);
     - finished task results older than ``task_results_days``, with django-tasks-db's
       ``prune_db_task_results`` (queued and running ones are never touched).
     """
     now = now or timezone.now()
     days = bulkops_settings.OPERATION_RETENTION_DAYS if retention_days is None else retention_days
-    old = BulkOperation.objects.filter(
-        status__in=FINISHED_OPERATION_STATUSES,
-        finished_at__lt=now - datetime.timedelta(days=days),
+    horizon = now - datetime.timedelta(days=days)
+    past = Q(status__in=FINISHED_OPERATION_STATUSES, finished_at__lt=horizon)
+    # An undo reads the operation it undoes (to run, to be retried, to be shown): that
+    # operation stays while any undo of it stays, and goes in the same run as the last.
+    kept_undos = BulkOperation.objects.filter(action=UNDO).exclude(past)
+    old = BulkOperation.objects.filter(past).exclude(
+        pk__in=kept_undos.annotate(undoes=KT("params__undoes")).values("undoes")
     )
     files = _stale_export_files(now=now, old_operations=old)
     result = CleanupResult(export_files=len(files), operations=old.count())

@@ -14,9 +14,10 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 
 from bulkops.actions.export import neutralise
-from bulkops.models import BulkOperation
+from bulkops.models import BulkOperation, ItemOutcome
 from bulkops.selectors import operation_items
 
 REPORT_FORMATS = ("csv", "json")
@@ -77,7 +78,14 @@ def operation_report(
     item; JSON: ``{"operation_id", "action", "status", "items": [{…}, …]}``.
 
     ``asynchronous`` (served under ASGI): an async iterator reading one piece per thread
-    hop — Django reads a synchronous one whole into memory before an ASGI response."""
+    hop — Django reads a synchronous one whole into memory before an ASGI response.
+
+    Raise ValidationError for any other format or outcome (an empty one included)."""
+    if fmt not in REPORT_FORMATS:
+        raise ValidationError({"format": "The report format must be csv or json."})
+    if outcome is not None and outcome not in ItemOutcome.values:
+        choices = ", ".join(ItemOutcome.values)
+        raise ValidationError({"outcome": f"The outcome must be one of {choices}."})
     rows = _rows(operation, outcome)
     pieces = _csv(rows) if fmt == "csv" else _json(operation, rows)
     return _one_by_one(pieces) if asynchronous else pieces

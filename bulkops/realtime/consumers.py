@@ -6,7 +6,10 @@ with ``{"type": "error", "code", "message"}`` and the connection stays usable. T
 closes a connection only for these, each after an error message when one is due:
 
 * 4401 no credentials in time, or bad ones (``not_authenticated``,
-  ``authentication_failed``); 4403 someone else's user path;
+  ``authentication_failed``), or access lost while connected (``access_revoked``: the
+  user deactivated or deleted, or the token it authenticated with deleted — announced
+  through the channel layer by ``bulkops.revocation``, and re-checked every
+  ``BULKOPS_WS_RECHECK_SECONDS``); 4403 someone else's user path;
 * 4404 an unknown path (``not_found``, ``unknown_path`` below);
 * 4429 the user already has ``BULKOPS_MAX_WS_CONNECTIONS_PER_USER`` connections open
   (``too_many_connections``; counted across servers, bulkops.realtime.connections);
@@ -31,6 +34,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from bulkops import events
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationNotFound
+from bulkops.realtime.access import AccessWatch
 from bulkops.realtime.connections import Slot, registry
 from bulkops.representations import operation_representation
 from bulkops.selectors import operation_get_for_user
@@ -88,7 +92,7 @@ def _read_snapshot(user, operation_id: str) -> dict[str, Any] | None:
         return None
 
 
-class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
+class BulkOperationsConsumer(AccessWatch, AsyncJsonWebsocketConsumer):
     """``/ws/bulk/`` and ``/ws/bulk/<user_id>/``: every event of the user's operations.
 
     Limits are class attributes so a deployment (or a test) can tune them by subclassing.
@@ -129,6 +133,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.user = None
+        self.token_key = None
         self.subscriptions: set[str] = set()
         self.auth_task: asyncio.Task | None = None
         self.window_start = 0.0
@@ -151,6 +156,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
             self.auth_task = asyncio.ensure_future(self._auth_deadline())
 
     async def disconnect(self, code: int) -> None:
+        self.stop_watching_access()
         if self.auth_task is not None:
             self.auth_task.cancel()
         if self.group is not None:
@@ -178,6 +184,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
         if not await self._take_slot(user) or not await self._join(user):
             return False
         self.user = user
+        self.watch_access()
         await self.send_json({"type": "authenticated", "user_id": user.pk})
         return True
 
@@ -271,6 +278,7 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error("authentication_failed", "Invalid token.")
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        self.token_key = token
         await self._authenticated(user)
 
     async def on_ping(self, content: dict) -> None:
@@ -338,7 +346,8 @@ class BulkOperationsConsumer(AsyncJsonWebsocketConsumer):
     # --- server → client ---------------------------------------------------------------
     async def bulk_event(self, message: dict) -> None:
         """Relay one published event, flat, as it was built (bulkops.events)."""
-        await self.send_json(message["event"])
+        if not self.revoked:
+            await self.send_json(message["event"])
 
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})

@@ -21,7 +21,7 @@ INTERFACES = ("bulkops.api", "bulkops.admin", "bulkops.realtime", "bulkops.worke
 #: Modules below the interfaces.
 CORE = ("bulkops.engine", "bulkops.actions", "bulkops.models", "bulkops.selectors",
         "bulkops.representations", "bulkops.events", "bulkops.conf",
-        "bulkops.exceptions")  # fmt: skip
+        "bulkops.exceptions", "bulkops.revocation")  # fmt: skip
 
 
 def module_name(path: Path) -> str:

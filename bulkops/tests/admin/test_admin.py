@@ -335,6 +335,22 @@ def test_hard_delete_preview_shows_the_exports_that_go_too(admin_client, owner, 
     assert not SessionExport.objects.exists()
 
 
+def test_soft_delete_preview_with_exports_says_it_cannot_be_undone(
+    admin_client, owner, make_session
+):
+    make_session(owner, id="s-exp", exports=1)
+    sentence = "A delete that removes the exports cannot be undone."
+    assert (
+        sentence not in first_pass(admin_client, "soft_delete_sessions", ["s-exp"]).content.decode()
+    )
+    preview = confirm(
+        admin_client, "soft_delete_sessions", ["s-exp"], post="", cascade_exports="on"
+    )
+    page = preview.content.decode()
+    assert "1 export of these sessions will be deleted too" in page and sentence in page
+    assert SessionExport.objects.count() == 1
+
+
 def test_a_reason_over_500_characters_is_refused_on_the_page(admin_client, trio):
     response = confirm(admin_client, "close_sessions", ["s-active"], reason="x" * 501)
     assert response.status_code == 200

@@ -105,6 +105,19 @@ def test_an_operation_that_cannot_be_undone_is_a_message(client, staff, make_ses
     assert BulkOperation.objects.count() == 1
 
 
+def test_undo_of_a_soft_delete_that_removed_exports_says_why_before_any_confirmation(
+    client, staff, make_session
+):
+    client.force_login(staff)
+    op = execute(staff, "delete", [make_session(staff, exports=2).pk], cascade_exports=True)
+    assert url("undo", op) not in client.get(url("progress", op)).content.decode()
+    response = client.get(url("undo", op))
+    assert response.status_code == 302 and response["Location"] == url("progress", op)
+    [message] = messages_of(response)
+    assert "exports were removed with them" in message
+    assert BulkOperation.objects.count() == 1
+
+
 def test_other_staff_get_404_and_nothing_changes(client, make_user, closed_three):
     other = make_user("other", staff=True, perms=("bulkops.change_session",))
     client.force_login(other)
@@ -137,3 +150,18 @@ def test_admin_report_streams_the_items(client, staff, closed_three):
         ["u-2", "succeeded", "", ""],
         ["u-3", "succeeded", "", ""],
     ]
+
+
+def test_retry_of_an_undo_whose_undone_operation_is_gone_is_a_message(client, staff, closed_three):
+    """The admin's *Retry failed items* takes the API's path: a sentence, nothing started."""
+    client.force_login(staff)
+    client.post(url("undo", closed_three), {"post": "yes"})
+    run_worker()
+    undo = BulkOperation.objects.get(action="undo")
+    assert undo.failed == 1  # u-3 was reopened since the close
+    BulkOperation.objects.filter(pk=closed_three.pk).delete()
+    response = client.post(url("retry", undo))
+    assert response.status_code == 302 and response["Location"] == url("progress", undo)
+    message = messages_of(response)[-1]
+    assert closed_three.pk in message and "no longer exists" in message
+    assert list(BulkOperation.objects.values_list("pk", flat=True)) == [undo.pk]

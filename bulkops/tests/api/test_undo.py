@@ -7,9 +7,10 @@ import datetime
 from unittest import mock
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
-from bulkops.models import BulkOperation, Session
+from bulkops.models import BulkOperation, Session, SessionExport
 from bulkops.tests.support.api import (
     ACTION_PATHS,
     VALIDATE,
@@ -78,6 +79,24 @@ def test_hard_delete_and_export_cannot_be_undone(
     op = execute(user, action, [make_session(user).pk], **params)
     assert op.succeeded == 1
     refused(token_client(user), op, needle)
+
+
+def test_a_soft_delete_that_removed_exports_cannot_be_undone(api, owner, make_session):
+    """Its exports are gone: an undo that said ``completed`` would leave them missing."""
+    sessions = [make_session(owner, exports=1) for _ in range(6)]
+    op = execute(owner, "delete", [s.pk for s in sessions], cascade_exports=True)
+    assert (op.succeeded, SessionExport.objects.count()) == (6, 0)
+    refused(api, op, "exports were removed with them")
+    assert Session.objects.filter(deleted_at__isnull=True).count() == 0
+
+
+def test_a_soft_delete_that_kept_the_exports_is_undone_with_them(api, owner, make_session):
+    sessions = [make_session(owner, exports=1) for _ in range(3)]
+    op = execute(owner, "delete", [s.pk for s in sessions])
+    assert api.post(undo_path(op.pk)).status_code == 202
+    run_worker()
+    assert Session.objects.filter(deleted_at__isnull=True).count() == 3
+    assert SessionExport.objects.count() == 3
 
 
 def test_an_undo_cannot_be_undone(api, owner, make_session):
@@ -215,3 +234,51 @@ def test_an_undo_item_that_failed_processing_is_taken_back_by_a_retry(api, owner
     assert retry.status_code == 202 and retry.json()["action"] == "undo"
     run_worker()
     assert Session.objects.get(pk=busy).status == "active"
+
+
+# --- an undo outlives the operation it undid ----------------------------------------------------
+@pytest.fixture
+def partial_undo(api, owner, make_session, settings):
+    """Four sessions closed; one taken by a pipeline; the undo (partial: one item
+    failed ``processing``); then the pipeline is done and the close is past retention."""
+    settings.BULKOPS_OPERATION_RETENTION_DAYS = 30
+    ids = [make_session(owner).pk for _ in range(4)]
+    closed = execute(owner, "close", ids)
+    Session.objects.filter(pk=ids[0]).update(status="processing")
+    undo_id = api.post(undo_path(closed.pk)).json()["operation_id"]
+    run_worker()
+    undo = BulkOperation.objects.get(pk=undo_id)
+    assert (undo.status, undo.succeeded, undo.failed) == ("partial", 3, 1)
+    Session.objects.filter(pk=ids[0]).update(status="closed")
+    # 31 days pass for the close (the undo, run later, is within retention still).
+    ago = datetime.timedelta(days=31)
+    BulkOperation.objects.filter(pk=closed.pk).update(
+        created_at=F("created_at") - ago,
+        started_at=F("started_at") - ago,
+        finished_at=F("finished_at") - ago,
+    )
+    Session.objects.filter(pk=ids[0]).update(closed_at=F("closed_at") - ago)
+    return {"closed": closed, "undo": undo, "busy": ids[0]}
+
+
+def test_cleanup_keeps_an_undone_operation_while_its_undo_is_kept(api, partial_undo):
+    from django.core.management import call_command
+
+    call_command("bulkops_cleanup", verbosity=0)
+    assert BulkOperation.objects.filter(pk=partial_undo["closed"].pk).exists()
+    retry = api.post(f"/api/bulk/operations/{partial_undo['undo'].pk}/retry")
+    assert retry.status_code == 202, retry.content
+    assert retry.json()["action"] == "undo" and retry.json()["total"] == 1
+    run_worker()
+    assert Session.objects.get(pk=partial_undo["busy"]).status == "active"
+
+
+def test_retrying_an_undo_whose_undone_operation_is_gone_is_a_409(api, partial_undo):
+    """However the undone operation went (its owner deleted, say), the retry says why."""
+    BulkOperation.objects.filter(pk=partial_undo["closed"].pk).delete()
+    before, count = snapshot(), BulkOperation.objects.count()
+    response = api.post(f"/api/bulk/operations/{partial_undo['undo'].pk}/retry")
+    assert response.status_code == 409, response.content
+    assert partial_undo["closed"].pk in response.json()["detail"]
+    assert "no longer exists" in response.json()["detail"]
+    assert_nothing_happened(before, operations=count)

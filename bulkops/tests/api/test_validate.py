@@ -132,3 +132,47 @@ def test_validate_requires_authentication(owner, make_session):
     make_session(owner, id="s-1")
     response = post_json(APIClient(), VALIDATE, {"action": "close", "session_ids": ["s-1"]})
     assert response.status_code in (401, 403)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"action": "close", "soft_delete": False}, "soft_delete"),
+        ({"action": "export", "atomic": True}, "atomic"),
+        ({"action": "delete", "format": "json"}, "format"),
+        ({"action": "restore", "cascade_exports": True}, "cascade_exports"),
+        ({"action": "archive", "include_details": False}, "include_details"),
+    ],
+)
+def test_a_parameter_the_action_does_not_take_is_a_400_as_on_the_action(
+    api, owner, make_session, body, field
+):
+    """Validate refuses what the action endpoint would refuse, with the same 400 shape
+    (the field named), rather than validate a request the action would not run."""
+    make_session(owner, id="s-1")
+    before = snapshot()
+    response = post_json(api, VALIDATE, {**body, "session_ids": ["s-1"]})
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field]
+    assert body["action"] in response.json()[field][0]
+    action_path = support.ACTION_PATHS[body["action"]]
+    on_action = post_json(api, action_path, {k: v for k, v in body.items() if k != "action"}
+                          | {"session_ids": ["s-1"]})  # fmt: skip
+    assert on_action.status_code == 400 and list(on_action.json()) == [field]
+    assert_nothing_happened(before)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"action": "close", "atomic": True},
+        {"action": "archive", "atomic": False},
+        {"action": "delete", "soft_delete": True, "cascade_exports": True, "atomic": True},
+        {"action": "export", "format": "json", "include_details": True},
+        {"action": "restore"},
+    ],
+)
+def test_each_action_takes_its_own_parameters_on_validate(api, owner, make_session, body):
+    make_session(owner, id="s-1")
+    response = post_json(api, VALIDATE, {**body, "session_ids": ["s-1"]})
+    assert response.status_code == 200, response.content

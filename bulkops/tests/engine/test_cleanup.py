@@ -15,7 +15,7 @@ from django_tasks_db.models import DBTaskResult
 from bulkops.actions.export import export_path
 from bulkops.engine import operations_cleanup
 from bulkops.models import BulkOperation, BulkOperationItem
-from bulkops.tests.support.helpers import execute
+from bulkops.tests.support.helpers import execute, run_worker
 
 DAY = datetime.timedelta(days=1)
 
@@ -110,3 +110,24 @@ def test_cleanup_command(world, capsys):
         capsys.readouterr().out
     )
     assert set(BulkOperation.objects.values_list("status", flat=True)) == {"running"}
+
+
+def test_an_undone_operation_goes_with_its_last_undo_not_before(owner, make_session, settings):
+    """An undo needs the operation it undoes (its items, its action, its timestamps):
+    cleanup keeps that operation while any undo of it is kept, and removes both in the
+    run that finds the undo past retention too."""
+    from bulkops.engine import operation_undo
+
+    settings.BULKOPS_OPERATION_RETENTION_DAYS = 30
+    make_session(owner, id="u1")
+    closed = execute(owner, "close", ["u1"])
+    undo = operation_undo(operation=closed, user=owner)
+    run_worker()
+    now = timezone.now()
+    BulkOperation.objects.filter(pk=closed.pk).update(finished_at=now - 40 * DAY)
+    assert operations_cleanup().operations == 0
+    assert BulkOperation.objects.filter(pk__in=[closed.pk, undo.pk]).count() == 2
+    BulkOperation.objects.filter(pk=undo.pk).update(finished_at=now - 31 * DAY)
+    assert operations_cleanup(dry_run=True).operations == 2
+    assert operations_cleanup().operations == 2
+    assert not BulkOperation.objects.filter(pk__in=[closed.pk, undo.pk]).exists()

@@ -158,3 +158,129 @@ def test_a_chunked_body_is_read_like_one_with_a_length(target):
     status, ctype, _ = request(bases[0], "POST", "/api/bulk/sessions/close", token, too_big,
                                chunked=True)  # fmt: skip
     assert (status, ctype) == (413, "application/json")
+
+
+# --- round 3: oversized numbers and empty enums (DEBUG off, as deployed) -------------------
+ROOT_SETUP = """
+import json
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+from rest_framework.authtoken.models import Token
+from bulkops.models import Session
+root = get_user_model().objects.create_superuser("root", password="pw-integration-1")
+Session.objects.bulk_create(Session(id=f"r-{i:03d}", owner=root, title=f"R {i}") for i in range(60))
+client = Client()
+client.force_login(root)
+cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+print(json.dumps({"token": Token.objects.create(user=root).key, "cookie": cookie}))
+"""
+HUGE = "9" * 4400  # past Python's 4,300-digit limit for int("…")
+DEEP = str(10**18)  # a page whose OFFSET is past PostgreSQL's bigint
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """One daphne with DEBUG off; alice (token, 40 sessions, a close operation of two)
+    and root, a superuser who sees everyone's sessions (token, admin cookie, 60 sessions
+    and a close operation of their own)."""
+    from bulkops.tests.support.processes import worlds
+
+    teardown = worlds(tmp_path_factory.mktemp("deployed"))
+    make = next(teardown)
+    try:
+        static = tmp_path_factory.mktemp("static")
+        _, procs = make(postgres=using_postgres(), redis=using_redis(), DEBUG="0",
+                        SECURE_SSL_REDIRECT="0", SECRET_KEY="test-attacks-" + "k" * 40,
+                        STATIC_ROOT=str(static))  # fmt: skip
+        alice = seed(procs, sessions=40)["token"]
+        root = json.loads(procs.run("shell", "-c", ROOT_SETUP).strip().splitlines()[-1])
+        procs.run("collectstatic", "--no-input", "-v", "0")
+        base = procs.server("daphne")
+        ops = {}
+        for name, token, ids in (("alice", alice, ["s-00001", "s-00002"]),
+                                 ("root", root["token"], ["r-001", "r-002"])):  # fmt: skip
+            body = json.dumps({"session_ids": ids}).encode()
+            status, _, answer = request(base, "POST", "/api/bulk/sessions/close", token, body)
+            assert status == 202, answer
+            ops[name] = json.loads(answer)["operation_id"]
+        yield {"base": base, "alice": alice, "root": root, "ops": ops,
+               "log": procs.tmp_path / "daphne.log"}  # fmt: skip
+    finally:
+        next(teardown, None)
+
+
+@pytest.fixture
+def deployed(deployment):
+    """The module's deployment; after the test, its server log since the test began
+    holds no traceback (no 500 was answered)."""
+    start = len(deployment["log"].read_text())
+    yield deployment
+    log = deployment["log"].read_text()[start:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def get(deployed, path: str, *, who: str = "alice", admin: bool = False):
+    """(status, content type, body) of a GET as alice or root (admin: root's cookie)."""
+    token = deployed[who] if who == "alice" else deployed["root"]["token"]
+    headers = {"Cookie": f"sessionid={deployed['root']['cookie']}"} if admin else None
+    return request(deployed["base"], "GET", path, token, headers=headers)
+
+
+def test_a_page_size_of_4400_digits_is_a_400_on_every_paginated_list(deployed):
+    for who in ("alice", "root"):
+        op = deployed["ops"][who]
+        for path in ("/api/sessions/", "/api/bulk/operations/",
+                     f"/api/bulk/operations/{op}/items", f"/api/bulk/operations/{op}/"):  # fmt: skip
+            status, ctype, body = get(deployed, f"{path}?page_size={HUGE}", who=who)
+            assert status == 400, (who, path, status, body[:300])
+            assert ctype.startswith("application/json")
+            assert "page_size" in json.loads(body), body[:300]
+            status, _, body = get(deployed, f"{path}?page={HUGE}", who=who)
+            assert status == 404, (who, path, status, body[:300])
+
+
+@pytest.mark.parametrize("page", [DEEP, str(2**63), str(2**63 // 50 + 1), HUGE])
+def test_a_very_deep_page_of_everyones_sessions_is_a_404(deployed, page):
+    for who in ("root", "alice"):
+        status, _, body = get(deployed, f"/api/sessions/?page={page}", who=who)
+        assert status == 404, (who, status, body[:300])
+        assert json.loads(body) == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("page", [DEEP, str(2**63), HUGE, "-1"])
+def test_a_very_deep_admin_changelist_page_is_djangos_out_of_range_answer(deployed, page):
+    """Django's changelist answers a page past the end with a redirect to ``?e=1``."""
+    for model in ("session", "bulkoperation"):
+        status, _, body = get(deployed, f"/admin/bulkops/{model}/?p={page}", who="root",
+                              admin=True)  # fmt: skip
+        assert status in (200, 302), (model, page, status, body[:300])
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["format=&outcome=", "format=", "outcome=", "format=xml", "outcome=nope", "format=CSV"],
+)
+def test_an_empty_or_unknown_report_format_or_outcome_is_a_400(deployed, query):
+    op = deployed["ops"]["alice"]
+    status, ctype, body = get(deployed, f"/api/bulk/operations/{op}/report?{query}")
+    assert status == 400, (query, status, body[:300])
+    assert ctype.startswith("application/json")
+    assert set(json.loads(body)) <= {"format", "outcome"}
+    if "outcome" in query:
+        status, _, body = get(deployed, f"/api/bulk/operations/{op}/items?{query}")
+        assert status == 400, (query, status, body[:300])
+
+
+@pytest.mark.parametrize("query", ["format=xml", "format=", "outcome=", "outcome=nope"])
+def test_the_admin_report_refuses_what_the_api_refuses(deployed, query):
+    op = deployed["ops"]["root"]
+    path = f"/admin/bulkops/bulkoperation/{op}/report/?{query}"
+    status, ctype, body = get(deployed, path, who="root", admin=True)
+    assert status == 400, (query, status, body[:300])
+    assert ctype.startswith("text/plain")
+    assert ("csv or json" in body.decode()) == query.startswith("format"), body
+    for good in ("format=csv", "format=json&outcome=pending", ""):
+        status, _, _ = get(deployed, f"/admin/bulkops/bulkoperation/{op}/report/?{good}",
+                           who="root", admin=True)  # fmt: skip
+        assert status == 200, good

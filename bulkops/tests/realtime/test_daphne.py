@@ -250,3 +250,82 @@ async def test_behind_a_tls_proxy_the_https_origin_is_the_same_origin(daphne):
         async with ws_connect(daphne.base, origin=daphne.base, additional_headers=headers):
             pass
     assert_clean_log(daphne.log)
+
+
+# --- 5. access revoked while connected, across two servers sharing Redis ------------------------
+REVOKE_TOKEN = """
+from rest_framework.authtoken.models import Token
+Token.objects.filter(user__username="alice").delete()
+"""
+DEACTIVATE = """
+from django.contrib.auth import get_user_model
+alice = get_user_model().objects.get(username="alice")
+alice.is_active = False
+alice.save()
+"""
+DEACTIVATE_QUIETLY = """
+from django.contrib.auth import get_user_model
+get_user_model().objects.filter(username="alice").update(is_active=False)  # no signal
+"""
+
+
+async def two_servers(world, tmp_path, recheck_seconds: str):
+    """Two daphne servers sharing Redis, alice's token and session cookie."""
+    _, procs = world(
+        postgres=using_postgres(),
+        redis=True,
+        BULKOPS_WS_RECHECK_SECONDS=recheck_seconds,
+        STATIC_ROOT=str(tmp_path / "static"),
+        **PRODUCTION,
+    )
+    token = (await asyncio.to_thread(seed, procs, sessions=0))["token"]
+    await asyncio.to_thread(procs.run, "collectstatic", "--no-input", "-v", "0")
+    cookie = (await asyncio.to_thread(procs.run, "shell", "-c", COOKIE)).strip().splitlines()[-1]
+    one = await asyncio.to_thread(procs.server, "one")
+    two = await asyncio.to_thread(procs.server, "two")
+    return procs, one, two, token, cookie
+
+
+async def assert_revoked(ws: ClientConnection) -> None:
+    error = await receive(ws)
+    assert (error["type"], error["code"]) == ("error", "access_revoked"), error
+    assert await closed_with(ws) == 4401
+
+
+async def test_revoking_access_closes_the_users_sockets_on_every_server(world, tmp_path):
+    """Signals, through Redis: the token deleted (in another process) closes the token's
+    sockets on both servers and not the session cookie's; then deactivating alice
+    closes that one too. The re-check is an hour away: only the signal can do it."""
+    procs, one, two, token, cookie = await two_servers(world, tmp_path, "3600")
+    headers = {"Cookie": f"sessionid={cookie}"}
+    async with (
+        ws_connect(one) as a,
+        ws_connect(two) as b,
+        ws_connect(one, additional_headers=headers) as c,
+    ):
+        assert (await authenticate(a, token))["type"] == "authenticated"
+        assert (await authenticate(b, token))["type"] == "authenticated"
+        assert (await receive(c))["type"] == "authenticated"
+        await asyncio.to_thread(procs.run, "shell", "-c", REVOKE_TOKEN)
+        await assert_revoked(a)
+        await assert_revoked(b)
+        await c.send(json.dumps({"type": "ping"}))
+        assert await receive(c) == {"type": "pong"}
+        await asyncio.to_thread(procs.run, "shell", "-c", DEACTIVATE)
+        await assert_revoked(c)
+    async with ws_connect(two) as refused:
+        assert (await authenticate(refused, token))["code"] == "authentication_failed"
+    for name in ("one", "two"):
+        assert_clean_log((procs.tmp_path / f"{name}.log").read_text())
+
+
+async def test_the_recheck_closes_sockets_no_signal_announced(world, tmp_path):
+    procs, one, two, token, _ = await two_servers(world, tmp_path, "1")
+    async with ws_connect(one) as a, ws_connect(two) as b:
+        assert (await authenticate(a, token))["type"] == "authenticated"
+        assert (await authenticate(b, token))["type"] == "authenticated"
+        await asyncio.to_thread(procs.run, "shell", "-c", DEACTIVATE_QUIETLY)
+        await assert_revoked(a)
+        await assert_revoked(b)
+    for name in ("one", "two"):
+        assert_clean_log((procs.tmp_path / f"{name}.log").read_text())
