@@ -7,11 +7,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
-from bulkops.bench.load import LoadBench, LoadOptions, render_load
-from bulkops.bench.report import machine_facts
-from bulkops.bench.small_ops import SmallOpsBench, SmallOpsOptions, render_small_ops
-from bulkops.bench.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
+from benchmarks.load import LoadBench, LoadOptions, render_load
+from benchmarks.report import machine_facts, render_table
+from benchmarks.runner import Bench
+from benchmarks.scenarios import DEFAULT_BATCH_SIZES, SCENARIOS, Options
+from benchmarks.small_ops import SmallOpsBench, SmallOpsOptions, render_small_ops
+from benchmarks.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
 
 BAR_WIDTH = 30
 

@@ -15,7 +15,7 @@ import django
 from django.db import connection
 from django.utils import timezone
 
-from bulkops.bench.scenarios import CONTENT_BYTES, EXPORTS_EVERY, SCENARIOS, Options, Scenario
+from benchmarks.scenarios import CONTENT_BYTES, EXPORTS_EVERY, SCENARIOS, Options, Scenario
 from bulkops.conf import bulkops_settings
 
 #: Issue 6's processing floors (rows/s) at the largest batch run.

@@ -14,10 +14,10 @@ from typing import Any
 from django.db import transaction
 from django.test.utils import override_settings
 
-from bulkops.bench import references
-from bulkops.bench.latency import LatencyBench
-from bulkops.bench.report import Case, Measure, build_report
-from bulkops.bench.scenarios import (
+from benchmarks import references
+from benchmarks.latency import LatencyBench
+from benchmarks.report import Case, Measure, build_report
+from benchmarks.scenarios import (
     SCENARIOS,
     BenchData,
     EngineRunner,

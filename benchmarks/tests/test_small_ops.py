@@ -4,7 +4,7 @@ part starts server and worker processes: it is the benchmark's, not a test's).""
 
 import pytest
 
-from bulkops.bench.small_ops import IN_PROCESS_PHASES, in_process_breakdown
+from benchmarks.small_ops import IN_PROCESS_PHASES, in_process_breakdown
 from bulkops.engine import executor, operations
 from bulkops.models import BulkOperation, Session
 

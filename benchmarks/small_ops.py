@@ -22,8 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -32,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, connections
 
-from bulkops.bench.latency import CLOSE_URL, _free_port, _stop_server
-from bulkops.bench.report import percentile, rounded
+from benchmarks.latency import CLOSE_URL
+from benchmarks.processes import Processes, current_env, healthy
+from benchmarks.report import percentile, rounded
 from bulkops.models import BulkOperation
 
 #: Phases of one operation from its rows' timestamps (ms): POST sent → op row created
@@ -155,55 +154,33 @@ def in_process_breakdown(*, owner, fresh: Callable[[int], list[str]], runs: int)
 
 # --- end to end: server + db_workers ----------------------------------------------------------
 class Fleet:
-    """``serve --no-worker`` and ``workers`` × ``db_worker`` as subprocesses."""
+    """``serve --no-worker`` and ``workers`` × ``db_worker`` as subprocesses on the
+    bench's own database (:mod:`benchmarks.processes`)."""
 
     RATE_LIMIT = "1000000/m"
-    STARTUP_TIMEOUT = 90.0
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen] = []
-        self.log = tempfile.TemporaryFile()
-
-    def _start(self, *args: str) -> None:
-        env = dict(os.environ, BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT, PYTHONUNBUFFERED="1")
-        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        self.procs.append(
-            subprocess.Popen(
-                [*manage, *args],
-                env=env,
-                stdout=self.log,
-                stderr=subprocess.STDOUT,
-                cwd=settings.BASE_DIR,
-            )
-        )
+        self.workdir = Path(tempfile.mkdtemp(prefix="bulkops-small-ops-"))
+        self.procs = Processes(self.workdir, current_env(BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT))
+        self.base = ""
 
     def start(self) -> None:
-        self._start(
-            "serve", "--no-demo", "--no-worker", "--host", "127.0.0.1", "--port", str(self.port)
-        )
+        self.base = self.procs.server("serve", embedded=True, worker=False, ready=healthy)
         for n in range(self.workers):
-            self._start(
-                "db_worker", "--no-reload", "--no-startup-delay", "--worker-id", f"small-ops-{n}"
-            )
+            self.procs.worker(f"small-ops-{n}", interval=None)
 
     def died(self) -> str | None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                self.log.seek(0)
-                return self.log.read().decode("utf-8", "replace")[-2000:]
-        return None
+        return self.procs.first_death()
 
     def tail(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")[-3000:]
+        return "\n".join(self.procs.log(name, tail=1500) for name, _ in self.procs.running)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            _stop_server(proc)
-        self.log.close()
+        try:
+            self.procs.stop_all(grace=30)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class Client:
@@ -320,7 +297,7 @@ class SmallOpsBench:
     WARMUP = 3
 
     def __init__(self, options: SmallOpsOptions, *, step: Callable[[str], None]) -> None:
-        from bulkops.bench.scenarios import BenchData
+        from benchmarks.scenarios import BenchData
 
         self.options = options
         self.step = step
@@ -331,7 +308,7 @@ class SmallOpsBench:
         return 2 + len(self.options.workers) * (1 + 2 * len(self.options.sizes))
 
     def _fresh(self, count: int) -> list[str]:
-        from bulkops.bench.scenarios import SCENARIOS
+        from benchmarks.scenarios import SCENARIOS
 
         try:
             return self.data.fresh(SCENARIOS["close"], count)
@@ -342,30 +319,13 @@ class SmallOpsBench:
         ids = self._fresh(size * count)
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
-    async def _wait_ready(self, fleet: Fleet, client: Client) -> None:
-        deadline = time.monotonic() + fleet.STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            crashed = fleet.died()
-            if crashed:
-                raise RuntimeError(f"a fleet process exited:\n{crashed}")
-            try:
-                response = await asyncio.to_thread(
-                    client.http.get, f"{fleet.base}/api/bulk/sessions/info", timeout=2
-                )
-                if response.status_code == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError("the server did not answer in time")
-
     async def _cells(self, fleet: Fleet, token: str) -> list[dict[str, Any]]:
         from websockets.asyncio.client import connect
 
         client = Client(fleet.base, token)
-        await self._wait_ready(fleet, client)
         cells = []
-        async with connect(f"ws://127.0.0.1:{fleet.port}/ws/bulk/", origin=fleet.base) as ws:
+        ws_url = fleet.base.replace("http", "ws", 1) + "/ws/bulk/"
+        async with connect(ws_url, origin=fleet.base) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token}))
             while json.loads(await ws.recv()).get("type") != "authenticated":
                 pass
@@ -405,8 +365,8 @@ class SmallOpsBench:
             cells = []
             for workers in self.options.workers:
                 fleet = Fleet(workers)
-                fleet.start()
                 try:
+                    fleet.start()
                     cells += asyncio.run(self._cells(fleet, token))
                 except Exception as exc:
                     raise RuntimeError(f"{exc!r}; the fleet's log:\n{fleet.tail()}") from exc

@@ -5,9 +5,9 @@ import json
 import numbers
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
-from bulkops.bench import SCENARIOS
+from benchmarks.scenarios import SCENARIOS
 from bulkops.models import BulkOperation, Session
 
 # The worker runs on a thread of its own: it must see committed rows.
@@ -18,11 +18,10 @@ def _positive(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
 
 
-def test_bench_smoke_run_writes_every_figure_as_json(tmp_path):
+def test_bench_smoke_run_writes_every_figure_as_json(bench, tmp_path):
     path = tmp_path / "bench.json"
     out = io.StringIO()
-    call_command(
-        "bulkops_bench",
+    bench(
         sessions=50,
         runs=1,
         batch_sizes="10",
@@ -59,6 +58,6 @@ def test_bench_smoke_run_writes_every_figure_as_json(tmp_path):
     assert not BulkOperation.objects.exists()
 
 
-def test_bench_rejects_an_unknown_action():
+def test_bench_rejects_an_unknown_action(bench):
     with pytest.raises(CommandError, match="Unknown actions"):
-        call_command("bulkops_bench", actions="close,explode", skip_latency=True)
+        bench(actions="close,explode", skip_latency=True)
