@@ -20,6 +20,7 @@ from benchmarks.small_ops.end_to_end import (
     measure_throughput,
 )
 from benchmarks.small_ops.in_process import in_process_breakdown
+from benchmarks.targets import small_ops_targets, target_lines
 
 
 @dataclass
@@ -123,7 +124,7 @@ class SmallOpsBench:
             "in_process": breakdown,
             "end_to_end": cells,
             "channel_layer": "redis" if os.environ.get("REDIS_URL") else "in-memory",
-        }
+        } | {"targets": small_ops_targets({"end_to_end": cells})}
 
 
 def render_small_ops(section: dict[str, Any]) -> str:
@@ -153,4 +154,4 @@ def render_small_ops(section: dict[str, Any]) -> str:
             f"{c['workers']:>7}  {c['sessions']:>8}  {c['operations_per_second']:>6}  "
             f"{c['sessions_per_second']:>10}  {lat['p50_ms']:>6}  {lat['p99_ms']:>6}  | {phases}"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + target_lines(section.get("targets", []))

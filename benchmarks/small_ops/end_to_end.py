@@ -108,26 +108,34 @@ class Client:
         return sent, op_id, self.arrivals.pop(op_id)
 
 
-def _e2e_phases(op_ids_sent: list[tuple[str, float, float]]) -> dict[str, float | None]:
-    """p50 of each phase (ms) over (operation id, POST sent, event arrived)."""
+def _stamps(op_id: str, sent: float, arrived: float) -> list[float | None]:
+    """The moments of E2E_PHASES' boundaries; the queue's two are None for an operation
+    that never went through the queue (run inside its request)."""
     from bulkops.engine.queue import operation_tasks
 
+    op = BulkOperation.objects.get(pk=op_id)
+    task = operation_tasks(op_id).values("enqueued_at", "started_at").first() or {}
+    queued = [task[k].timestamp() if task.get(k) else None for k in ("enqueued_at", "started_at")]
+    return [
+        sent,
+        op.created_at.timestamp(),
+        *queued,
+        op.started_at.timestamp() if op.started_at else None,
+        op.finished_at.timestamp() if op.finished_at else None,
+        arrived,
+    ]
+
+
+def _e2e_phases(op_ids_sent: list[tuple[str, float, float]]) -> dict[str, float | None]:
+    """p50 of each phase (ms) over (operation id, POST sent, event arrived); a phase
+    whose boundaries an operation lacks is left out for it."""
     split: dict[str, list[float]] = {k: [] for k in E2E_PHASES}
     try:
         for op_id, sent, arrived in op_ids_sent:
-            op = BulkOperation.objects.get(pk=op_id)
-            task = operation_tasks(op_id).values("enqueued_at", "started_at").first()
-            stamps = [
-                sent,
-                op.created_at.timestamp(),
-                task["enqueued_at"].timestamp(),
-                task["started_at"].timestamp(),
-                op.started_at.timestamp(),
-                op.finished_at.timestamp(),
-                arrived,
-            ]
+            stamps = _stamps(op_id, sent, arrived)
             for name, a, b in zip(E2E_PHASES, stamps, stamps[1:], strict=False):
-                split[name].append((b - a) * 1000)
+                if a is not None and b is not None:
+                    split[name].append((b - a) * 1000)
     finally:
         connections.close_all()
     return {k: rounded(percentile(v, 50), 2) for k, v in split.items()}

@@ -61,3 +61,44 @@ def test_bench_smoke_run_writes_every_figure_as_json(bench, tmp_path):
 def test_bench_rejects_an_unknown_action(bench):
     with pytest.raises(CommandError, match="Unknown actions"):
         bench(actions="close,explode", skip_latency=True)
+
+
+def test_production_statistics_write_small_operations_first_and_never_analyse_after(
+    bench, tmp_path
+):
+    """--statistics production: one-session operations written and analysed before the
+    cases, so the planner expects about one item per operation; from then on the bench
+    analyses nothing (PostgreSQL counts every ANALYZE by hand)."""
+    path = tmp_path / "bench.json"
+    bench(
+        sessions=30,
+        runs=1,
+        actions="close,soft_delete",
+        batch_sizes="10",
+        skip_latency=True,
+        statistics="production",
+        history_operations=300,
+        json_path=str(path),
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    data = json.loads(path.read_text())
+
+    assert data["options"]["statistics"] == "production"
+    assert data["options"]["history_operations"] == 300
+    statistics = data["statistics"]
+    assert statistics["mode"] == "production" and statistics["history_operations"] == 300
+    start, end = statistics["at_start"], statistics["at_end"]
+    if start["vendor"] == "postgresql":
+        assert start["items_per_operation_estimate"] == pytest.approx(1.0, abs=0.2)
+        assert end["analyze_count"] == start["analyze_count"]
+        for row in data["throughput"]:
+            assert row["item_statistics"]["analyze_count"] == start["analyze_count"]
+    assert {r["action"] for r in data["throughput"]} == {"close", "soft_delete"}
+    # The history went with the benchmark owner.
+    assert not BulkOperation.objects.exists()
+
+
+def test_bench_refuses_a_history_of_nothing(bench):
+    with pytest.raises(CommandError, match="--history-operations"):
+        bench(statistics="production", history_operations=0, skip_latency=True)
