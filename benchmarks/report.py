@@ -284,7 +284,7 @@ def _latency_lines(latency: dict[str, Any]) -> str:
 def _statistics_lines(statistics: dict[str, Any]) -> str:
     def believed(facts: dict[str, Any] | None) -> str:
         value = (facts or {}).get("items_per_operation_estimate")
-        return "no statistics" if value is None else f"{value:g} items per operation"
+        return "no statistics" if value is None else f"{value:g} item(s) per operation"
 
     history = statistics.get("history_operations")
     mode = statistics["mode"] + (f" ({history:,} one-session operations first)" if history else "")

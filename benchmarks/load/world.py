@@ -99,7 +99,7 @@ class LoadWorld:
             database_url=self.db.url,
             workdir=self.workdir,
             redis_prefix=self.db.name,
-            # The production layout, on plain HTTP on purpose (README, Production layout).
+            # The production layout, on plain HTTP on purpose (docs/production.md).
             production=True,
         )
         self.procs = Processes(self.workdir, env)
