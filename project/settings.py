@@ -73,6 +73,10 @@ INSTALLED_APPS = [
     "django_ratelimit",
     "csp",
 ]
+# The benchmark (benchmarks/: manage.py bulkops_bench and seed_scale) is a development
+# tool that the product never imports: installed only when asked for (docs/benchmarks.md).
+if env_bool("BULKOPS_BENCHMARKS", False):
+    INSTALLED_APPS.append("benchmarks")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

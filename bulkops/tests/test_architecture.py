@@ -1,5 +1,6 @@
 """The layout as a specification (CONVENTIONS.md): arrows point down only, no import
-cycle, one module talks to the queue library, no function longer than 60 lines.
+cycle, one module talks to the queue library, the benchmark stays out of the product,
+no function longer than 60 lines.
 
 Read from the source (every ``import``, including those inside functions), so a cycle
 hidden in a lazy import fails here too.
@@ -14,10 +15,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "bulkops"
+BENCHMARKS = ROOT / "benchmarks"
 MAX_FUNCTION_LINES = 60
+MAX_BENCHMARK_MODULE_LINES = 400
 #: Interfaces: nothing below them may import them.
 INTERFACES = ("bulkops.api", "bulkops.admin", "bulkops.realtime", "bulkops.worker",
-              "bulkops.management", "bulkops.bench")  # fmt: skip
+              "bulkops.management")  # fmt: skip
 #: Modules below the interfaces.
 CORE = ("bulkops.engine", "bulkops.actions", "bulkops.models", "bulkops.selectors",
         "bulkops.representations", "bulkops.events", "bulkops.conf",
@@ -107,8 +110,7 @@ def test_only_the_engine_queue_imports_the_task_library():
     users = sorted(
         name
         for name, path in runtime_modules().items()
-        if not under(name, ("bulkops.bench",))
-        and any(
+        if any(
             m.split(".")[0] in ("django_tasks", "django_tasks_db") for m in imports_of(path, name)
         )
     )
@@ -117,20 +119,40 @@ def test_only_the_engine_queue_imports_the_task_library():
                      "bulkops.worker.worker"]  # fmt: skip
 
 
-def test_the_benchmark_is_never_imported_by_runtime_code():
+def test_the_benchmark_is_an_app_of_its_own_that_runtime_code_never_imports():
+    """benchmarks/ (installed only with BULKOPS_BENCHMARKS=1) holds the whole benchmark and
+    scale seeding; nothing of bulkops/ or project/ outside the tests imports any of it."""
+    runtime = runtime_modules() | {
+        module_name(path): path for path in (ROOT / "project").rglob("*.py")
+    }
     bad = [
-        name
-        for name, targets in graph().items()
-        if not under(name, ("bulkops.bench", "bulkops.management.commands.bulkops_bench"))
-        and any(under(t, ("bulkops.bench",)) for t in targets)
+        f"{name} imports {target}"
+        for name, path in runtime.items()
+        for target in imports_of(path, name)
+        if under(target, ("benchmarks",))
     ]
     assert bad == []
+    assert not (PACKAGE / "bench").exists()
+    assert not (PACKAGE / "scaleseed.py").exists()
+    assert not (PACKAGE / "management" / "commands" / "bulkops_bench.py").exists()
+    assert (BENCHMARKS / "management" / "commands" / "bulkops_bench.py").exists()
+
+
+def test_no_benchmark_module_is_longer_than_400_lines():
+    long = [
+        f"{path.relative_to(ROOT)}: {lines} lines"
+        for path in BENCHMARKS.rglob("*.py")
+        if "tests" not in path.parts
+        and (lines := len(path.read_text().splitlines())) > MAX_BENCHMARK_MODULE_LINES
+    ]
+    assert long == []
 
 
 def test_no_function_is_longer_than_60_lines():
-    """Everywhere but migrations: the app, the project, and the tests themselves."""
+    """Everywhere but migrations: the app, the project, the benchmark, and the tests."""
     long = []
-    paths = [p for p in (*PACKAGE.rglob("*.py"), *(ROOT / "project").rglob("*.py"))
+    paths = [p for p in (*PACKAGE.rglob("*.py"), *(ROOT / "project").rglob("*.py"),
+                         *BENCHMARKS.rglob("*.py"))
              if "migrations" not in p.parts]  # fmt: skip
     for path in paths:
         name = module_name(path)
@@ -148,7 +170,7 @@ def test_ruff_is_clean_with_the_complexity_limit():
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "bulkops", "project"],
+        [sys.executable, "-m", "ruff", "check", "bulkops", "project", "benchmarks"],
         cwd=ROOT,
         capture_output=True,
         text=True,

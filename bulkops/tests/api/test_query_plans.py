@@ -24,8 +24,8 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from benchmarks.scaleseed import OWNER_PREFIX, seed_scale
 from bulkops.models import Session
-from bulkops.scaleseed import OWNER_PREFIX, seed_scale
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import post_json, token_client
 

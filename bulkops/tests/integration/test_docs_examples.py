@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import process_env
 from bulkops.tests.support.docs import (
     PYTHON,
     SHELL,
@@ -48,7 +49,7 @@ from bulkops.tests.support.docs import (
     commands_outside_runnable_blocks,
 )
 from bulkops.tests.support.helpers import free_port
-from bulkops.tests.support.processes import ROOT, wait_until
+from bulkops.tests.support.processes import MANAGE, ROOT, Processes, wait_until
 
 PAGES = ("README.md", "docs/api.md", "docs/websocket.md", "docs/cli.md")
 BLOCK_TIMEOUT = 90  # seconds; the slowest block takes a few (manage.py starting Django)
@@ -195,37 +196,18 @@ def newcomer(tmp_path_factory):
     """``manage.py serve`` as README's first command starts it (here: on a port and a
     SQLite file of its own), and a terminal next to it."""
     tmp = tmp_path_factory.mktemp("docs-examples")
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
-        BULKOPS_EXPORT_DIR=str(tmp / "exports"),
-        PYTHONUNBUFFERED="1",
-    )
+    env = process_env(database_url=f"sqlite:///{tmp / 'db.sqlite3'}", workdir=tmp)
+    procs = Processes(tmp, env)
     port = free_port()
-    log = tmp / "serve.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
+        server = procs.start("serve", [*MANAGE, "serve", "--port", str(port)])
         wait_until(
-            lambda: "Press Ctrl+C to stop." in log.read_text() or server.poll() is not None,
+            lambda: "Press Ctrl+C to stop." in procs.log("serve") or procs.died(server, "serve"),
             "serve to start",
         )
-        assert server.poll() is None, log.read_text()
-        yield Newcomer(tmp, f"http://127.0.0.1:{port}", log, env)
+        yield Newcomer(tmp, f"http://127.0.0.1:{port}", tmp / "serve.log", env)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        procs.stop_all(grace=30)
 
 
 @pytest.mark.processes

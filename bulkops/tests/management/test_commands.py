@@ -6,7 +6,6 @@ from unittest import mock
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.db.models import Count, Max, Min
 
 from bulkops.models import BulkOperation, Session, SessionExport
 from bulkops.tests.support.helpers import run_worker
@@ -101,37 +100,3 @@ def test_bulk_command_bad_input_is_a_clear_error(owner, args, kwargs, message):
     with pytest.raises(CommandError, match=message):
         call_command("bulk", *args, stdout=io.StringIO(), **kwargs)
     assert not BulkOperation.objects.exists()
-
-
-def test_seed_demo_with_owners_spreads_sessions_set_based():
-    """``--sessions N --owners M``: one INSERT … SELECT per million rows (generate_series
-    on PostgreSQL, a recursive CTE on SQLite): every state, soft-deleted rows, years of
-    created_at, titles with searchable words, a skewed spread over the owners."""
-    out = io.StringIO()
-    call_command("seed_demo", sessions=3000, owners=6, years=3, stdout=out, stderr=io.StringIO())
-    assert "Created 3,000 sessions" in out.getvalue()
-    owners = get_user_model().objects.filter(username__startswith="scale-owner-")
-    assert owners.count() == 6 and not any(u.has_usable_password() for u in owners)
-    rows = Session.objects.filter(owner__in=owners)
-    assert rows.count() == 3000
-    shares = sorted((rows.filter(owner=o).count() for o in owners), reverse=True)
-    assert shares[0] > 2 * shares[-1] and sum(shares) == 3000  # skewed, every row owned
-    statuses = dict(rows.values_list("status").annotate(n=Count("pk")))
-    assert set(statuses) == {"active", "closed", "archived", "processing"}
-    assert 0.5 < statuses["active"] / 3000 < 0.7
-    assert 0.01 < rows.filter(deleted_at__isnull=False).count() / 3000 < 0.08
-    assert rows.filter(status="closed", closed_at__isnull=True).count() == 0
-    span = rows.aggregate(first=Min("created_at"), last=Max("created_at"))
-    assert (span["last"] - span["first"]).days > 2 * 365
-    assert rows.filter(title__icontains="budget").exists()
-    assert rows.filter(title__endswith=" #1234").count() == 1
-
-
-@pytest.mark.parametrize(
-    "options",
-    [{"owners": 5}, {"sessions": 3, "owners": 5}, {"sessions": 10, "owners": 2, "years": 0}],
-)
-def test_seed_demo_with_owners_refuses_nonsense(options):
-    with pytest.raises(CommandError):
-        call_command("seed_demo", stdout=io.StringIO(), **options)
-    assert not Session.objects.exists()

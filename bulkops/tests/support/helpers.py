@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 from unittest import mock
-from urllib.parse import urlparse
 
 import pytest
 from django.core.management import call_command
 
+from benchmarks.processes import (  # noqa: F401  (re-exported for the tests)
+    free_port,
+    port_open,
+    redis_available,
+)
 from bulkops.engine import Selection, operation_create
 from bulkops.models import BulkOperation
 from bulkops.tests.support.services import in_ci
@@ -26,25 +29,6 @@ def require(available: bool, what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is required in CI but is not available")
     pytest.skip(f"{what} is not available")
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def redis_available(url: str = REDIS_URL) -> bool:
-    parsed = urlparse(url)
-    return port_open(parsed.hostname or "127.0.0.1", parsed.port or 6379)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_worker() -> None:

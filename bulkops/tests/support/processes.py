@@ -1,6 +1,8 @@
-"""Support for the real-process tests (integration/, management/test_serve.py): a database of their own,
-server and worker subprocesses that are always killed, a WebSocket watcher, direct
-reads of the subprocesses' database.
+"""Support for the real-process tests (integration/, management/test_serve.py, realtime/):
+the shared process orchestration (``benchmarks.processes``: a database of their own,
+server and worker subprocesses that are always killed) with the tests' additions — the
+operation read and the pause lock on that database, the tests' worker settings, the
+``worlds`` fixture body, seeding, an HTTP call and a WebSocket watcher.
 
 Nothing here is a test; the module is named so it sits with the tests it serves.
 """
@@ -11,37 +13,24 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from bulkops.tests.support.helpers import REDIS_URL, port_open, redis_available, require
-
-ROOT = Path(__file__).resolve().parents[3]
-MANAGE = [sys.executable, str(ROOT / "manage.py")]
-DAPHNE = [sys.executable, "-m", "daphne"]
-WAIT = 120.0  # seconds: the bound on every wait for a process or an event
-
-
-def postgres_admin_url() -> str:
-    """The PostgreSQL server of DATABASE_URL (or the local default), ``postgres`` db."""
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        url = "postgres://postgres@127.0.0.1:5432/postgres"
-    return urlparse(url)._replace(path="/postgres").geturl()
-
-
-def postgres_available() -> bool:
-    parsed = urlparse(postgres_admin_url())
-    return port_open(parsed.hostname or "127.0.0.1", parsed.port or 5432)
+from benchmarks import processes as shared
+from benchmarks.processes import (  # noqa: F401  (re-exported for the tests)
+    DAPHNE,
+    MANAGE,
+    ROOT,
+    WAIT,
+    postgres_admin_url,
+    postgres_available,
+    wait_until,
+)
+from bulkops.tests.support.helpers import redis_available, require
 
 
 def using_postgres() -> bool:
@@ -52,57 +41,9 @@ def using_redis() -> bool:
     return bool(os.environ.get("REDIS_URL"))
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
 # --- the subprocesses' database ------------------------------------------------------------
-class ProcessDB:
-    """A database for the subprocesses: a temporary SQLite file, or a PostgreSQL
-    database created for this test and dropped after it. ``query`` reads it directly
-    (SQL written with ``%s`` placeholders)."""
-
-    def __init__(self, tmp_path: Path, *, postgres: bool) -> None:
-        self.postgres = postgres
-        if postgres:
-            import psycopg
-
-            self.name = f"h_ws_{secrets.token_hex(4)}"
-            self.admin = postgres_admin_url()
-            with psycopg.connect(self.admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.name}"')
-            self.url = urlparse(self.admin)._replace(path=f"/{self.name}").geturl()
-        else:
-            self.path = tmp_path / "db.sqlite3"
-            self.url = f"sqlite:///{self.path}"
-
-    def connect(self):
-        if self.postgres:
-            import psycopg
-
-            return psycopg.connect(self.url, autocommit=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        return conn
-
-    def query(self, sql: str, *params: Any) -> list[tuple]:
-        conn = self.connect()
-        try:
-            if not self.postgres:
-                sql = sql.replace("%s", "?")
-            return list(conn.execute(sql, params).fetchall())
-        finally:
-            conn.close()
-
-    def scalar(self, sql: str, *params: Any) -> Any:
-        rows = self.query(sql, *params)
-        return rows[0][0] if rows else None
+class ProcessDB(shared.ProcessDB):
+    """The shared database for subprocesses, with what the tests read and hold on it."""
 
     def operation(self, operation_id: str) -> dict[str, Any]:
         cols = "status, total, processed, succeeded, skipped, failed, cancelled, attempts, error"
@@ -136,102 +77,14 @@ class ProcessDB:
             raise
         return conn
 
-    def drop(self) -> None:
-        if self.postgres:
-            import psycopg
-
-            with psycopg.connect(self.admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
 
 # --- subprocesses ---------------------------------------------------------------------------
-class Processes:
-    """Starts subprocesses with one environment; kills every one of them at the end."""
+class Processes(shared.Processes):
+    """The shared processes; the tests' workers poll every 0.05 s and reap every second."""
 
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.tmp_path = tmp_path
-        self.env = env
-        self.running: list[tuple[str, subprocess.Popen]] = []
-
-    def run(self, *args: str, input: str | None = None, env: dict | None = None) -> str:
-        """Run ``manage.py args`` to completion; return stdout (fail with its output)."""
-        done = subprocess.run(
-            [*MANAGE, *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            env={**self.env, **(env or {})},
-            cwd=ROOT,
-        )
-        assert done.returncode == 0, f"manage.py {args[0]} failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def start(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{name}.log", "w")  # closed in stop_all
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**self.env, **(env or {})},
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        proc.log = log
-        self.running.append((name, proc))
-        return proc
-
-    def server(self, name: str, *, embedded: bool = False, env: dict | None = None) -> str:
-        """Start ``manage.py serve`` (embedded: server + worker) or daphne; return its
-        base URL once it accepts connections."""
-        from bulkops.tests.support.helpers import free_port
-
-        port = free_port()
-        if embedded:
-            argv = [*MANAGE, "serve", "--no-demo", "--host", "127.0.0.1", "--port", str(port)]
-        else:
-            argv = [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "project.asgi:application"]
-        proc = self.start(name, argv, env)
-        wait_until(
-            lambda: port_open("127.0.0.1", port) or self.died(proc, name), f"{name} to listen"
-        )
-        return f"http://127.0.0.1:{port}"
-
-    def worker(self, name: str, env: dict | None = None) -> subprocess.Popen:
+    def worker(self, name: str, env: dict | None = None):  # type: ignore[override]
         """Start a ``db_worker``; return once it polls its queue."""
-        argv = [*MANAGE, "db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.05"]
-        proc = self.start(name, [*argv, "--reap-interval", "1", "--worker-id", name], env)
-        wait_until(
-            lambda: "Starting worker" in self.log(name) or self.died(proc, name),
-            f"{name} to start",
-        )
-        return proc
-
-    def died(self, proc: subprocess.Popen, name: str) -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
-        return False
-
-    def log(self, name: str) -> str:
-        path = self.tmp_path / f"{name}.log"
-        return path.read_text()[-4000:] if path.exists() else ""
-
-    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-        proc.wait(timeout=WAIT)
-
-    def stop_all(self) -> None:
-        for _, proc in self.running:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                proc.wait(timeout=30)
-            finally:
-                proc.log.close()
+        return super().worker(name, "--reap-interval", "1", interval=0.05, env=env)
 
 
 SETUP = """
@@ -273,19 +126,10 @@ def session_ids(n: int) -> list[str]:
 
 
 def process_env(db: ProcessDB, tmp_path: Path, *, redis: str | None, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        DATABASE_URL=db.url,
-        BULKOPS_EXPORT_DIR=str(tmp_path / "exports"),
-        DJANGO_SETTINGS_MODULE="project.settings",
-        PYTHONUNBUFFERED="1",
-        BULKOPS_LOG_LEVEL="INFO",
+    """The subprocesses' environment on ``db`` (and Redis under the prefix ``redis``)."""
+    return shared.process_env(
+        database_url=db.url, workdir=tmp_path, redis_prefix=redis, BULKOPS_LOG_LEVEL="INFO", **extra
     )
-    if redis:
-        env.update(REDIS_URL=REDIS_URL if not using_redis() else os.environ["REDIS_URL"])
-        env.update(REDIS_PREFIX=redis)
-    env.update(extra)
-    return env
 
 
 def worlds(tmp_path: Path) -> Iterator[Callable[..., tuple[ProcessDB, Processes]]]:
@@ -299,7 +143,7 @@ def worlds(tmp_path: Path) -> Iterator[Callable[..., tuple[ProcessDB, Processes]
         if postgres:
             require(postgres_available(), "PostgreSQL")
         if redis:
-            require(redis_available(os.environ.get("REDIS_URL") or REDIS_URL), "Redis")
+            require(redis_available(shared.redis_url()), "Redis")
         db = ProcessDB(tmp_path, postgres=postgres)
         procs = Processes(
             tmp_path, process_env(db, tmp_path, redis=redis_prefix if redis else None, **extra)

@@ -11,20 +11,17 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 
-from bulkops.bench.report import percentile, rounded
+from benchmarks.processes import Processes, current_env, healthy
+from benchmarks.report import percentile, rounded
 from bulkops.conf import bulkops_settings
 from bulkops.models import BulkOperation
 
@@ -42,12 +39,6 @@ def latency_prerequisites() -> str | None:
     if importlib.util.find_spec("websockets") is None:
         return "needs the websockets package"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _summary(samples: list[float], phases: dict[str, list[float]]) -> dict[str, Any]:
@@ -74,7 +65,6 @@ class LatencyBench:
     #: POST sent → operation row created (request, validation) → worker started it
     #: (items and task committed, pickup) → finished (processing) → event received.
     PHASES = ("request_to_created", "created_to_started", "processing", "finished_to_event")
-    STARTUP_TIMEOUT = 90.0
     EVENT_TIMEOUT = 60.0
     WARMUP = 2
 
@@ -109,39 +99,34 @@ class LatencyBench:
         from rest_framework.authtoken.models import Token
 
         token, _ = Token.objects.get_or_create(user=self.owner)
-        port = _free_port()
-        log = tempfile.TemporaryFile()
-        server = self._start_server(port, log)
+        workdir = Path(tempfile.mkdtemp(prefix="bulkops-latency-"))
+        procs = Processes(workdir, current_env(BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT))
         try:
-            sizes = asyncio.run(self._measure(port, token.key, server))
+            base = procs.server("serve", embedded=True, ready=healthy)
+            sizes = asyncio.run(self._measure(base, token.key))
         except Exception as exc:
-            log.seek(0)
-            tail = log.read().decode("utf-8", "replace")[-2000:]
+            tail = procs.log("serve", tail=2000)
             return {"status": "failed", "reason": f"{type(exc).__name__}: {exc}", "log": tail}
         finally:
-            _stop_server(server)
-            log.close()
+            procs.stop_all(grace=30)
+            shutil.rmtree(workdir, ignore_errors=True)
         return {
             "status": "measured",
-            "server": f"manage.py serve --no-demo --port {port} (subprocess, same database)",
+            "server": f"manage.py serve --no-demo at {base} (subprocess, same database)",
             "rate_limit_override": f"BULKOPS_RATE_LIMIT_CLOSE={self.RATE_LIMIT}",
             "worker_interval_seconds": bulkops_settings.WORKER_INTERVAL,
             "sizes": sizes,
         }
 
-    def _start_server(self, port: int, log) -> subprocess.Popen:
-        return start_serve(port, log, env={"BULKOPS_RATE_LIMIT_CLOSE": self.RATE_LIMIT})
-
-    async def _measure(self, port: int, token: str, server: subprocess.Popen) -> dict:
+    async def _measure(self, base: str, token: str) -> dict:
         import requests
         from websockets.asyncio.client import connect
 
-        base = f"http://127.0.0.1:{port}"
         http = requests.Session()
         http.headers["Authorization"] = f"Token {token}"
-        await self._wait_ready(http, base, server)
         results: dict[str, Any] = {}
-        async with connect(f"ws://127.0.0.1:{port}/ws/bulk/", origin=base) as ws:
+        ws_url = base.replace("http", "ws", 1) + "/ws/bulk/"
+        async with connect(ws_url, origin=base) as ws:
             await ws.send(json.dumps({"type": "auth", "token": token}))
             while json.loads(await ws.recv()).get("type") != "authenticated":
                 pass
@@ -172,22 +157,6 @@ class LatencyBench:
             return self.fresh(size)
         finally:
             connections.close_all()
-
-    async def _wait_ready(self, http, base: str, server: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"manage.py serve exited with {server.returncode}")
-            try:
-                response = await asyncio.to_thread(
-                    http.get, f"{base}/api/bulk/sessions/info", timeout=2
-                )
-                if response.status_code == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError("manage.py serve did not answer in time")
 
     async def _listen(self, ws) -> None:
         async for message in ws:
@@ -225,29 +194,3 @@ class LatencyBench:
                 raise RuntimeError(f"no completed event for {op_id}")
             await asyncio.sleep(0.0005)
         return started, op_id, self.arrivals.pop(op_id)
-
-
-def start_serve(
-    port: int, log, *, worker: bool = True, env: dict[str, str] | None = None
-) -> subprocess.Popen:
-    """``manage.py serve`` on 127.0.0.1:``port`` (with its in-process worker unless
-    ``worker`` is False), output to ``log``, ``env`` added to this environment."""
-    command = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve", "--no-demo"]
-    if not worker:
-        command.append("--no-worker")
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    return subprocess.Popen(
-        command,
-        env={**os.environ, **(env or {})},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=settings.BASE_DIR,
-    )
-
-
-def _stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()

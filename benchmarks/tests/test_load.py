@@ -10,11 +10,16 @@ import json
 import psycopg
 import pytest
 import redis
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
-from bulkops.bench.load import postgres_admin_url
-from bulkops.tests.support.helpers import redis_available, require
-from bulkops.tests.support.processes import postgres_available
+from benchmarks.load import workload
+from benchmarks.processes import (
+    postgres_admin_url,
+    postgres_available,
+    redis_available,
+    redis_url,
+)
+from bulkops.tests.support.helpers import require
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.processes]
 
@@ -31,12 +36,11 @@ def services():
     require(redis_available(), "Redis")
 
 
-def test_load_run_loses_no_event_and_answers_no_5xx(services, tmp_path):
+def test_load_run_loses_no_event_and_answers_no_5xx(bench, services, tmp_path):
     before = _load_databases()
     path = tmp_path / "load.json"
     out = io.StringIO()
-    call_command(
-        "bulkops_bench",
+    bench(
         load=True,
         clients=4,
         subscribers=6,
@@ -84,14 +88,14 @@ def test_load_run_loses_no_event_and_answers_no_5xx(services, tmp_path):
     assert _load_databases() == before
 
 
-def test_load_run_interrupted_kills_its_processes_and_drops_its_database(services, monkeypatch):
+def test_load_run_interrupted_kills_its_processes_and_drops_its_database(
+    bench, services, monkeypatch
+):
     """Ctrl-C or SIGTERM during the traffic (here: the flag their handler sets, set as the
     traffic starts) ends every loop, then everything is torn down."""
-    from bulkops.bench import load
-
     before = _load_databases()
     seen = {}
-    traffic = load.LoadBench._traffic
+    traffic = workload.LoadBench._traffic
 
     async def interrupted(self, world, users):
         seen["processes"] = [proc for _, proc in world.processes]
@@ -101,15 +105,13 @@ def test_load_run_interrupted_kills_its_processes_and_drops_its_database(service
         self.stopped.set()
         await traffic(self, world, users)
 
-    monkeypatch.setattr(load.LoadBench, "_traffic", interrupted)
+    monkeypatch.setattr(workload.LoadBench, "_traffic", interrupted)
     with pytest.raises(CommandError, match="Interrupted"):
-        call_command(
-            "bulkops_bench", load=True, clients=2, subscribers=2, duration=600, stderr=io.StringIO()
-        )
+        bench(load=True, clients=2, subscribers=2, duration=600, stderr=io.StringIO())
     assert len(seen["processes"]) == 4  # 2 daphne + 2 db_worker
     assert all(proc.poll() is not None for proc in seen["processes"])
     assert _load_databases() == before
-    client = redis.Redis.from_url(load.redis_url())
+    client = redis.Redis.from_url(redis_url())
     assert not list(client.scan_iter(match=f"*{seen['prefix']}*"))
     client.close()
 
@@ -117,8 +119,8 @@ def test_load_run_interrupted_kills_its_processes_and_drops_its_database(service
 @pytest.mark.parametrize(
     "bounds", [{"clients": 0}, {"clients": 501}, {"subscribers": 2001}, {"duration": 0}]
 )
-def test_load_run_is_bounded(bounds):
+def test_load_run_is_bounded(bench, bounds):
     before = _load_databases() if postgres_available() else set()
     with pytest.raises(CommandError, match="Bounds"):
-        call_command("bulkops_bench", load=True, **bounds)
+        bench(load=True, **bounds)
     assert (_load_databases() if postgres_available() else set()) == before

@@ -22,9 +22,9 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
+from benchmarks.scenarios import EXPORT_TABLE, SESSION_TABLE, Scenario
 from bulkops.actions.archive import ARCHIVE_SET_SQL, compress_content, compress_rows
 from bulkops.actions.export import FIELDS, neutralise
-from bulkops.bench.scenarios import EXPORT_TABLE, SESSION_TABLE, Scenario
 from bulkops.models import Session, SessionStatus
 
 EXPORT_KEYS = ("id", "title", "status", "owner", "created_at", "updated_at")

@@ -1,6 +1,6 @@
 """``bulkops_bench --table-size 20k|1m|10m``: the paths that must not grow with the table.
 
-The database is seeded once to the size asked (``bulkops.scaleseed``: sessions over
+The database is seeded once to the size asked (``benchmarks.scaleseed``: sessions over
 ``size / 1,000`` owners, and bulk operations with ten items each), then ``manage.py
 serve`` runs as a subprocess on it (daphne, no worker) and every path is requested
 ``requests`` times in a row (after two warm-ups); the report gives p50/p90 per path,
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -25,17 +27,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 
-from bulkops.bench.latency import _free_port, _stop_server, start_serve
-from bulkops.bench.report import machine_facts, percentile, rounded
+from benchmarks.processes import Processes, current_env, healthy
+from benchmarks.report import machine_facts, percentile, rounded
+from benchmarks.scaleseed import OWNER_PREFIX, seed_operations, seed_scale
 from bulkops.models import BulkOperation, Session
-from bulkops.scaleseed import OWNER_PREFIX, seed_operations, seed_scale
 
 TABLE_SIZES = {"20k": 20_000, "1m": 1_000_000, "10m": 10_000_000}
 WARMUP = 2
 #: In-process requests per path whose query time is kept (after one warm-up).
 SQL_RUNS = 5
 ITEMS_PER_OPERATION = 10
-STARTUP_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
@@ -195,16 +196,14 @@ class TableSizeBench:
         sql = self.sql_times(_paths(f"%23{self.size // 3}"))
         rare = f"%23{self.size // 3}"  # "#<n>": one title
         connection.close()
-        port = _free_port()
-        log = tempfile.TemporaryFile()
-        server = start_serve(
-            port, log, worker=False, env={"BULKOPS_RATE_LIMIT_VALIDATE": "1000000/m"}
-        )
+        workdir = Path(tempfile.mkdtemp(prefix="bulkops-table-size-"))
+        procs = Processes(workdir, current_env(BULKOPS_RATE_LIMIT_VALIDATE="1000000/m"))
         try:
-            results = self._measure(f"http://127.0.0.1:{port}", headers, _paths(rare))
+            base = procs.server("serve", embedded=True, worker=False, ready=healthy)
+            results = self._measure(base, headers, _paths(rare))
         finally:
-            _stop_server(server)
-            log.close()
+            procs.stop_all(grace=30)
+            shutil.rmtree(workdir, ignore_errors=True)
         for result in results:
             result["sql_ms"] = sql.get(result["path"])
         return {
@@ -222,7 +221,6 @@ class TableSizeBench:
         import requests
 
         http = requests.Session()
-        _wait_ready(http, base, headers["staff"])
         results = []
         for path in paths:
             samples, statuses = [], set()
@@ -260,18 +258,6 @@ def _summary(path: Path_, samples: list[float], statuses: set[int]) -> dict[str,
         "p90_ms": rounded(percentile(samples, 90)),
         "mean_ms": rounded(statistics.fmean(samples)),
     }
-
-
-def _wait_ready(http, base: str, headers: dict) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            if http.get(f"{base}/healthz", headers=headers, timeout=2).status_code < 500:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError("manage.py serve did not answer in time")
 
 
 def render_table_size(data: dict[str, Any]) -> str:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from bulkops.bench import DEFAULT_BATCH_SIZES, SCENARIOS, Bench, Options, render_table
-from bulkops.bench.load import LoadBench, LoadOptions, render_load
-from bulkops.bench.report import machine_facts
-from bulkops.bench.small_ops import SmallOpsBench, SmallOpsOptions, render_small_ops
-from bulkops.bench.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
+from benchmarks.load import LoadBench, LoadOptions, render_load
+from benchmarks.report import machine_facts, render_table
+from benchmarks.runner import Bench
+from benchmarks.scenarios import DEFAULT_BATCH_SIZES, SCENARIOS, Options
+from benchmarks.small_ops import SmallOpsBench, SmallOpsOptions, render_small_ops
+from benchmarks.statistics import DEFAULT_HISTORY, STATISTICS
+from benchmarks.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
 
 BAR_WIDTH = 30
 
@@ -69,6 +71,21 @@ class Command(BaseCommand):
             default="thread",
             help="thread: the worker polls on a thread as serve runs it (default); inline: "
             "the same worker runs right after each create (no pickup wait).",
+        )
+        parser.add_argument(
+            "--statistics",
+            choices=STATISTICS,
+            default="as-found",
+            help="The planner statistics the cases run under: as-found (this database's; "
+            "the bench never analyses the item table) or production (many one-session "
+            "operations written and analysed first, then the large ones).",
+        )
+        parser.add_argument(
+            "--history-operations",
+            type=int,
+            default=DEFAULT_HISTORY,
+            help=f"With --statistics production: one-session operations written first "
+            f"(default {DEFAULT_HISTORY:,}).",
         )
         parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
         self.add_load_arguments(parser)
@@ -171,6 +188,8 @@ class Command(BaseCommand):
             raise CommandError(f"Unknown actions {unknown}; choose from: {', '.join(SCENARIOS)}.")
         if opts["sessions"] < 1 or opts["runs"] < 1 or opts["latency_runs"] < 1:
             raise CommandError("--sessions, --runs and --latency-runs must be at least 1.")
+        if not 1 <= opts["history_operations"] <= 10_000_000:
+            raise CommandError("--history-operations must be between 1 and 10,000,000.")
         options = Options(
             sessions=opts["sessions"],
             runs=opts["runs"],
@@ -182,6 +201,8 @@ class Command(BaseCommand):
             latency_runs=opts["latency_runs"],
             keep=opts["keep"],
             worker=opts["worker"],
+            statistics=opts["statistics"],
+            history=opts["history_operations"],
         )
         self._started = time.monotonic()
         data = Bench(options, progress=self.draw).run()

@@ -15,19 +15,10 @@ import django
 from django.db import connection
 from django.utils import timezone
 
-from bulkops.bench.scenarios import CONTENT_BYTES, EXPORTS_EVERY, SCENARIOS, Options, Scenario
+from benchmarks.scenarios import CONTENT_BYTES, EXPORTS_EVERY, Options, Scenario
+from benchmarks.targets import evaluate_targets, target_lines
 from bulkops.conf import bulkops_settings
 
-#: Issue 6's processing floors (rows/s) at the largest batch run.
-PROCESSING_FLOORS = (
-    ("close", 50_000),
-    ("soft_delete", 50_000),
-    ("archive", 10_000),
-    ("export_csv", 50_000),
-    ("export_json", 50_000),
-)
-#: Actions that must stay within 3× of raw SQL.
-WITHIN_RAW = ("close", "soft_delete")
 TABLE_HEADER = (
     "action",
     "batch",
@@ -100,6 +91,8 @@ class Case:
     naive: Measure = field(default_factory=Measure)
     raw: Measure = field(default_factory=Measure)
     pickup_ms: list[float] = field(default_factory=list)
+    #: What the planner believed about the item table when the case started.
+    statistics: dict[str, Any] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float | None]:
         return {
@@ -123,6 +116,7 @@ class Case:
             "raw": self.raw.as_dict(),
             "ratios": self.ratios(),
             "worker_pickup_ms": [round(v, 1) for v in self.pickup_ms],
+            "item_statistics": self.statistics,
         }
 
 
@@ -157,6 +151,8 @@ def _options(options: Options) -> dict[str, Any]:
         "batch_sizes": list(options.batch_sizes),
         "naive_max_rows": options.naive_max_rows,
         "worker": options.worker,
+        "statistics": options.statistics,
+        "history_operations": options.history if options.statistics == "production" else 0,
         "content_bytes": CONTENT_BYTES,
         "exports_every": EXPORTS_EVERY,
     }
@@ -190,6 +186,7 @@ def build_report(
     seconds: float,
     seed_seconds: float,
     latency: dict[str, Any],
+    statistics: dict[str, Any],
     notes: list[str],
 ) -> dict[str, Any]:
     """Every figure of one benchmark run, as written to ``--json``."""
@@ -204,79 +201,11 @@ def build_report(
         "throughput": [c.as_dict() for c in cases],
         "worker_pickup_ms": _pickups(cases),
         "latency": latency,
+        "statistics": statistics,
         "notes": notes,
     }
     data["targets"] = evaluate_targets(data)
     return data
-
-
-# --- targets (issue 6) ------------------------------------------------------------------------
-def _largest(throughput: list[dict[str, Any]], action: str) -> dict[str, Any] | None:
-    rows = [r for r in throughput if r["action"] == action]
-    return max(rows, key=lambda r: r["batch"]) if rows else None
-
-
-def _target(name: str, goal: str, value: float | None, met: bool | None) -> dict[str, Any]:
-    return {"target": name, "goal": goal, "value": value, "met": met}
-
-
-def _at_least(name: str, goal: str, value: float | None, floor: float) -> dict[str, Any]:
-    return _target(name, goal, value, None if value is None else value >= floor)
-
-
-def _processing_targets(throughput: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    targets = []
-    for action, floor in PROCESSING_FLOORS:
-        row = _largest(throughput, action)
-        if row is None:
-            continue
-        batch = f"batch {row['batch']:,}"
-        rate = row["engine_processing"]["median"]
-        targets.append(
-            _at_least(f"{row['label']} processing ({batch})", f">= {floor:,}/s", rate, floor)
-        )
-        if action in WITHIN_RAW:
-            ratio = row["ratios"]["engine_vs_raw"]
-            targets.append(
-                _at_least(
-                    f"{row['label']} within 3x of raw SQL ({batch})",
-                    "engine/raw >= 0.333",
-                    ratio,
-                    1 / 3,
-                )
-            )
-    return targets
-
-
-def _naive_targets(throughput: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    targets = []
-    for action in SCENARIOS:
-        row = _largest(throughput, action)
-        if row is None:
-            continue
-        ratio = row["ratios"]["engine_vs_naive"]
-        targets.append(
-            _at_least(
-                f"{row['label']} vs naive (batch {row['batch']:,})",
-                "engine/naive >= 30",
-                ratio,
-                30,
-            )
-        )
-    return targets
-
-
-def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 6's targets (set for PostgreSQL on 2 cores), each at the largest batch run."""
-    throughput = data["throughput"]
-    targets = _processing_targets(throughput) + _naive_targets(throughput)
-    latency = data["latency"].get("sizes", {}).get("1000")
-    if latency:
-        p50 = latency["p50_ms"]
-        targets.append(
-            _target("POST → completed event, 1,000 sessions, p50", "<= 150 ms", p50, p50 <= 150)
-        )
-    return targets
 
 
 # --- terminal output ------------------------------------------------------------------------------
@@ -352,16 +281,23 @@ def _latency_lines(latency: dict[str, Any]) -> str:
     return out
 
 
-def _target_lines(targets: list[dict[str, Any]]) -> str:
-    if not targets:
-        return ""
-    out = "\nTargets (issue 6, set for PostgreSQL on 2 cores):\n"
-    for t in targets:
-        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        value = t["value"]
-        shown = "—" if value is None else (f"{value:,.3g}" if value < 100 else f"{value:,.0f}")
-        out += f"  [{mark:>6}] {t['target']}: {shown} (goal {t['goal']})\n"
-    return out
+def _statistics_lines(statistics: dict[str, Any]) -> str:
+    def believed(facts: dict[str, Any] | None) -> str:
+        value = (facts or {}).get("items_per_operation_estimate")
+        return "no statistics" if value is None else f"{value:g} item(s) per operation"
+
+    history = statistics.get("history_operations")
+    mode = statistics["mode"] + (f" ({history:,} one-session operations first)" if history else "")
+    start, end = statistics.get("at_start") or {}, statistics.get("at_end") or {}
+    if start.get("vendor") != "postgresql":
+        return f"\nPlanner statistics: {mode}.\n"
+    analysed = end.get("last_autoanalyze") != start.get("last_autoanalyze")
+    return (
+        f"\nPlanner statistics: {mode}; the item table: {believed(start)} at the start, "
+        f"{believed(end)} at the end"
+        f"{' (autovacuum analysed it during the run)' if analysed else ''}; the bench "
+        "itself never analyses it after the start.\n"
+    )
 
 
 def render_table(data: dict[str, Any]) -> str:
@@ -371,7 +307,8 @@ def render_table(data: dict[str, Any]) -> str:
     out.write(_throughput_table(data["throughput"]))
     out.write(_pickup_line(data["worker_pickup_ms"]))
     out.write(_latency_lines(data["latency"]))
-    out.write(_target_lines(data["targets"]))
+    out.write(_statistics_lines(data["statistics"]))
+    out.write(target_lines(data["targets"]))
     for note in data["notes"]:
         out.write(f"\nNote: {note}")
     out.write("\n")

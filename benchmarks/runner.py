@@ -14,10 +14,10 @@ from typing import Any
 from django.db import transaction
 from django.test.utils import override_settings
 
-from bulkops.bench import references
-from bulkops.bench.latency import LatencyBench
-from bulkops.bench.report import Case, Measure, build_report
-from bulkops.bench.scenarios import (
+from benchmarks import references
+from benchmarks.latency import LatencyBench
+from benchmarks.report import Case, Measure, build_report
+from benchmarks.scenarios import (
     SCENARIOS,
     BenchData,
     EngineRunner,
@@ -26,6 +26,7 @@ from bulkops.bench.scenarios import (
     action_cap,
     in_memory_sqlite,
 )
+from benchmarks.statistics import item_statistics, seed_history
 from bulkops.conf import bulkops_settings
 
 ProgressFn = Callable[[str], None]
@@ -45,6 +46,7 @@ class Bench:
         self.steps_done = 0
         self.notes: list[str] = []
         self.latency: dict[str, Any] = {}
+        self.statistics: dict[str, Any] = {"mode": options.statistics}
 
     # --- steps and progress ---------------------------------------------------------------
     def _skip_reason(self, scenario: Scenario, batch: int) -> str | None:
@@ -106,6 +108,7 @@ class Bench:
     def run_case(self, scenario: Scenario, batch: int) -> Case:
         """``runs`` engine runs of ``batch`` rows, then the naive and raw references."""
         case = Case(scenario=scenario, batch=batch, cap_raised=batch > action_cap(scenario))
+        case.statistics = item_statistics()
         cap_override = (
             override_settings(BULKOPS_MAX_SESSIONS_PER_OPERATION=batch)
             if case.cap_raised
@@ -137,14 +140,25 @@ class Bench:
             runs=self.options.latency_runs,
         )
 
+    def _history(self) -> None:
+        """Production-like statistics: many small operations before the large ones."""
+        operations = self.options.history
+        seconds = seed_history(owner=self.data.owner, operations=operations)
+        self.statistics.update(history_operations=operations, history_seconds=round(seconds, 1))
+        self._step(f"wrote {operations:,} one-session operations (production-like statistics)")
+
     def _measure(self, plan: list[tuple[Scenario, int]]) -> list[Case]:
         self.data.seed()
         self._step(f"seeded {self.options.sessions:,} sessions")
+        if self.options.statistics == "production":
+            self._history()
+        self.statistics["at_start"] = item_statistics()
         self._start_engine()
         try:
             cases = [self.run_case(scenario, batch) for scenario, batch in plan]
         finally:
             self.engine.stop()
+        self.statistics["at_end"] = item_statistics()
         if self.options.latency:
             self.latency = self._latency_bench().run()
         else:
@@ -172,7 +186,8 @@ class Bench:
             if self.options.latency
             else 0
         )
-        self.steps_total = 1 + len(plan) * 3 * self.options.runs + latency_steps
+        history_steps = int(self.options.statistics == "production")
+        self.steps_total = 1 + history_steps + len(plan) * 3 * self.options.runs + latency_steps
         started = time.perf_counter()
         with override_settings(BULKOPS_EXPORT_DIR=self.export_dir):
             try:
@@ -188,5 +203,6 @@ class Bench:
             seconds=time.perf_counter() - started,
             seed_seconds=self.data.seed_seconds,
             latency=self.latency,
+            statistics=self.statistics,
             notes=self.notes,
         )

@@ -3,8 +3,8 @@ makes, so the ratios compare the same work."""
 
 import pytest
 
-from bulkops.bench import SCENARIOS, references
-from bulkops.bench.scenarios import BenchData
+from benchmarks import references
+from benchmarks.scenarios import SCENARIOS, BenchData
 from bulkops.models import Session, SessionExport, SessionStatus
 
 WRITES = [name for name, scenario in SCENARIOS.items() if not scenario.is_export]

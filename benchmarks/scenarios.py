@@ -23,6 +23,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection, transaction
 from django.utils import timezone
 
+from benchmarks.statistics import DEFAULT_HISTORY
 from bulkops.conf import bulkops_settings
 from bulkops.engine import Selection, operation_create
 from bulkops.engine.queue import delete_operation_tasks, operation_tasks
@@ -107,6 +108,10 @@ class Options:
     latency_runs: int = 20
     latency_sizes: tuple[int, ...] = (1, 1000)
     keep: bool = False
+    #: The planner statistics the cases run under (benchmarks.statistics): "as-found",
+    #: or "production" — ``history`` one-session operations written (and analysed) first.
+    statistics: str = "as-found"
+    history: int = DEFAULT_HISTORY
     #: "thread": the worker loop polls on a thread, as ``serve`` runs it (default);
     #: "inline": the same worker runs in this thread right after each create (no
     #: polling, so end to end has no pickup wait) — for in-memory SQLite (tests).
@@ -187,7 +192,7 @@ class BenchData:
         with transaction.atomic():
             for start in range(0, len(self.pool), SEED_BATCH):
                 self._insert(self.pool[start : start + SEED_BATCH])
-        self.vacuum()
+        self.vacuum(analyze=True)
         self.seed_seconds = time.perf_counter() - started
 
     def _take(self, count: int) -> list[str]:
@@ -208,12 +213,15 @@ class BenchData:
         self.vacuum()
         return ids
 
-    def vacuum(self) -> None:
-        """Keep dead tuples of earlier runs out of the next timing (PostgreSQL)."""
+    def vacuum(self, *, analyze: bool = False) -> None:
+        """Keep dead tuples of earlier runs out of the next timing (PostgreSQL). Only the
+        seed analyses (once, before anything is timed): a run's rows are re-inserted
+        without fresh statistics, as a production table's rows are written."""
         if self.vendor != "postgresql" or connection.in_atomic_block:
             return
         with connection.cursor() as cursor:
-            cursor.execute(f"VACUUM (ANALYZE) {SESSION_TABLE}, {EXPORT_TABLE}")
+            command = "VACUUM (ANALYZE)" if analyze else "VACUUM"
+            cursor.execute(f"{command} {SESSION_TABLE}, {EXPORT_TABLE}")
 
     def cleanup(self) -> None:
         """Delete the benchmark owner, its operations (and their task rows) and sessions."""

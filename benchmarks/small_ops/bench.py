@@ -1,0 +1,157 @@
+"""The small-operation section: the bench owner's sessions, the in-process breakdown,
+then each worker count's fleet end to end; its targets and its text."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+
+from benchmarks.small_ops.end_to_end import (
+    E2E_PHASES,
+    Client,
+    Fleet,
+    measure_latency,
+    measure_throughput,
+)
+from benchmarks.small_ops.in_process import in_process_breakdown
+from benchmarks.targets import small_ops_targets, target_lines
+
+
+@dataclass
+class SmallOpsOptions:
+    sizes: tuple[int, ...] = (1, 10, 100)
+    workers: tuple[int, ...] = (1, 2)
+    #: Operations per (size, workers) throughput cell, and sequential latency runs.
+    operations: int = 200
+    latency_runs: int = 50
+    concurrency: int = 4
+    #: One-session operations run in process for the breakdown.
+    in_process_runs: int = 100
+
+
+class SmallOpsBench:
+    """Seeds the bench owner's sessions, runs the in-process breakdown, then each worker
+    count's fleet; ``run()`` returns the report's ``small_ops`` section."""
+
+    WARMUP = 3
+
+    def __init__(self, options: SmallOpsOptions, *, step: Callable[[str], None]) -> None:
+        from benchmarks.scenarios import BenchData
+
+        self.options = options
+        self.step = step
+        per_cell = (options.latency_runs + options.operations + self.WARMUP) * max(options.sizes)
+        self.data = BenchData(sessions=max(per_cell, options.in_process_runs))
+
+    def steps(self) -> int:
+        return 2 + len(self.options.workers) * (1 + 2 * len(self.options.sizes))
+
+    def _fresh(self, count: int) -> list[str]:
+        from benchmarks.scenarios import SCENARIOS
+
+        try:
+            return self.data.fresh(SCENARIOS["close"], count)
+        finally:
+            connections.close_all()
+
+    def _batches(self, size: int, count: int) -> list[list[str]]:
+        ids = self._fresh(size * count)
+        return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+    async def _cells(self, fleet: Fleet, token: str) -> list[dict[str, Any]]:
+        from websockets.asyncio.client import connect
+
+        client = Client(fleet.base, token)
+        cells = []
+        ws_url = fleet.base.replace("http", "ws", 1) + "/ws/bulk/"
+        async with connect(ws_url, origin=fleet.base) as ws:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+            while json.loads(await ws.recv()).get("type") != "authenticated":
+                pass
+            listener = asyncio.create_task(client.listen(ws))
+            try:
+                for batch in await asyncio.to_thread(self._batches, 1, self.WARMUP):
+                    await client.one(batch)
+                self.step(f"{fleet.workers} worker(s): ready")
+                for size in self.options.sizes:
+                    cells.append(await self._cell(client, fleet.workers, size))
+            finally:
+                listener.cancel()
+        return cells
+
+    async def _cell(self, client: Client, workers: int, size: int) -> dict[str, Any]:
+        opts = self.options
+        batches = await asyncio.to_thread(self._batches, size, opts.latency_runs)
+        latency = await measure_latency(client, batches)
+        self.step(f"{workers} worker(s) × {size}: latency")
+        batches = await asyncio.to_thread(self._batches, size, opts.operations)
+        throughput = await measure_throughput(client, batches, opts.concurrency)
+        self.step(f"{workers} worker(s) × {size}: throughput")
+        return {"workers": workers, "sessions": size, "latency": latency, **throughput}
+
+    def run(self) -> dict[str, Any]:
+        from rest_framework.authtoken.models import Token
+
+        self.data.seed()
+        self.step(f"seeded {self.data.sessions:,} sessions")
+        try:
+            breakdown = in_process_breakdown(
+                owner=self.data.owner, fresh=self._fresh, runs=self.options.in_process_runs
+            )
+            self.step("in-process breakdown")
+            token = Token.objects.get_or_create(user=self.data.owner)[0].key
+            connections.close_all()
+            cells = []
+            for workers in self.options.workers:
+                fleet = Fleet(workers)
+                try:
+                    fleet.start()
+                    cells += asyncio.run(self._cells(fleet, token))
+                except Exception as exc:
+                    raise RuntimeError(f"{exc!r}; the fleet's log:\n{fleet.tail()}") from exc
+                finally:
+                    fleet.stop()
+        finally:
+            self.data.cleanup()
+        return {
+            "options": vars(self.options) | {"sizes": list(self.options.sizes)},
+            "in_process": breakdown,
+            "end_to_end": cells,
+            "channel_layer": "redis" if os.environ.get("REDIS_URL") else "in-memory",
+        } | {"targets": small_ops_targets({"end_to_end": cells})}
+
+
+def render_small_ops(section: dict[str, Any]) -> str:
+    """The small-operation section as text."""
+    ip = section["in_process"]
+    lines = [
+        "",
+        f"Small operations, in process ({ip['runs']} one-session closes): "
+        f"{ip['ms_per_operation']} ms and {ip['queries_per_operation']} SQL statements per "
+        f"operation ({ip['operations_per_second']} ops/s on one thread)",
+    ]
+    for name, phase in ip["phases"].items():
+        lines.append(f"  {name:<14} {phase['ms']:>7.2f} ms  {phase['queries']:>5} statements")
+    lines.append(
+        f"\nEnd to end (serve --no-worker + db_worker × N, channel layer "
+        f"{section['channel_layer']}): ops/s with {section['options']['concurrency']} "
+        "clients; latency one at a time"
+    )
+    lines.append(
+        "workers  sessions   ops/s  sessions/s  p50 ms  p99 ms  | phases p50 ms: "
+        + " / ".join(E2E_PHASES)
+    )
+    for c in section["end_to_end"]:
+        lat = c["latency"]
+        phases = " / ".join(str(lat["phases_p50_ms"][k]) for k in E2E_PHASES)
+        lines.append(
+            f"{c['workers']:>7}  {c['sessions']:>8}  {c['operations_per_second']:>6}  "
+            f"{c['sessions_per_second']:>10}  {lat['p50_ms']:>6}  {lat['p99_ms']:>6}  | {phases}"
+        )
+    return "\n".join(lines) + "\n" + target_lines(section.get("targets", []))
