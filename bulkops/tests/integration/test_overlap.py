@@ -52,6 +52,45 @@ def item_outcomes(db, operation_id: str) -> dict[str, tuple[str, str]]:
     return {sid: (outcome, reason) for sid, outcome, reason in rows}
 
 
+def stop_at_a_chunk_boundary(db, worker, operation_id: str) -> dict:
+    """Stop ``worker`` (SIGSTOP) where ``operation_id`` has done ``CLOSE_FIRST`` items or
+    a chunk more, holding nothing; return the operation as it stopped."""
+    boundary = db.pause_after(operation_id, CLOSE_FIRST)
+    try:
+        os.killpg(worker.pid, signal.SIGSTOP)
+        wait_until(lambda: process_state(worker.pid) == "T", "worker 1 to stop")
+    finally:
+        boundary.close()
+    return db.operation(operation_id)
+
+
+def assert_consistent(db, close_id: str, delete_id: str) -> dict:
+    """Both ran every item, the delete won every session, and each session's state is
+    what the close's item says; return the close's items."""
+    close, delete = db.operation(close_id), db.operation(delete_id)
+    for op in (close, delete):
+        assert op["error"] == "", op
+        assert op["processed"] == op["total"] == SESSIONS, op
+        assert op["succeeded"] + op["skipped"] + op["failed"] + op["cancelled"] == SESSIONS, op
+    # Delete wins every session; close either got there first or found it deleted.
+    assert (delete["status"], delete["succeeded"]) == ("completed", SESSIONS)
+    assert close["succeeded"] + close["failed"] == SESSIONS
+    items = {op_id: item_outcomes(db, op_id) for op_id in (close_id, delete_id)}
+    for op_id, op in ((close_id, close), (delete_id, delete)):
+        outcomes = [o for o, _ in items[op_id].values()]
+        assert outcomes.count("succeeded") == op["succeeded"]
+        assert outcomes.count("failed") == op["failed"]
+    sessions = db.query(
+        "SELECT id, status, deleted_at IS NOT NULL, closed_at IS NOT NULL FROM bulkops_session"
+    )
+    assert len(sessions) == SESSIONS
+    for sid, status, deleted, closed_at in sessions:
+        assert deleted, sid
+        closed = items[close_id][sid][0] == "succeeded"
+        assert (status == "closed") == closed == bool(closed_at), sid
+    return items[close_id]
+
+
 def test_delete_started_while_close_is_mid_run_overlaps_it_and_both_end_consistent(world):
     db, procs = world(
         postgres=using_postgres(),
@@ -63,14 +102,8 @@ def test_delete_started_while_close_is_mid_run_overlaps_it_and_both_end_consiste
     seed(procs, sessions=SESSIONS)
     close_id = start(procs, "close")
     worker_1 = procs.worker("worker-1")
-    boundary = db.pause_after(close_id, CLOSE_FIRST)
+    stopped = stop_at_a_chunk_boundary(db, worker_1, close_id)
     try:
-        os.killpg(worker_1.pid, signal.SIGSTOP)
-        wait_until(lambda: process_state(worker_1.pid) == "T", "worker 1 to stop")
-    finally:
-        boundary.close()
-    try:
-        stopped = db.operation(close_id)
         delete_id = start(procs, "delete")
         procs.worker("worker-2")
         wait_until(
@@ -91,31 +124,13 @@ def test_delete_started_while_close_is_mid_run_overlaps_it_and_both_end_consiste
     assert stopped["status"] == "running" and CLOSE_FIRST <= done_first < DELETE_AHEAD, stopped
     assert close_meanwhile == stopped, (stopped, close_meanwhile)
     assert delete_meanwhile["processed"] >= DELETE_AHEAD, delete_meanwhile
-    close, delete = db.operation(close_id), db.operation(delete_id)
-    for op in (close, delete):
-        assert op["error"] == "", op
-        assert op["processed"] == op["total"] == SESSIONS, op
-        assert op["succeeded"] + op["skipped"] + op["failed"] + op["cancelled"] == SESSIONS, op
-    # Delete wins every session; close either got there first or found it deleted.
-    assert (delete["status"], delete["succeeded"]) == ("completed", SESSIONS)
-    assert close["succeeded"] + close["failed"] == SESSIONS
-    items = {op_id: item_outcomes(db, op_id) for op_id in (close_id, delete_id)}
-    for op_id, op in ((close_id, close), (delete_id, delete)):
-        outcomes = [o for o, _ in items[op_id].values()]
-        assert outcomes.count("succeeded") == op["succeeded"]
-        assert outcomes.count("failed") == op["failed"]
+    close_items = assert_consistent(db, close_id, delete_id)
+    # And the close's items show it: done before the stop, or found deleted after it.
     ids = session_ids(SESSIONS)
-    assert {items[close_id][sid] for sid in ids[:done_first]} == {("succeeded", "")}
-    assert {items[close_id][sid] for sid in ids[done_first:DELETE_AHEAD]} == {("failed", "deleted")}
-    assert {r for o, r in items[close_id].values() if o == "failed"} == {"deleted"}
-    sessions = db.query(
-        "SELECT id, status, deleted_at IS NOT NULL, closed_at IS NOT NULL FROM bulkops_session"
-    )
-    assert len(sessions) == SESSIONS
-    for sid, status, deleted, closed_at in sessions:
-        assert deleted, sid
-        closed = items[close_id][sid][0] == "succeeded"
-        assert (status == "closed") == closed == bool(closed_at), sid
+    assert {close_items[sid] for sid in ids[:done_first]} == {("succeeded", "")}
+    assert {close_items[sid] for sid in ids[done_first:DELETE_AHEAD]} == {("failed", "deleted")}
+    assert {r for o, r in close_items.values() if o == "failed"} == {"deleted"}
+    close = db.operation(close_id)
     print(
         f"\n[overlap] close stopped at {done_first}, delete ran to "
         f"{delete_meanwhile['processed']} meanwhile; close succeeded {close['succeeded']}, "

@@ -20,8 +20,8 @@ from bulkops.tests.support.processes import (
 pytestmark = pytest.mark.processes
 
 #: Seconds without a heartbeat before the reaper takes an operation for a dead one: long
-#: enough for the rescuer to start (and run its start-up pass) while the victim is alive.
-STALE = 10
+#: enough for the rescuer to start (and run its start-up pass) before it is stale.
+STALE = 15
 SESSIONS = 1000
 #: The worker's poll interval in the connection test: it only ever wakes on NOTIFY.
 LONG_POLL = "60"
@@ -40,26 +40,23 @@ def test_a_running_workers_reaper_thread_resumes_the_operation_of_a_worker_that_
     db, procs = world(
         postgres=using_postgres(),
         redis=False,
-        BULKOPS_CHUNK_SIZE="10",
+        BULKOPS_CHUNK_SIZE="1",  # a thousand chunks: the victim is killed mid-run
         BULKOPS_STALE_AFTER_SECONDS=str(STALE),
     )
     seed(procs, sessions=SESSIONS)
-    victim = procs.worker("victim")
     op_id = start_close(procs, session_ids(SESSIONS))
-    stalled = db.pause_after(op_id, 20)  # the victim waits at its next chunk
-    try:
-        at_stall = db.operation(op_id)
-        # The rescuer is up, its start-up reaper pass done, while the victim still lives:
-        # only its reaper thread can find the operation stale later.
-        rescuer = procs.worker("rescuer")
-        before = db.operation(op_id)
-        procs.kill(victim)
-    finally:
-        stalled.close()
+    victim = procs.worker("victim")
+    wait_until(lambda: db.operation(op_id)["processed"] >= 20, "the victim's first chunks")
+    procs.kill(victim)  # SIGKILL, mid-run
+    at_kill = db.operation(op_id)
+    # The rescuer is up, its start-up reaper pass done, before the operation is stale:
+    # only its reaper thread can find it so later.
+    rescuer = procs.worker("rescuer")
+    before = db.operation(op_id)
     wait_until(lambda: db.operation(op_id)["status"] == "completed", "the rescuer to finish")
 
-    assert at_stall["status"] == "running" and at_stall["processed"] < SESSIONS, at_stall
-    assert before == at_stall, (at_stall, before)  # not reaped by the start-up pass
+    assert at_kill["status"] == "running" and at_kill["processed"] < SESSIONS, at_kill
+    assert before == at_kill, (at_kill, before)  # not taken by the start-up pass
     op = db.operation(op_id)
     assert (op["processed"], op["succeeded"], op["failed"], op["attempts"]) == (
         SESSIONS, SESSIONS, 0, 2,
