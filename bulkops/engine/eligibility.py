@@ -37,10 +37,14 @@ class Partition:
     #: The eligible ids by the status their session had before the action (what an
     #: undo restores; the succeeded items record it).
     eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    #: The succeeded items are already written (the one-statement chunk does it).
-    succeeded_recorded: bool = False
-    #: The chunk read fewer pending items than a chunk holds: none is left after it.
+    #: The chunk read fewer pending items than it could hold: none is left after it.
     last: bool = False
+    #: The chunk's last item in id order: the next chunk of this run starts after it.
+    last_id: str = ""
+
+    @property
+    def processed(self) -> int:
+        return len(self.eligible) + self.skipped_count + self.failed_count
 
     @property
     def failed_count(self) -> int:

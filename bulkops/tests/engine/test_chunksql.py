@@ -118,7 +118,6 @@ def test_a_chunk_never_joins_its_locked_rows_to_its_updated_rows(owner, make_ses
             sessions_in_scope(user=owner, action=act),
             ids,
             False,
-            op.pk,
         )
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
