@@ -121,7 +121,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default runs the server and the worker in one process on two
     # threads: WAL lets readers work during a write, IMMEDIATE transactions take the
     # write lock up front (no "database is locked" on a read-to-write upgrade), and
-    # the timeout makes a writer wait for the other instead of failing.
+    # the timeout makes a writer wait for the other instead of failing. The backend
+    # queues the process's transactions first come, first served (project/sqlite):
+    # a request waits for the worker's chunk in progress, not for the whole operation.
+    DATABASES["default"]["ENGINE"] = "project.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",

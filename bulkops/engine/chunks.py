@@ -31,9 +31,11 @@ T = TypeVar("T")
 
 #: PostgreSQL's SQLSTATE for "lock not available" (lock_timeout expired).
 LOCK_NOT_AVAILABLE = "55P03"
-#: The most items the first chunk of a run takes: small, so that the first progress
-#: comes soon and the rate the next chunks are sized from is measured early.
-FIRST_CHUNK = 100
+#: The most items the first chunk of a run takes: few, so that the first progress
+#: comes soon even when an item is costly (an archive of 150 KB sessions does ~100 a
+#: second), and the rate the next chunks are sized from is measured early. Cheap
+#: items reach BULKOPS_CHUNK_SIZE (5,000) by the sixth chunk.
+FIRST_CHUNK = 20
 #: A chunk takes at most this many times the items of the one before: a rate measured
 #: on a few cheap items (all not found, say) must not size a chunk of costly ones.
 MAX_GROWTH = 4
@@ -41,8 +43,8 @@ MAX_GROWTH = 4
 
 class ChunkSizer:
     """How many items the next chunk of a run takes: so many that it lasts about
-    ``BULKOPS_CHUNK_SECONDS`` at the rate the last chunk was measured at (growing at
-    most ``MAX_GROWTH``-fold a chunk, shrinking at once), the first at most
+    ``BULKOPS_CHUNK_SECONDS`` at the rate the last chunks were measured at (growing
+    at most ``MAX_GROWTH``-fold a chunk, shrinking at once), the first at most
     ``FIRST_CHUNK``, none more than ``BULKOPS_CHUNK_SIZE``. So progress moves, and a
     pause or cancel is seen, about once per target duration whatever an item costs.
     With ``BULKOPS_CHUNK_SECONDS`` 0 every chunk takes ``BULKOPS_CHUNK_SIZE`` items."""
@@ -51,12 +53,18 @@ class ChunkSizer:
         self.maximum = max(1, int(bulkops_settings.CHUNK_SIZE))
         self.target = float(bulkops_settings.CHUNK_SECONDS)
         self.size = min(FIRST_CHUNK, self.maximum) if self.target > 0 else self.maximum
+        self._last_rate: float | None = None
 
     def measured(self, *, items: int, seconds: float) -> None:
-        """The last chunk did ``items`` in ``seconds`` (from its start to its events)."""
+        """The last chunk did ``items`` in ``seconds`` (from its start to its events).
+        The next one is sized from the slower of the last two chunks' rates: one
+        quick chunk (cheap items, an idle moment) must not make the next one long."""
         if self.target <= 0 or items <= 0:
             return
-        fitting = int(items / max(seconds, 1e-6) * self.target)
+        rate = items / max(seconds, 1e-6)
+        slower = rate if self._last_rate is None else min(rate, self._last_rate)
+        self._last_rate = rate
+        fitting = int(slower * self.target)
         self.size = max(1, min(fitting, self.size * MAX_GROWTH, self.maximum))
 
 

@@ -187,7 +187,15 @@ def _execute_chunks(op, act, scope, publisher, should_stop) -> Stop | None:
         if result.last:
             return Stop.FAILURE_THRESHOLD if over_threshold(op, op.failed) else None
         after = result.last_id
-        sizer.measured(items=result.processed, seconds=time.monotonic() - started)
+        seconds = time.monotonic() - started
+        sizer.measured(items=result.processed, seconds=seconds)
+        logger.debug(
+            "operation %s: %d items in %.3f s, next chunk %d",
+            op.pk,
+            result.processed,
+            seconds,
+            sizer.size,
+        )
 
 
 # --- finishing --------------------------------------------------------------------------------
