@@ -52,12 +52,11 @@ class _Stopped(Exception):
 def _hold(op: BulkOperation) -> dict:
     """The row's ``STOP_FIELDS``, read holding the row ``FOR KEY SHARE`` until the
     transaction ends (PostgreSQL; SQLite has no row locks)."""
-    rows = BulkOperation.objects.filter(pk=op.pk).values_list(*STOP_FIELDS)
+    rows = BulkOperation.objects.filter(pk=op.pk).only(*STOP_FIELDS)
     sql, params = rows.query.sql_with_params()
     lock = " FOR KEY SHARE" if is_postgresql() else ""
-    with transaction.get_connection().cursor() as cursor:
-        cursor.execute(sql + lock, params)
-        return dict(zip(STOP_FIELDS, cursor.fetchone(), strict=True))
+    row = next(iter(BulkOperation.objects.raw(sql + lock, params)))
+    return {name: getattr(row, name) for name in STOP_FIELDS}
 
 
 def execute_atomic(

@@ -46,7 +46,7 @@ from bulkops.models import (
     OperationStatus,
     Session,
 )
-from bulkops.selectors import sessions_in_scope
+from bulkops.selectors import sessions_in_scope_by_id
 
 logger = logging.getLogger("bulkops.engine")
 
@@ -237,7 +237,7 @@ def operation_execute(
     if first:
         events.publish_operation(op, "bulk_operation_started")
     act = get_action(op.action)(user=op.user, params=op.params)
-    scope = sessions_in_scope(user=op.user, action=act)
+    scope = sessions_in_scope_by_id(user=op.user, action=act)
     try:
         act.begin(op)
         if act.atomic:

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from bulkops.actions import get_action
 from bulkops.engine import Selection, executor, operation_create
 from bulkops.models import BulkOperation, BulkOperationItem, Session
-from bulkops.selectors import sessions_in_scope
+from bulkops.selectors import sessions_in_scope_by_id
 from bulkops.tests.support.processes import using_postgres
 
 pytestmark = [
@@ -34,6 +34,10 @@ SMALL_OPERATIONS = 3000
 #: Nodes that scan the chunk's own rows (a CTE of the statement, an unnest, a VALUES).
 CHUNK_SCANS = ("CTE Scan", "Function Scan", "Values Scan")
 PASS_THROUGH = ("Materialize", "Hash", "Sort", "Memoize")
+
+
+SESSION_TABLE = Session._meta.db_table
+SESSION_KEY = f"{SESSION_TABLE}_pkey"
 
 
 def _scans_chunk(node: dict) -> bool:
@@ -57,16 +61,39 @@ def quadratic_loops(node: dict) -> list[str]:
     return found
 
 
+def sessions_not_found_by_key(node: dict) -> list[str]:
+    """Index scans of the session table by another index than its primary key: an
+    owner's index, say, read in full and filtered by the chunk's ids. (A sequential
+    scan is the planner's honest choice for a small table: it knows the table's size
+    from its pages, whatever the statistics say about its columns.)"""
+    found = []
+    kind = node["Node Type"]
+    if node.get("Relation Name") == SESSION_TABLE and kind.endswith("Scan") and kind != "Seq Scan":
+        index = node.get("Index Name") or next(
+            (c.get("Index Name") for c in node.get("Plans", [])), None
+        )
+        if kind != "Tid Scan" and index != SESSION_KEY:
+            found.append(f"{kind} on {SESSION_TABLE} using {index}")
+    for child in node.get("Plans", []):
+        found += sessions_not_found_by_key(child)
+    return found
+
+
 @pytest.fixture
-def production_statistics(owner):
-    """Thousands of one-item operations, then ANALYZE (inside the test's transaction:
-    no autovacuum sees these rows, the statistics are exactly these)."""
+def production_statistics(owner, make_user):
+    """Thousands of one-item operations over other people's sessions, then ANALYZE
+    (inside the test's transaction: no autovacuum sees these rows, the statistics are
+    exactly these). The owner's sessions come later: a new user's, or new sessions."""
+    others = make_user("others")
+    Session.objects.bulk_create(
+        Session(owner=others, id=f"other-{n:05d}", title="t") for n in range(SMALL_OPERATIONS)
+    )
     ops = BulkOperation.objects.bulk_create(
-        BulkOperation(user=owner, action="close", total=1, status="completed")
+        BulkOperation(user=others, action="close", total=1, status="completed")
         for _ in range(SMALL_OPERATIONS)
     )
     BulkOperationItem.objects.bulk_create(
-        BulkOperationItem(operation=op, session_id=f"s-{n}", outcome="succeeded")
+        BulkOperationItem(operation=op, session_id=f"other-{n:05d}", outcome="succeeded")
         for n, op in enumerate(ops)
     )
     with connection.cursor() as cursor:
@@ -102,7 +129,7 @@ def _chunk_plans(owner, action: str, size: int, params: dict) -> list[tuple[str,
         params=params,
     )
     act = get_action(action)(user=owner, params=op.params)
-    scope = sessions_in_scope(user=owner, action=act)
+    scope = sessions_in_scope_by_id(user=owner, action=act)
     statements: list[tuple[str, object]] = []
     with connection.execute_wrapper(_explained(statements)), transaction.atomic():
         part = run_one_chunk(op, act, scope, size)
@@ -121,11 +148,15 @@ def run_one_chunk(op, act, scope, size):
     ("action", "params"),
     [("close", {}), ("delete", {"soft_delete": True}), ("archive", {})],
 )
-def test_no_chunk_statement_compares_every_pair_with_production_statistics(
+def test_every_chunk_statement_is_linear_in_the_chunk_with_production_statistics(
     owner, production_statistics, settings, action, params, size
 ):
     settings.BULKOPS_MAX_SESSIONS_PER_OPERATION = size
     statements = _chunk_plans(owner, action, size, params)
     assert statements
-    bad = [(sql, loops) for sql, plan in statements if (loops := quadratic_loops(plan[0]["Plan"]))]
-    assert bad == [], "\n\n".join(f"{sql}\n→ {loops}" for sql, loops in bad)
+    bad = [
+        (sql, found)
+        for sql, plan in statements
+        if (found := quadratic_loops(plan[0]["Plan"]) + sessions_not_found_by_key(plan[0]["Plan"]))
+    ]
+    assert bad == [], "\n\n".join(f"{sql}\n→ {found}" for sql, found in bad)
