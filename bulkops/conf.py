@@ -16,7 +16,12 @@ DEFAULTS: dict[str, Any] = {
     "WS_RECHECK_SECONDS": 120.0,
     #: When set, /metrics needs "Authorization: Bearer <token>".
     "METRICS_TOKEN": "",
+    #: The most items one chunk takes.
     "CHUNK_SIZE": 5000,
+    #: How long a chunk should last: its item count follows the measured rate (the
+    #: first chunk of a run takes at most 100), within CHUNK_SIZE. 0: every chunk
+    #: takes CHUNK_SIZE items.
+    "CHUNK_SECONDS": 0.25,
     "OPERATION_TIMEOUT_SECONDS": 300,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,
     "OPERATION_RETENTION_DAYS": 30,

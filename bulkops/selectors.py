@@ -1,6 +1,7 @@
 """Read-only queries: one visibility rule per purpose.
 
-- sessions a user may *target* with an action: ``sessions_in_scope``;
+- sessions a user may *target* with an action: ``sessions_in_scope`` (read by lists
+  of ids: ``sessions_in_scope_by_id``);
 - sessions a user may *list*: ``sessions_for_user``;
 - operations a user may see through the API and WebSocket (their own):
   ``operations_for_user`` / ``operation_get_for_user``;
@@ -24,7 +25,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -59,6 +60,20 @@ def sessions_in_scope(*, user: AbstractBaseUser, action: BulkAction) -> QuerySet
     if user_may_act_on_others(user, action.permission):
         return qs
     return qs.filter(owner=user)
+
+
+def sessions_in_scope_by_id(*, user: AbstractBaseUser, action: BulkAction) -> QuerySet[Session]:
+    """``sessions_in_scope`` for reading rows by lists of ids (validate, each chunk's
+    lock pass): the owner is compared on each row found (``owner_id + 0``, which no
+    index matches), so only the primary key can find them. Statistics taken before a
+    user's sessions existed estimate the user's sessions at one row, and an owner index
+    picked on that scans every session of the owner for every chunk (47 ms per
+    1,000-id chunk for an owner of 120,000 sessions); by the primary key a chunk costs
+    its ids, whatever the statistics say."""
+    qs = action.base_queryset()
+    if user_may_act_on_others(user, action.permission):
+        return qs
+    return qs.alias(owner_checked=F("owner_id") + 0).filter(owner_checked=user.pk)
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[Session]:

@@ -125,7 +125,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded default runs the server and the worker in one process on two
     # threads: WAL lets readers work during a write, IMMEDIATE transactions take the
     # write lock up front (no "database is locked" on a read-to-write upgrade), and
-    # the timeout makes a writer wait for the other instead of failing.
+    # the timeout makes a writer wait for the other instead of failing. The backend
+    # queues the process's transactions first come, first served (project/sqlite):
+    # a request waits for the worker's chunk in progress, not for the whole operation.
+    DATABASES["default"]["ENGINE"] = "project.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -308,6 +311,7 @@ BULKOPS_MAX_WS_CONNECTIONS_PER_USER = env_int("BULKOPS_MAX_WS_CONNECTIONS_PER_US
 BULKOPS_WS_RECHECK_SECONDS = float(os.environ.get("BULKOPS_WS_RECHECK_SECONDS", "120"))
 BULKOPS_METRICS_TOKEN = os.environ.get("BULKOPS_METRICS_TOKEN", "")
 BULKOPS_CHUNK_SIZE = env_int("BULKOPS_CHUNK_SIZE", 5000)
+BULKOPS_CHUNK_SECONDS = float(os.environ.get("BULKOPS_CHUNK_SECONDS", "0.25"))
 BULKOPS_OPERATION_TIMEOUT_SECONDS = env_int("BULKOPS_OPERATION_TIMEOUT_SECONDS", 300)
 BULKOPS_EXPORT_RETENTION_SECONDS = env_int("BULKOPS_EXPORT_RETENTION_SECONDS", 24 * 3600)
 BULKOPS_OPERATION_RETENTION_DAYS = env_int("BULKOPS_OPERATION_RETENTION_DAYS", 30)

@@ -82,7 +82,7 @@ class ArchiveAction(BulkAction):
         if not ids:
             return
         sids, blobs, osizes, csizes = compress_rows(
-            Session.objects.filter(AnyOf("pk", ids)).values_list("id", "content")
+            Session.objects.filter(AnyOf("pk", ids)).order_by().values_list("id", "content")
         )
         # One statement per chunk: every row gets its own blob (Django's bulk_update
         # builds a CASE per column instead).

@@ -185,7 +185,7 @@ class UndoAction(BulkAction):
     def _unarchive(self, ids: list[str], now) -> None:
         """Decompress the chunk's blobs (read in one query) and write the content back
         with the previous status, in batched UPDATEs (never one save() per row)."""
-        rows = Session.objects.filter(AnyOf("pk", ids)).values_list("pk", "archive_blob")
+        rows = Session.objects.filter(AnyOf("pk", ids)).order_by().values_list("pk", "archive_blob")
         sessions = [
             Session(
                 pk=sid,

@@ -8,17 +8,23 @@ change as a ``SET`` list), a chunk is a single round trip::
                     ORDER BY id FOR UPDATE [SKIP LOCKED]),
          upd AS (UPDATE session AS s SET … FROM locked
                  WHERE s.ctid = locked.tid AND <eligible>
-                 RETURNING s.id, locked.status AS previous),
-         done AS (UPDATE item … FROM upd WHERE <the operation's item of upd.id>)
+                 RETURNING s.id, locked.status AS previous)
     SELECT … FROM upd GROUP BY previous
     UNION ALL SELECT … FROM locked WHERE (<eligible>) IS NOT TRUE
 
 The rows are locked in primary-key order, as every other chunk locks them, so
 overlapping operations wait for each other instead of deadlocking. The statement
 returns the applied ids grouped by the status they had before (what the items record
-as ``previous_status``; the same statement writes them into the succeeded items) and,
-one row each, the locked rows it did not apply: only those
+as ``previous_status``) and, one row each, the locked rows it did not apply: only those
 go through the action's ``check(row)`` for their reason, so ``check`` still says why.
+
+The items are not written here: the engine writes them per outcome group from the
+arrays this statement returns (``outcomes.record``), as constants. Written inside this
+statement they would need a join with ``upd`` (or an array computed from it), and
+where many small operations left statistics that say "a handful of items per
+operation", PostgreSQL plans that join as a nested loop comparing every item of the
+chunk with every updated row: a million comparisons per 1,000-row chunk
+(``tests/engine/test_chunk_plans.py`` pins every chunk statement's plan).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from django.db.models.expressions import RawSQL
 
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
 from bulkops.actions.sql import AnyOf, is_postgresql
-from bulkops.models import BulkOperationItem, ItemOutcome, Session
+from bulkops.models import Session
 
 #: The final SELECT: one row per previous status of the applied rows (their ids as an
 #: array), then one row per locked row that was not applied. Neither joins ``locked``
@@ -58,7 +64,6 @@ def _statement(
     scope: QuerySet[Session],
     ids: list[str],
     skip_locked: bool,
-    operation_id: str,
 ) -> tuple[str, list]:
     table = connection.ops.quote_name(Session._meta.db_table)
     # The UPDATE finds each locked row by its ctid (a TID scan), not through the
@@ -71,27 +76,15 @@ def _statement(
         .values_list(*ROW_FIELDS, "tid")
     )
     lock_sql, lock_params = lock.query.sql_with_params()
-    items = connection.ops.quote_name(BulkOperationItem._meta.db_table)
     sql = (
         f"WITH locked AS ({lock_sql}), "
         f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
         f"WHERE s.ctid = locked.tid AND ({plan.eligible}) "
-        "RETURNING s.id, locked.status AS previous), "
-        # The succeeded items, with the status their session had (always run to
-        # completion, though nothing reads it): ``upd`` drives an index probe per item.
-        f"done AS (UPDATE {items} AS i SET outcome = %s, reason = '', message = '', "
-        "previous_status = upd.previous FROM upd "
-        "WHERE i.operation_id = %s AND i.session_id = upd.id) "
+        "RETURNING s.id, locked.status AS previous) "
         f"{_RESULT.format(eligible=plan.eligible)}"
     )
-    return sql, [
-        *lock_params,
-        *plan.assignment_params,
-        *plan.eligible_params,
-        ItemOutcome.SUCCEEDED,
-        operation_id,
-        *plan.eligible_params,
-    ]
+    params = [*lock_params, *plan.assignment_params, *plan.eligible_params]
+    return sql, [*params, *plan.eligible_params]
 
 
 def lock_check_apply(
@@ -99,15 +92,12 @@ def lock_check_apply(
     plan: SqlApply,
     scope: QuerySet[Session],
     ids: list[str],
-    operation_id: str,
     skip_locked: bool = False,
 ) -> tuple[dict[str, list[str]], dict[str, SessionRow]]:
-    """Run one chunk's statement, which also marks the applied ids' items of the
-    operation ``succeeded`` with their ``previous_status``. Return the applied ids by the
-    status their session had before, and the rows locked but not applied (by id;
-    ``check`` says why). An id in neither is not in scope, or (``skip_locked``) held by
-    another transaction."""
-    sql, params = _statement(plan, scope, ids, skip_locked, operation_id)
+    """Run one chunk's statement. Return the applied ids by the status their session
+    had before, and the rows locked but not applied (by id; ``check`` says why). An id
+    in neither is not in scope, or (``skip_locked``) held by another transaction."""
+    sql, params = _statement(plan, scope, ids, skip_locked)
     applied: dict[str, list[str]] = {}
     rest: dict[str, SessionRow] = {}
     with connection.cursor() as cursor:

@@ -18,7 +18,7 @@ from bulkops.actions import get_action, reasons
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionExport
-from bulkops.selectors import sessions_in_scope
+from bulkops.selectors import sessions_in_scope_by_id
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -37,10 +37,14 @@ class Partition:
     #: The eligible ids by the status their session had before the action (what an
     #: undo restores; the succeeded items record it).
     eligible_by_status: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-    #: The succeeded items are already written (the one-statement chunk does it).
-    succeeded_recorded: bool = False
-    #: The chunk read fewer pending items than a chunk holds: none is left after it.
+    #: The chunk read fewer pending items than it could hold: none is left after it.
     last: bool = False
+    #: The chunk's last item in id order: the next chunk of this run starts after it.
+    last_id: str = ""
+
+    @property
+    def processed(self) -> int:
+        return len(self.eligible) + self.skipped_count + self.failed_count
 
     @property
     def failed_count(self) -> int:
@@ -120,7 +124,7 @@ def action_build(*, user: AbstractBaseUser, action: str, params: Any) -> BulkAct
 def selection_rows(*, action: BulkAction, ids: list[str]) -> dict[str, SessionRow]:
     """The rows of ``ids`` in the user's scope as they stand now, read without locks in
     batches (validate, and the drift check of an action given a ``selection_token``)."""
-    scope = sessions_in_scope(user=action.user, action=action)
+    scope = sessions_in_scope_by_id(user=action.user, action=action)
     rows: dict[str, SessionRow] = {}
     for start in range(0, len(ids), READ_BATCH):
         batch = ids[start : start + READ_BATCH]

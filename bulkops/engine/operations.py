@@ -269,7 +269,7 @@ def operation_cancel(*, operation: BulkOperation) -> BulkOperation:
     next chunk boundary (remaining items end ``cancelled``); raise OperationConflict when
     finished."""
     with transaction.atomic():
-        op = BulkOperation.objects.select_for_update().get(pk=operation.pk)
+        op = BulkOperation.objects.select_for_update(no_key=True).get(pk=operation.pk)
         if op.is_finished:
             raise OperationConflict(f"The operation has already finished ({op.status}).")
         if op.status in (OperationStatus.PENDING, OperationStatus.PAUSED):

@@ -115,11 +115,15 @@ def fail_rest(op: BulkOperation, *, error: str) -> None:
     finalise(op, status=OperationStatus.FAILED, error=error)
 
 
-def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
-    """Write one chunk's item outcomes per outcome group (succeeded items per status
-    the session had before, kept as ``previous_status``, unless the chunk's statement
-    already wrote them: ``part.succeeded_recorded``) and bump the counters."""
-    for previous, ids in () if part.succeeded_recorded else part.eligible_by_status.items():
+def record_items(op: BulkOperation, part: Partition) -> None:
+    """Write one chunk's item outcomes, one ``UPDATE`` per outcome group (succeeded
+    items per status the session had before, kept as ``previous_status``).
+
+    Each group's ids go in as one constant array (``session_id = ANY(…)``), never as a
+    join with the chunk's rows: PostgreSQL finds the operation's items by the unique
+    (operation, session_id) index and checks each against the array by hash, so the
+    plan stays linear whatever the statistics say about items per operation."""
+    for previous, ids in part.eligible_by_status.items():
         BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=ItemOutcome.SUCCEEDED, reason="", message="", previous_status=previous
         )
@@ -129,23 +133,52 @@ def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
         BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=outcome, reason=reason, message=reasons.message_for(reason)
         )
-    n_ok, n_skip, n_fail = len(part.eligible), part.skipped_count, part.failed_count
-    BulkOperation.objects.filter(pk=op.pk).update(
-        processed=F("processed") + n_ok + n_skip + n_fail,
-        succeeded=F("succeeded") + n_ok,
-        skipped=F("skipped") + n_skip,
-        failed=F("failed") + n_fail,
+
+
+def record_counters(
+    op: BulkOperation,
+    *,
+    succeeded: int,
+    skipped: int,
+    failed: int,
+    now: datetime.datetime,
+    unless_cancelled: bool = False,
+) -> bool:
+    """Add to the operation's counters (one ``UPDATE``), bump its version and
+    heartbeat, and keep ``op`` as the row now is (the caller holds the row's lock or is
+    its only writer), so a progress event needs no reload. ``unless_cancelled``: write
+    nothing when a cancel was asked for. Return whether the row was written."""
+    rows = BulkOperation.objects.filter(pk=op.pk)
+    if unless_cancelled:
+        rows = rows.filter(cancel_requested=False)
+    written = rows.update(
+        processed=F("processed") + succeeded + skipped + failed,
+        succeeded=F("succeeded") + succeeded,
+        skipped=F("skipped") + skipped,
+        failed=F("failed") + failed,
         version=F("version") + 1,
         heartbeat_at=now,
     )
-    # The caller holds the operation's row lock: keep ``op`` as the row now is, so the
-    # progress event needs no reload.
-    op.processed += n_ok + n_skip + n_fail
-    op.succeeded += n_ok
-    op.skipped += n_skip
-    op.failed += n_fail
-    op.version += 1
-    op.heartbeat_at = now
+    if written:
+        op.processed += succeeded + skipped + failed
+        op.succeeded += succeeded
+        op.skipped += skipped
+        op.failed += failed
+        op.version += 1
+        op.heartbeat_at = now
+    return bool(written)
+
+
+def record(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
+    """Record one chunk: its items' outcomes, then the operation's counters."""
+    record_items(op, part)
+    record_counters(
+        op,
+        succeeded=len(part.eligible),
+        skipped=part.skipped_count,
+        failed=part.failed_count,
+        now=now,
+    )
 
 
 def record_atomic_rollback(op: BulkOperation, failures: dict[str, list[str]]) -> str:
@@ -154,7 +187,7 @@ def record_atomic_rollback(op: BulkOperation, failures: dict[str, list[str]]) ->
     culprits = 0
     for reason, ids in failures.items():
         culprits += len(ids)
-        BulkOperationItem.objects.filter(operation=op, session_id__in=ids).update(
+        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
             outcome=ItemOutcome.FAILED, reason=reason, message=reasons.message_for(reason)
         )
     close_remaining(op, outcome=ItemOutcome.FAILED, reason=reasons.ATOMIC_ROLLBACK)

@@ -4,7 +4,7 @@ and releases its worker; resuming enqueues it again, and only its pending items 
 States: ``pending`` or ``running`` → (pause) → ``paused`` → (resume) → ``pending`` →
 ``running`` … A pending operation is paused at once (no worker holds it; its queued
 task finds it paused and returns). A running one gets ``pause_requested``: the worker
-finishes the chunk in progress, then sets ``paused`` (``executor._conclude``). Time
+finishes the chunk in progress, then sets ``paused`` (``stopping.conclude``). Time
 spent paused (``paused_seconds``) does not count toward
 ``BULKOPS_OPERATION_TIMEOUT_SECONDS``, and a paused operation is never reaped (the
 reaper only looks at pending and running ones). Cancelling a paused operation cancels
@@ -53,7 +53,7 @@ def operation_pause(*, operation: BulkOperation) -> BulkOperation:
     meanwhile changes nothing). Return the fresh operation; raise OperationConflict when
     it is finished, already paused, being cancelled, or an atomic one already running."""
     with transaction.atomic():
-        op = BulkOperation.objects.select_for_update().get(pk=operation.pk)
+        op = BulkOperation.objects.select_for_update(no_key=True).get(pk=operation.pk)
         problem = _pause_conflict(op)
         if problem:
             raise OperationConflict(problem)
@@ -78,7 +78,7 @@ def operation_resume(*, operation: BulkOperation) -> BulkOperation:
     ``paused_seconds`` (once it had started: that time does not count toward the
     timeout). Return the fresh operation; raise OperationConflict unless it is paused."""
     with transaction.atomic():
-        op = BulkOperation.objects.select_for_update().get(pk=operation.pk)
+        op = BulkOperation.objects.select_for_update(no_key=True).get(pk=operation.pk)
         if op.status != OperationStatus.PAUSED:
             detail = " (a pause was asked for; it stops at its next chunk boundary)"
             raise OperationConflict(

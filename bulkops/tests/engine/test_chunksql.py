@@ -110,7 +110,6 @@ def test_a_chunk_never_joins_its_locked_rows_to_its_updated_rows(owner, make_ses
     # a join between two of them is then a nested loop, 5,000 × 5,000 comparisons per
     # chunk. The statement is written so that no such join exists, whatever the plan.
     ids = sorted(make_session(owner).pk for _ in range(3))
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
     act = get_action("close")(user=owner, params={})
     with transaction.atomic():
         sql, params = _statement(
@@ -118,7 +117,6 @@ def test_a_chunk_never_joins_its_locked_rows_to_its_updated_rows(owner, make_ses
             sessions_in_scope(user=owner, action=act),
             ids,
             False,
-            op.pk,
         )
         with connection.cursor() as cursor:
             cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
