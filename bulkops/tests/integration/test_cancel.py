@@ -25,7 +25,12 @@ pytestmark = pytest.mark.processes
 
 
 async def test_cancel_mid_run_stops_at_a_chunk_boundary_and_sends_the_final_event(world):
-    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE="10")
+    db, procs = world(
+        postgres=using_postgres(),
+        redis=using_redis(),
+        BULKOPS_CHUNK_SIZE="10",
+        BULKOPS_CHUNK_SECONDS="0",  # fixed chunks of 10: "whole chunks only" below
+    )
     user = await asyncio.to_thread(seed, procs, sessions=1000, size=SIZE)
     base = await asyncio.to_thread(procs.server, "serve", embedded=True)
     token = user["token"]

@@ -226,6 +226,7 @@ def test_postgres_restart_mid_chunk_the_same_worker_finishes_every_item_once(
 ):
     db, procs = pg_world(
         BULKOPS_CHUNK_SIZE=str(CHUNK),
+        BULKOPS_CHUNK_SECONDS="0",  # fixed chunks: the faults are placed at their edges
         BULKOPS_STALE_AFTER_SECONDS=str(PG_STALE),
         BULKOPS_MAX_SESSIONS_PER_OPERATION="10000",
     )
@@ -311,6 +312,7 @@ def start_archive_cli(procs: Processes) -> str:
 def test_worker_connection_terminated_mid_chunk_rolls_the_chunk_back_and_resumes(pg_world):
     db, procs = pg_world(
         BULKOPS_CHUNK_SIZE=str(CHUNK),
+        BULKOPS_CHUNK_SECONDS="0",  # fixed chunks: the faults are placed at their edges
         BULKOPS_STALE_AFTER_SECONDS=str(STALE),
         BULKOPS_MAX_SESSIONS_PER_OPERATION="2000",
     )
@@ -434,6 +436,7 @@ async def test_redis_outage_keeps_api_and_operations_working_and_events_resume(w
         REDIS_URL=own_redis.url,
         REDIS_PREFIX=redis_prefix(),
         BULKOPS_CHUNK_SIZE=str(CHUNK),
+        BULKOPS_CHUNK_SECONDS="0",  # fixed chunks: the faults are placed at their edges
     )
     user = await asyncio.to_thread(seed, procs, sessions=3000, size=SIZE)
     token, ids = user["token"], session_ids(3000)
@@ -502,6 +505,7 @@ def test_export_to_a_full_or_read_only_target_fails_at_once_and_serves_no_file(
         redis=using_redis(),
         BULKOPS_EXPORT_DIR=str(target),
         BULKOPS_CHUNK_SIZE=str(CHUNK),
+        BULKOPS_CHUNK_SECONDS="0",  # fixed chunks: the faults are placed at their edges
     )
     user = seed(procs, sessions=1000, size=SIZE)
     base = procs.server("daphne")
