@@ -2,8 +2,8 @@
 operation, parameters, selection and exit status, whatever the parser looks like inside.
 
 The lines are typed as in a shell and parsed by the command's own parser
-(``support.cli.run_bulk``); ``{pending}``, ``{paused}`` and ``{done}`` stand for an
-operation of the user in that state.
+(``support.cli.run_bulk``) over the ``sessions`` of ``conftest``; ``{pending}``,
+``{paused}`` and ``{done}`` stand for an operation of the user in that state.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from bulkops.engine import Selection, operation_create, operation_pause
 from bulkops.models import BulkOperation
 from bulkops.tests.support.cli import run_bulk, worker_while_waiting
-from bulkops.tests.support.helpers import execute
 
 pytestmark = pytest.mark.django_db
 
@@ -105,33 +103,9 @@ LINES = [
 ]
 
 
-@pytest.fixture
-def sessions(owner, make_session):
-    """The user's sessions: three active *Alpha* ones, one closed, one soft-deleted."""
-    for n in (1, 2, 3):
-        make_session(owner, id=f"a{n}", title=f"Alpha {n}")
-    make_session(owner, id="c1", status="closed", title="Closed one")
-    make_session(owner, id="d1", deleted=True, title="Deleted one")
-
-
-def named_operations(owner, line: str) -> dict[str, str]:
-    """The operations ``line`` names, created as it needs them."""
-    named = {}
-    if "{pending}" in line:
-        named["pending"] = operation_create(
-            user=owner, action="close", selection=Selection(session_ids=["a1"])
-        ).pk
-    if "{paused}" in line:
-        op = operation_create(user=owner, action="close", selection=Selection(session_ids=["a1"]))
-        named["paused"] = operation_pause(operation=op).pk
-    if "{done}" in line:
-        named["done"] = execute(owner, "close", ["a1", "a2"]).pk
-    return named
-
-
 @pytest.mark.parametrize("case", LINES, ids=[case.line for case in LINES])
-def test_todays_command_line_keeps_working(owner, sessions, capsys, case):
-    named = named_operations(owner, case.line)
+def test_todays_command_line_keeps_working(sessions, name_operations, capsys, case):
+    named = name_operations(case.line)
     with worker_while_waiting():
         result = run_bulk(case.line.format(**named), capsys)
     assert result.code == case.code, result

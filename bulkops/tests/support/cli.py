@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import shlex
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -50,9 +51,15 @@ def run_bulk(line: str, capsys) -> CliResult:
 
 
 @contextmanager
-def worker_while_waiting():
-    """While ``bulk --wait`` polls, a real worker runs the queue (in this thread: each
-    poll's pause runs the worker until the queue is empty instead of sleeping)."""
-    clock = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: run_worker())
+def while_waiting(step: Callable[[], object]):
+    """While ``bulk --wait`` polls, ``step()`` runs in each poll's pause instead of the
+    sleep (what another process would do meanwhile: a worker, someone pausing)."""
+    clock = SimpleNamespace(monotonic=time.monotonic, sleep=lambda seconds: step())
     with mock.patch.object(bulk_module, "time", clock):
         yield
+
+
+def worker_while_waiting():
+    """While ``bulk --wait`` polls, a real worker runs the queue (in this thread, until
+    the queue is empty)."""
+    return while_waiting(run_worker)
