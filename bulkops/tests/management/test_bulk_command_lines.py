@@ -1,4 +1,4 @@
-"""Every ``bulk`` command line README and the tests use keeps working: the same
+"""Every ``bulk`` command line README, docs/cli.md and the tests use keeps working: the same
 operation, parameters, selection and exit status, whatever the parser looks like inside.
 
 The lines are typed as in a shell and parsed by the command's own parser
@@ -84,6 +84,21 @@ LINES = [
     ),
     Line("bulk close --max-failures 0 --user owner --ids a1", "close", 1, {"max_failures": 0}),
     Line("bulk close --user owner --ids a1 --wait --timeout 60", "close", 1, status="completed"),
+    # README's tour and docs/cli.md's examples.
+    Line("bulk archive --user owner --ids a1 a2 --wait", "archive", 2, status="completed"),
+    Line(
+        "bulk delete --user owner --ids a1 a2 --cascade-exports",
+        "delete",
+        2,
+        {"soft_delete": True, "cascade_exports": True},
+    ),
+    Line(
+        "bulk export --user owner --filter status=closed,archived --format json --wait",
+        "export",
+        1,
+        {"format": "json"},
+        status="completed",
+    ),
     # Django's own options may follow the action, as after any command.
     Line("bulk close --user owner --ids a1 --verbosity 0 --skip-checks", "close", 1),
     Line("bulk close --user owner --ids a1 --no-color --traceback", "close", 1),
