@@ -1,4 +1,5 @@
-"""Errors the services raise; only the API layer turns them into HTTP responses."""
+"""Errors the services raise; only the API layer turns them into HTTP responses, and
+``error_text`` is how the admin and the ``bulk`` command put one in a line of text."""
 
 from django.core.exceptions import PermissionDenied, ValidationError
 
@@ -16,7 +17,11 @@ __all__ = [
     "SelectionTokenInvalid",
     "TooManyActiveOperations",
     "ValidationError",
+    "error_text",
 ]
+
+#: Keys of a ValidationError's dict that name no one input.
+NON_FIELD_KEYS = frozenset({"__all__", "non_field_errors"})
 
 
 class BulkOpsError(Exception):
@@ -82,3 +87,17 @@ class SelectionTokenInvalid(ValidationError):
 
     def __init__(self, message: str) -> None:
         super().__init__({"selection_token": message}, code="invalid")
+
+
+def error_text(exc: ValidationError | BulkOpsError) -> str:
+    """The error as one line for a person: a BulkOpsError's message; a ValidationError's
+    messages, each after the input it is about (``filter.status: Must be …``; the
+    engine's rules do not name the input themselves)."""
+    if isinstance(exc, BulkOpsError):
+        return exc.message
+    if not hasattr(exc, "error_dict"):
+        return " ".join(exc.messages)
+    return "; ".join(
+        " ".join(messages) if key in NON_FIELD_KEYS else f"{key}: {' '.join(messages)}"
+        for key, messages in exc.message_dict.items()
+    )

@@ -73,6 +73,9 @@ class Param:
     in_admin_form: bool = True
     #: The ``bulk`` flag of a boolean whose default is True (default ``--no-<name>``).
     cli_flag: str = ""
+    #: What that flag does, for a person: it sets the parameter to false, which the
+    #: label (it describes the parameter set) does not say (default "Turn off: <label>").
+    cli_help: str = ""
     #: It changes which sessions are eligible (delete's ``soft_delete``): validate's
     #: ``selection_token`` binds its value.
     affects_eligibility: bool = False

@@ -37,6 +37,8 @@ class DeleteAction(BulkAction):
             label="Soft delete (set deleted_at); false removes the rows",
             in_admin_form=False,
             cli_flag="--hard",
+            cli_help="Hard delete: remove the rows (needs bulkops.hard_delete_session; "
+            "default: soft delete, setting deleted_at)",
             affects_eligibility=True,
         ),
         "cascade_exports": Param(

@@ -25,7 +25,7 @@ from django.utils.translation import ngettext
 
 from bulkops.actions import reasons, selectable_actions
 from bulkops.admin.forms import CONFIRM_FORM_MARKER, BulkActionForm
-from bulkops.admin.pages import error_text, progress_url
+from bulkops.admin.pages import progress_url
 from bulkops.admin.selection import changelist_selection, sees_every_session
 from bulkops.engine import (
     Selection,
@@ -40,6 +40,7 @@ from bulkops.exceptions import (
     SelectionDrift,
     SelectionTokenExpired,
     SelectionTokenInvalid,
+    error_text,
 )
 from bulkops.models import OperationSource
 from bulkops.ratelimits import VALIDATE, rate_limit

@@ -10,7 +10,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.actions.base import REASON_LABEL, Param
-from bulkops.engine import MAX_FAILURES_LIMIT
+from bulkops.engine import MAX_FAILURES
 from bulkops.models import MAX_REASON_LENGTH
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ class BulkActionForm(forms.Form):
     max_failures = forms.IntegerField(
         label=_("Stop after more than this many failures (empty: never; 0: at the first)"),
         required=False,
-        min_value=0,
-        max_value=MAX_FAILURES_LIMIT,
+        min_value=MAX_FAILURES.minimum,
+        max_value=MAX_FAILURES.maximum,
     )
     reason = forms.CharField(
         label=_(REASON_LABEL),

@@ -26,7 +26,7 @@ from bulkops.engine import (
     undo_refusal,
     undone_by,
 )
-from bulkops.exceptions import BulkOpsError
+from bulkops.exceptions import BulkOpsError, error_text
 from bulkops.models import BulkOperation, OperationSource, OperationStatus
 from bulkops.ratelimits import RETRY, rate_limit
 from bulkops.representations import operation_label, operation_representation, rate_per_second
@@ -35,12 +35,6 @@ from bulkops.selectors import operations_for_admin
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
     from django.http import HttpRequest
-
-
-def error_text(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return " ".join(m for msgs in exc.message_dict.values() for m in msgs)
-    return " ".join(exc.messages)
 
 
 def progress_url(op: BulkOperation) -> str:
@@ -168,8 +162,7 @@ class OperationPages:
             with rate_limit(request=request, scope=RETRY):
                 new = operation_retry(operation=op, user=request.user, source=OperationSource.ADMIN)
         except (BulkOpsError, ValidationError) as exc:
-            text = exc.message if isinstance(exc, BulkOpsError) else error_text(exc)
-            self.modeladmin.message_user(request, text, messages.ERROR)
+            self.modeladmin.message_user(request, error_text(exc), messages.ERROR)
             return HttpResponseRedirect(progress_url(op))
         self.modeladmin.message_user(
             request,

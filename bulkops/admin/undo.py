@@ -26,7 +26,7 @@ from bulkops.admin.actions import (
     confirm_key,
     confirmation_context,
 )
-from bulkops.admin.pages import error_text, operation_for, progress_url
+from bulkops.admin.pages import operation_for, progress_url
 from bulkops.engine import (
     Selection,
     action_build,
@@ -38,7 +38,7 @@ from bulkops.engine import (
     request_fingerprint,
     undo_refusal,
 )
-from bulkops.exceptions import BulkOpsError
+from bulkops.exceptions import BulkOpsError, error_text
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource
 from bulkops.ratelimits import UNDO, VALIDATE, rate_limit
 from bulkops.selectors import operation_items, sessions_in_scope

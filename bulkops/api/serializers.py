@@ -10,7 +10,6 @@ Business rules (eligibility, caps of filter selections, permissions) stay in
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +19,19 @@ from rest_framework import serializers
 from bulkops.actions import registered_actions, selectable_actions
 from bulkops.actions.base import BulkAction, Param
 from bulkops.conf import bulkops_settings
-from bulkops.engine import MAX_FAILURES_LIMIT, parse_moment, session_ids_problem
-from bulkops.engine.selection import MAX_OWNER_ID, MAX_SEARCH_LENGTH
+from bulkops.engine import FILTER_KEYS, MAX_FAILURES, session_ids_problem
+from bulkops.engine.inputs import (  # the limits: re-exported for api.schema and api.views
+    MAX_OWNER_ID,  # noqa: F401
+    MAX_SEARCH_LENGTH,  # noqa: F401
+    USERNAME_REGEX,  # noqa: F401
+    BooleanKey,
+    FilterKey,
+    InputRule,
+    MomentKey,
+    OwnerKey,
+    StatusesKey,
+    TextKey,
+)
 from bulkops.models import (
     MAX_REASON_LENGTH,
     SESSION_ID_REGEX,
@@ -34,8 +44,6 @@ from bulkops.models import (
 
 #: The session id format (DESIGN §3) as an OpenAPI pattern.
 SESSION_ID_PATTERN = f"^{SESSION_ID_REGEX}$"
-#: A username in a filter: Django's username characters, ASCII only.
-USERNAME_REGEX = r"[A-Za-z0-9_.@+-]{1,150}"
 #: Free text may hold anything but NUL (PostgreSQL text cannot store it).
 TEXT_PATTERN = "^[^\\u0000]*$"
 NONEMPTY_TEXT_PATTERN = "^[^\\u0000]+$"
@@ -75,17 +83,6 @@ class StrictCharField(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("not_a_string")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer only: no ``"5"``, ``5.0`` or ``true``."""
-
-    default_error_messages = {"invalid": "Must be an integer."}
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
         return super().to_internal_value(data)
 
 
@@ -132,53 +129,64 @@ class SessionIdListField(serializers.Field):
         return value
 
 
-class StatusSelectionField(serializers.Field):
-    """A session status, or a non-empty list of them."""
+class RuleField:
+    """Mixin: the value is checked by the engine's rule for this input (``rule.problem``,
+    ``engine.inputs``) and handed on as it is; the DRF field it is mixed into gives the
+    OpenAPI type (``api.schema`` maps the custom ones)."""
 
-    default_error_messages = {
-        "invalid": f"Must be one of {', '.join(SessionStatus.values)}, or a non-empty list of them."
-    }
+    def __init__(self, *, rule: InputRule, **kwargs: Any) -> None:
+        self.rule = rule
+        kwargs.setdefault("help_text", rule.help)
+        super().__init__(**kwargs)
 
-    def to_internal_value(self, data: Any) -> str | list[str]:
-        values = data if isinstance(data, list) else [data]
-        if not values or any(
-            not isinstance(v, str) or v not in SessionStatus.values for v in values
-        ):
-            self.fail("invalid")
+    def to_internal_value(self, data: Any) -> Any:
+        problem = self.rule.problem(data)
+        if problem:
+            raise serializers.ValidationError(problem, code="invalid")
         return data
 
     def to_representation(self, value: Any) -> Any:
         return value
 
 
-class OwnerField(serializers.Field):
+class StatusSelectionField(RuleField, serializers.Field):
+    """A session status, or a non-empty list of them."""
+
+
+class OwnerField(RuleField, serializers.Field):
     """A user id (integer) or a username (string)."""
 
-    default_error_messages = {"invalid": "Must be a user id (integer) or a username."}
 
-    def to_internal_value(self, data: Any) -> int | str:
-        if isinstance(data, bool):
-            self.fail("invalid")
-        if isinstance(data, int) and 1 <= data <= MAX_OWNER_ID:
-            return data
-        if isinstance(data, str) and re.fullmatch(USERNAME_REGEX, data, flags=re.ASCII):
-            return data
-        self.fail("invalid")
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-class MomentField(StrictCharField):
+class MomentField(RuleField, StrictCharField):
     """An ISO 8601 date or date-time (the engine's ``parse_moment``), handed on as text."""
 
-    default_error_messages = {"invalid_moment": "Must be an ISO 8601 date or date-time."}
 
-    def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
-        if parse_moment(value) is None:
-            self.fail("invalid_moment")
-        return value
+class FilterTextField(RuleField, StrictCharField):
+    """Text of at most the rule's length."""
+
+    def __init__(self, *, rule: TextKey, **kwargs: Any) -> None:
+        super().__init__(rule=rule, max_length=rule.max_length, allow_blank=True, **kwargs)
+
+
+class FilterBooleanField(RuleField, serializers.BooleanField):
+    """``true`` or ``false`` only."""
+
+
+class RuleIntegerField(RuleField, serializers.IntegerField):
+    """An integer within the rule's bounds (they are the schema's too)."""
+
+    def __init__(self, *, rule: Any, **kwargs: Any) -> None:
+        super().__init__(rule=rule, min_value=rule.minimum, max_value=rule.maximum, **kwargs)
+
+
+#: The field of each kind of filter key.
+FILTER_FIELDS: dict[type[FilterKey], type[serializers.Field]] = {
+    StatusesKey: StatusSelectionField,
+    TextKey: FilterTextField,
+    MomentKey: MomentField,
+    OwnerKey: OwnerField,
+    BooleanKey: FilterBooleanField,
+}
 
 
 def text_field(*, max_length: int, **kwargs: Any) -> StrictCharField:
@@ -211,16 +219,12 @@ class SelectionFilterSerializer(StrictInputSerializer):
     """ "Select all that match" (DESIGN §5); without ``deleted``, live sessions match
     (soft-deleted ones for restore)."""
 
-    status = StatusSelectionField(required=False, help_text="A status or a list of them.")
-    search = text_field(
-        max_length=MAX_SEARCH_LENGTH, required=False, help_text="Text in the title or id."
-    )
-    created_after = MomentField(required=False, help_text="Inclusive; ISO date or date-time.")
-    created_before = MomentField(required=False, help_text="Exclusive; ISO date or date-time.")
-    owner = OwnerField(
-        required=False, help_text="User id or username; widens anything only for staff."
-    )
-    deleted = StrictBooleanField(required=False)
+    # One optional field per key of the engine's FILTER_KEYS, checked by its rule.
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            key: FILTER_FIELDS[type(rule)](rule=rule, required=False)
+            for key, rule in FILTER_KEYS.items()
+        }
 
 
 class SelectionInputSerializer(StrictInputSerializer):
@@ -251,13 +255,7 @@ class ActionInputSerializer(SelectionInputSerializer):
     """An action's body: the selection, the audit reason, the failure threshold every
     action takes, and the action's own parameters."""
 
-    max_failures = StrictIntegerField(
-        required=False,
-        min_value=0,
-        max_value=MAX_FAILURES_LIMIT,
-        help_text="Stop once more than this many sessions have failed (0: at the first "
-        "failure): the rest end `cancelled` (`failure_threshold`), the operation `failed`.",
-    )
+    max_failures = RuleIntegerField(rule=MAX_FAILURES, required=False)
 
 
 def param_field(param: Param, *, required: bool, help_text: str = "") -> serializers.Field:

@@ -9,9 +9,15 @@ errors; the interfaces shape responses.
 from bulkops.engine.cleanup import CleanupResult, operations_cleanup
 from bulkops.engine.eligibility import Partition, action_build
 from bulkops.engine.executor import operation_execute
-from bulkops.engine.operations import (
+from bulkops.engine.inputs import (
+    FILTER_KEYS,
+    MAX_FAILURES,
     MAX_FAILURES_LIMIT,
     clean_max_failures,
+    filter_from_text,
+    parse_moment,
+)
+from bulkops.engine.operations import (
     clean_reason,
     operation_cancel,
     operation_create,
@@ -28,7 +34,6 @@ from bulkops.engine.selection import (
     Selection,
     SessionFilterSet,
     clean_session_ids,
-    parse_moment,
     selection_queryset,
     selection_resolve,
     session_ids_problem,
@@ -36,6 +41,8 @@ from bulkops.engine.selection import (
 from bulkops.engine.undo import operation_undo, undo_deadline, undo_refusal, undone_by
 
 __all__ = [
+    "FILTER_KEYS",
+    "MAX_FAILURES",
     "MAX_FAILURES_LIMIT",
     "REPORT_FORMATS",
     "CleanupResult",
@@ -47,6 +54,7 @@ __all__ = [
     "clean_max_failures",
     "clean_reason",
     "clean_session_ids",
+    "filter_from_text",
     "operation_cancel",
     "operation_create",
     "operation_execute",

@@ -22,6 +22,7 @@ from bulkops.engine.drift import (
     selection_token_verify,
 )
 from bulkops.engine.eligibility import action_build
+from bulkops.engine.inputs import clean_max_failures
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
@@ -76,26 +77,6 @@ def clean_reason(reason: Any) -> str:
     if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH or "\x00" in reason:
         raise ValidationError({"reason": f"At most {MAX_REASON_LENGTH} characters of text."})
     return reason
-
-
-#: The largest ``max_failures`` accepted (far above any operation's size).
-MAX_FAILURES_LIMIT = 1_000_000
-
-
-def clean_max_failures(max_failures: Any) -> int | None:
-    """The failure threshold: None (no threshold) or an integer 0…``MAX_FAILURES_LIMIT``
-    (booleans, strings and floats are refused, not coerced)."""
-    if max_failures is None:
-        return None
-    if (
-        isinstance(max_failures, bool)
-        or not isinstance(max_failures, int)
-        or not 0 <= max_failures <= MAX_FAILURES_LIMIT
-    ):
-        raise ValidationError(
-            {"max_failures": f"Must be an integer from 0 to {MAX_FAILURES_LIMIT}."}
-        )
-    return max_failures
 
 
 def _lock_user(user: AbstractBaseUser) -> None:

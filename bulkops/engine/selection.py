@@ -1,12 +1,12 @@
 """What a bulk request targets: an explicit id list, or a filter ("select all that match").
 
-The one home of three rules every interface shares:
+The one home of two rules every interface shares:
 
 - ``clean_session_ids`` — the one session-id list validator (the API's field calls it);
-- ``parse_moment`` — the one ISO 8601 date/date-time parser;
 - ``SessionFilterSet`` — the one filter of sessions: the API's session list, filter
   selections (API, CLI) and the admin's "select all N matching" all go through it, so a
-  filter means the same thing everywhere.
+  filter means the same thing everywhere. What each key of a filter selection may hold
+  is ``engine.inputs.FILTER_KEYS``.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
-from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
 from django_filters.constants import EMPTY_VALUES
 
+from bulkops.engine.inputs import (
+    FILTER_KEYS,
+    MAX_OWNER_ID,
+    MAX_OWNER_LENGTH,
+    MAX_SEARCH_LENGTH,
+    parse_moment,
+    unknown_filter_keys,
+)
 from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
 from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
 
@@ -33,11 +39,6 @@ if TYPE_CHECKING:
     from bulkops.actions.base import BulkAction
 
 SESSION_ID_RE = re.compile(SESSION_ID_REGEX)
-FILTER_KEYS = ("status", "search", "created_after", "created_before", "owner", "deleted")
-MAX_SEARCH_LENGTH = 200
-MAX_OWNER_LENGTH = 150
-#: Larger numbers cannot be a primary key (bigint): such an ``owner`` is a username.
-MAX_OWNER_ID = 2**63 - 1
 BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
 
 
@@ -94,25 +95,6 @@ def clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
 
 
 # --- dates ----------------------------------------------------------------------------------
-def parse_moment(value: Any) -> datetime.datetime | None:
-    """An ISO 8601 date (midnight UTC) or date-time, as an aware UTC datetime; None when
-    ``value`` is not one. UTC because PostgreSQL refuses some offsets ISO 8601 allows."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = parse_datetime(value)
-        if moment is None:
-            day = parse_date(value)
-            if day is None:
-                return None
-            moment = datetime.datetime.combine(day, datetime.time.min)
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, datetime.UTC)
-        return moment.astimezone(datetime.UTC)
-    except (ValueError, OverflowError):
-        return None  # well-formed but impossible, e.g. 2024-02-30
-
-
 class MomentField(forms.Field):
     default_error_messages = {"invalid": "Must be an ISO 8601 date or date-time."}
 
@@ -195,44 +177,25 @@ class SessionFilterSet(django_filters.FilterSet):
         return queryset.filter(deleted_at__isnull=not deleted)
 
 
-def _filter_value(key: str, value: Any) -> Any:
-    """A selection filter's JSON value as the FilterSet's form data."""
-    if key == "status":
-        values = value if isinstance(value, list) else [value]
-        if not values or not all(isinstance(v, str) for v in values):
-            raise ValidationError(
-                {"filter.status": f"Must be one of: {', '.join(SessionStatus.values)}."}
-            )
-        return values
-    if key == "deleted":
-        if not isinstance(value, bool):
-            raise ValidationError({"filter.deleted": "Must be true or false."})
-        return "true" if value else "false"
-    if key == "owner":
-        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-            raise ValidationError({"filter.owner": "Must be a user id or username."})
-        return str(value)
-    if not isinstance(value, str):
-        raise ValidationError({f"filter.{key}": "Must be text."})
-    return value
-
-
 def filter_data(filters: Any) -> dict[str, Any]:
     """A selection filter (``{status, search, created_after, created_before, owner,
     deleted}``) as ``SessionFilterSet`` data; raise ValidationError on unknown keys or
-    values of the wrong type (a value that would silently widen the selection — an empty
-    status list, an empty owner — is refused, not ignored)."""
+    a value its key's rule (``FILTER_KEYS``) refuses (a value that would silently widen
+    the selection — an empty status list, an empty owner — is refused, not ignored)."""
     if not isinstance(filters, dict):
         raise ValidationError({"filter": "Must be an object."})
-    unknown = sorted(set(map(str, filters)) - set(FILTER_KEYS))
+    unknown = set(map(str, filters)) - set(FILTER_KEYS)
     if unknown:
-        raise ValidationError(
-            {
-                "filter": f"Unknown filter keys: {', '.join(unknown)}. "
-                f"Allowed: {', '.join(sorted(FILTER_KEYS))}."
-            }
-        )
-    return {k: _filter_value(k, v) for k, v in filters.items() if v is not None}
+        raise ValidationError({"filter": unknown_filter_keys(list(unknown))})
+    data = {}
+    for key, value in filters.items():
+        if value is None:
+            continue
+        problem = FILTER_KEYS[key].problem(value)
+        if problem:
+            raise ValidationError({f"filter.{key}": problem})
+        data[key] = FILTER_KEYS[key].as_data(value)
+    return data
 
 
 def sessions_matching(

@@ -2,7 +2,6 @@
 ``--wait`` on an operation that gets paused (issue 10 §4)."""
 
 import io
-from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -10,6 +9,7 @@ from django.core.management import CommandError, call_command
 import bulkops.management.commands.bulk as bulk_module
 from bulkops.engine import Selection, operation_create, operation_pause
 from bulkops.models import BulkOperation, Session
+from bulkops.tests.support.cli import while_waiting
 from bulkops.tests.support.helpers import outcomes, run_worker
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def test_max_failures_is_passed_on_and_stops_the_operation(owner, make_session, 
 @pytest.mark.parametrize("bad", ["-1", "x", "1.5", "10000000"])
 def test_bad_max_failures_is_a_clear_error_and_creates_nothing(owner, make_session, bad):
     sid = make_session(owner).pk
-    with pytest.raises(CommandError, match="max-failures: must be an integer from 0"):
+    with pytest.raises(CommandError, match="max-failures: Must be an integer from 0"):
         bulk("close", "--max-failures", bad, user="owner", ids=[sid])
     assert not BulkOperation.objects.exists()
 
@@ -57,9 +57,9 @@ def test_bulk_pause_and_resume_an_operation(owner, make_session):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["pause"], "needs an existing operation id"),
+        (["pause"], "the following arguments are required: OPERATION_ID"),
         (["resume", "op-" + "0" * 32], "needs an existing operation id"),
-        (["close", "op-123"], "takes --user and one of --ids or --filter"),
+        (["close", "op-123", "--user", "owner", "--ids", "a"], "unrecognized arguments: op-123"),
     ],
 )
 def test_bulk_pause_resume_bad_input_is_a_clear_error(owner, args, message):
@@ -78,14 +78,9 @@ def test_bulk_resume_of_an_operation_that_is_not_paused_is_refused(owner, make_s
 
 def test_wait_stops_watching_a_paused_operation_and_says_how_to_resume(owner, make_session):
     ids = [make_session(owner).pk for _ in range(2)]
-
-    def create_then_pause(**kwargs):
-        # Stands in for someone pausing it from the admin while the command waits.
-        op = operation_create(**kwargs)
-        return operation_pause(operation=op)
-
     out = io.StringIO()
-    with mock.patch.object(bulk_module, "operation_create", create_then_pause):
+    # Someone pauses it from the admin while the command waits.
+    with while_waiting(lambda: operation_pause(operation=BulkOperation.objects.get())):
         with pytest.raises(SystemExit) as exit_info:
             call_command("bulk", "close", user="owner", ids=ids, wait=True, stdout=out)
     assert exit_info.value.code == bulk_module.EXIT_PAUSED

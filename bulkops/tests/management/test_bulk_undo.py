@@ -1,12 +1,13 @@
 """``bulk undo <operation id>`` and the completion report ``bulk --wait`` points to."""
 
 import io
-from unittest import mock
 
 import pytest
 from django.core.management import CommandError, call_command
 
+import bulkops.management.commands.bulk as bulk_module
 from bulkops.models import BulkOperation, Session
+from bulkops.tests.support.cli import worker_while_waiting
 from bulkops.tests.support.helpers import execute, run_worker
 
 pytestmark = pytest.mark.django_db
@@ -25,20 +26,15 @@ def test_bulk_undo_starts_an_undo_the_worker_runs(owner, make_session):
 
 
 def test_bulk_wait_prints_failures_by_reason_and_the_report_url(owner, make_session):
-    import bulkops.management.commands.bulk as bulk_module
-    from bulkops.engine import operation_create, operation_execute
-
     ok = make_session(owner).pk
     busy = [make_session(owner, status="processing").pk for _ in range(2)]
-
-    def create_and_run(**kwargs):
-        op = operation_create(**kwargs)
-        operation_execute(operation_id=op.pk)
-        return op
-
-    with mock.patch.object(bulk_module, "operation_create", create_and_run):
+    with worker_while_waiting():
         out = io.StringIO()
-        call_command("bulk", "close", user="owner", ids=[ok, *busy, "nope"], wait=True, stdout=out)
+        with pytest.raises(SystemExit) as exit_info:
+            call_command(
+                "bulk", "close", user="owner", ids=[ok, *busy, "nope"], wait=True, stdout=out
+            )
+    assert exit_info.value.code == bulk_module.EXIT_STATUS["partial"]
     op = BulkOperation.objects.get()
     text = out.getvalue()
     assert "  failed processing: 2\n  failed not_found: 1\n" in text
@@ -48,11 +44,15 @@ def test_bulk_wait_prints_failures_by_reason_and_the_report_url(owner, make_sess
 @pytest.mark.parametrize(
     ("args", "kwargs", "message"),
     [
-        (["undo"], {"user": "owner"}, "Usage: bulk undo"),
+        (["undo"], {"user": "owner"}, "the following arguments are required: OPERATION_ID"),
         (["undo", "op-" + "0" * 32], {"user": "owner"}, "No such operation"),
-        (["undo", "op-x"], {"user": "owner", "ids": ["a"]}, "Usage: bulk undo"),
-        (["close", "op-" + "0" * 32], {"user": "owner", "ids": ["a"]}, "no operation id"),
-        (["close"], {"user": "owner"}, "one of --ids or --filter"),
+        (["undo", "op-x"], {"user": "owner", "ids": ["a"]}, "unrecognized arguments: --ids"),
+        (
+            ["close", "op-" + "0" * 32],
+            {"user": "owner", "ids": ["a"]},
+            "unrecognized arguments: op-0",
+        ),
+        (["close"], {"user": "owner"}, "one of the arguments --ids --filter is required"),
     ],
 )
 def test_bulk_undo_bad_input_is_a_clear_error(owner, args, kwargs, message):

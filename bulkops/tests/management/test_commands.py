@@ -1,13 +1,13 @@
 """Management commands: seed_demo and bulk (the operators' command line)."""
 
 import io
-from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from bulkops.models import BulkOperation, Session, SessionExport
+from bulkops.tests.support.cli import worker_while_waiting
 from bulkops.tests.support.helpers import run_worker
 
 pytestmark = pytest.mark.django_db
@@ -66,19 +66,8 @@ def test_bulk_command_creates_an_operation_the_worker_runs(owner, make_session):
 
 
 def test_bulk_command_wait_prints_progress_and_summary(owner, make_session):
-    import bulkops.management.commands.bulk as bulk_module
-    from bulkops.engine import operation_create, operation_execute
-
     ids = [make_session(owner).pk for _ in range(2)]
-
-    def create_and_run(**kwargs):
-        # Stands in for the worker of another process: runs the operation at once,
-        # so --wait sees it through to the end.
-        op = operation_create(**kwargs)
-        operation_execute(operation_id=op.pk)
-        return op
-
-    with mock.patch.object(bulk_module, "operation_create", create_and_run):
+    with worker_while_waiting():
         out = io.StringIO()
         call_command("bulk", "export", user="owner", ids=ids, format="json", wait=True, stdout=out)
     text = out.getvalue()
