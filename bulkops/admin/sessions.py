@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.options import IS_POPUP_VAR
-from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Length
 from django.template.defaultfilters import filesizeformat
@@ -12,7 +11,7 @@ from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.admin.actions import AdminBulkAction, admin_bulk_actions, may_run, run_bulk_action
-from bulkops.admin.base import OwnerIdFilter, OwnRowsAdmin, with_cheap_dates
+from bulkops.admin.base import CheckedChangeList, OwnerFilter, OwnRowsAdmin, with_cheap_dates
 from bulkops.admin.selection import sees_every_session
 from bulkops.models import Session
 
@@ -28,7 +27,7 @@ def bulk_admin_action(spec: AdminBulkAction):
     return admin.action(description=description)(action)
 
 
-class SortableByChangeList(ChangeList):
+class SortableByChangeList(CheckedChangeList):
     """Sorts by the columns ``sortable_by`` names only: Django leaves the header of any
     other unlinked but still sorts by it when ``o=`` asks (a forged URL)."""
 
@@ -73,7 +72,7 @@ class SessionAdmin(OwnRowsAdmin):
     list_filter = (
         "status",
         DeletedFilter,
-        OwnerIdFilter,
+        OwnerFilter,
         "created_at",
     )
     search_fields = ("id", "title")
@@ -134,7 +133,7 @@ class SessionAdmin(OwnRowsAdmin):
     def get_list_filter(self, request):
         if sees_every_session(request.user):
             return self.list_filter
-        return tuple(f for f in self.list_filter if f is not OwnerIdFilter)
+        return tuple(f for f in self.list_filter if f is not OwnerFilter)
 
     def get_readonly_fields(self, request, obj=None):
         """A new session: its id, owner and text. An existing one: its title and

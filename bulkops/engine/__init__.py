@@ -31,9 +31,11 @@ from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
 from bulkops.engine.report import REPORT_FORMATS, operation_report, report_filename
 from bulkops.engine.selection import (
+    MAX_OWNER_LENGTH,
     Selection,
     SessionFilterSet,
     clean_session_ids,
+    owner_users,
     selection_queryset,
     selection_resolve,
     session_ids_problem,
@@ -44,6 +46,7 @@ __all__ = [
     "FILTER_KEYS",
     "MAX_FAILURES",
     "MAX_FAILURES_LIMIT",
+    "MAX_OWNER_LENGTH",
     "REPORT_FORMATS",
     "CleanupResult",
     "Partition",
@@ -68,6 +71,7 @@ __all__ = [
     "operation_undo",
     "operation_validate",
     "operations_cleanup",
+    "owner_users",
     "parse_moment",
     "report_filename",
     "request_fingerprint",
