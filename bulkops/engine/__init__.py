@@ -24,6 +24,7 @@ from bulkops.engine.operations import (
     operation_replay,
     operation_retry,
     request_fingerprint,
+    retry_refusal,
     retryable_items,
 )
 from bulkops.engine.pausing import operation_pause, operation_resume
@@ -75,6 +76,7 @@ __all__ = [
     "parse_moment",
     "report_filename",
     "request_fingerprint",
+    "retry_refusal",
     "retryable_items",
     "selection_queryset",
     "selection_resolve",
