@@ -9,6 +9,8 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.engine import MAX_OWNER_LENGTH, owner_users
@@ -24,6 +26,19 @@ def _periods(first: datetime.datetime, last: datetime.datetime, kind: str):
         return [first.replace(year=m // 12, month=m % 12 + 1, day=1) for m in months]
     days = (last.date() - first.date()).days
     return [first + datetime.timedelta(days=n) for n in range(days + 1)]
+
+
+def short_moment(moment: datetime.datetime) -> str:
+    """A changelist's date and time in a narrow column (``Dec 6, 14:02``; the year when
+    it is not this one), the full date and time as its title."""
+    local = timezone.localtime(moment)
+    short = "M j, H:i" if local.year == timezone.localtime().year else "M j Y, H:i"
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        date_format(local, "DATETIME_FORMAT"),
+        date_format(local, short),
+    )
 
 
 class DateRangeQuerySet(QuerySet):
@@ -59,6 +74,10 @@ class OwnRowsAdmin(admin.ModelAdmin):
     #: The attribute holding the owning user's id.
     owner_attname = "owner_id"
     show_full_result_count = False
+
+    class Media:
+        # The changelists' and change forms' own styles (badges, bars, columns).
+        css = {"all": ("bulkops/bulkops.css",)}
 
     def may_view_others(self, request, obj) -> bool:
         raise NotImplementedError

@@ -78,16 +78,18 @@ def test_confirming_starts_the_undo_and_opens_its_progress_page(client, staff, c
     assert response.status_code == 302
     assert response["Location"] == url("progress", new)
     assert (new.source, new.user, new.params) == ("admin", staff, {"undoes": closed_three.pk})
-    assert "Undo of 3 sessions started." in messages_of(response)
+    assert "Undo of 2 sessions started." in messages_of(response)
     # The same Confirm sent again: the same undo, not a second one nor a 409.
     again = client.post(url("undo", closed_three), {"post": "yes", "_bulk_token": token})
     assert again["Location"] == url("progress", new)
     run_worker()
     new.refresh_from_db()
-    assert outcomes(new) == {
-        "u-1": ("succeeded", ""),
-        "u-2": ("succeeded", ""),
-        "u-3": ("failed", "changed_since"),
+    # On the eligible sessions only (the default): u-3, reopened since, is left out as
+    # the page previewed it, and the undo is completed.
+    assert outcomes(new) == {"u-1": ("succeeded", ""), "u-2": ("succeeded", "")}
+    assert new.status == "completed"
+    assert new.excluded == {
+        "ineligible": [{"reason": "changed_since", "count": 1, "sample": ["u-3"]}]
     }
     assert set(Session.objects.values_list("status", flat=True)) == {"active"}
     page = client.get(url("progress", closed_three)).content.decode()
@@ -130,7 +132,7 @@ def test_other_staff_get_404_and_nothing_changes(client, make_user, closed_three
 def test_a_superuser_may_undo_anyones_operation(client, make_user, closed_three):
     root = make_user("root", superuser=True)
     client.force_login(root)
-    client.post(url("undo", closed_three), {"post": "yes"})
+    client.post(url("undo", closed_three), {"post": "yes", "run_on": "all"})
     run_worker()
     new = BulkOperation.objects.get(action="undo")
     assert (new.user, new.succeeded, new.failed) == (root, 2, 1)
