@@ -75,6 +75,8 @@ class UndoPages(FollowUpPages):
         return {
             "title": _("Undo %(operation)s: confirm") % {"operation": op.pk},
             "applies": _("undo will apply"),
+            "eligible_rows": with_status_after(op, context["eligible_rows"]),
+            "status_after_label": _("After the undo"),
         }
 
     def report(self, request: HttpRequest, operation_id: str) -> HttpResponse:
@@ -98,3 +100,17 @@ class UndoPages(FollowUpPages):
 
     def views(self) -> dict[str, Any]:
         return {**super().views(), "report": self.report}
+
+
+def with_status_after(op: BulkOperation, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listed eligible sessions with what they are now and what the undo leaves them
+    as: the status the operation found (its item's ``previous_status``), or — a soft
+    delete's undo — the same status, no longer deleted."""
+    if op.action == "delete":
+        return [
+            {**row, "status": _("%(status)s, deleted") % row, "after": row["status"]}
+            for row in rows
+        ]
+    ids = [row["session_id"] for row in rows]
+    found = dict(op.items.filter(session_id__in=ids).values_list("session_id", "previous_status"))
+    return [{**row, "after": found.get(row["session_id"]) or row["status"]} for row in rows]

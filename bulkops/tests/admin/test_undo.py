@@ -157,13 +157,40 @@ def test_admin_report_streams_the_items(client, staff, closed_three):
 def test_retry_of_an_undo_whose_undone_operation_is_gone_is_a_message(client, staff, closed_three):
     """The admin's *Retry failed items* takes the API's path: a sentence, nothing started."""
     client.force_login(staff)
-    client.post(url("undo", closed_three), {"post": "yes"})
+    client.post(url("undo", closed_three), {"post": "yes", "run_on": "all"})
     run_worker()
     undo = BulkOperation.objects.get(action="undo")
     assert undo.failed == 1  # u-3 was reopened since the close
     BulkOperation.objects.filter(pk=closed_three.pk).delete()
-    response = client.post(url("retry", undo))
-    assert response.status_code == 302 and response["Location"] == url("progress", undo)
-    message = messages_of(response)[-1]
-    assert closed_three.pk in message and "no longer exists" in message
+    for response in (
+        client.get(url("retry", undo)),
+        client.post(url("retry", undo), {"post": "yes"}),
+    ):
+        assert response.status_code == 302 and response["Location"] == url("progress", undo)
+        message = messages_of(response)[-1]
+        assert closed_three.pk in message and "no longer exists" in message
     assert list(BulkOperation.objects.values_list("pk", flat=True)) == [undo.pk]
+
+
+def test_undo_confirmation_shows_each_status_now_and_after_the_undo(client, staff, make_session):
+    make_session(staff, id="w-active")
+    make_session(staff, id="w-closed", status="closed")
+    archive = execute(staff, "archive", ["w-active", "w-closed"])
+    client.force_login(staff)
+    page = client.get(url("undo", archive))
+    rows = {row["session_id"]: row for row in page.context["eligible_rows"]}
+    assert {sid: (row["status"], row["after"]) for sid, row in rows.items()} == {
+        "w-active": ("archived", "active"),
+        "w-closed": ("archived", "closed"),
+    }
+    html = page.content.decode()
+    assert "Status now" in html and "After the undo" in html
+    assert html.count("data-status-after") == 2
+
+
+def test_undo_of_a_soft_delete_shows_the_sessions_come_back(client, staff, make_session):
+    make_session(staff, id="d-1", status="closed")
+    delete = execute(staff, "delete", ["d-1"])
+    client.force_login(staff)
+    [row] = client.get(url("undo", delete)).context["eligible_rows"]
+    assert (row["status"], row["after"]) == ("closed, deleted", "closed")
