@@ -139,14 +139,10 @@ def changelist_selection(
     if count > act.max_sessions:
         raise ValidationError(
             _(
-                "All %(count)s matching sessions were selected, but %(action)s takes at "
-                "most %(cap)d at once. Narrow the filter and try again."
+                "More than %(cap)d sessions match the filter, and %(action)s takes at most "
+                "%(cap)d at once. Narrow the filter and try again."
             )
-            % {
-                "count": _("more than %(cap)d") % {"cap": act.max_sessions},
-                "action": act.display_name.lower(),
-                "cap": act.max_sessions,
-            }
+            % {"action": act.display_name.lower(), "cap": act.max_sessions}
         )
     if not count:
         raise ValidationError(_("No sessions match the filter."))

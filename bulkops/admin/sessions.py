@@ -32,7 +32,10 @@ def bulk_admin_action(spec: AdminBulkAction):
         return run_bulk_action(modeladmin, request, queryset, spec)
 
     action.__name__ = spec.name
-    description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
+    if spec.variant.menu_label:
+        description = _(spec.variant.menu_label)
+    else:
+        description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
     return admin.action(description=description)(action)
 
 
