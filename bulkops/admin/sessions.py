@@ -23,6 +23,8 @@ from bulkops.admin.base import (
 )
 from bulkops.admin.selection import sees_every_session
 from bulkops.models import Session
+from bulkops.representations import operation_label
+from bulkops.selectors import session_history
 
 
 def bulk_admin_action(spec: AdminBulkAction):
@@ -120,6 +122,9 @@ class SessionAdmin(OwnRowsAdmin):
         "archive_compressed_size",
     )
     raw_id_fields = ("owner",)
+    change_form_template = "admin/bulkops/session/change_form.html"
+    #: Operations listed on a session's page (newest first; the count is complete).
+    HISTORY_LISTED = 20
 
     def get_queryset(self, request):
         qs = with_cheap_dates(
@@ -207,6 +212,24 @@ class SessionAdmin(OwnRowsAdmin):
                 func = bulk_admin_action(spec)
                 actions[spec.name] = (func, spec.name, func.short_description)
         return actions
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The session's page, with the bulk operations that touched it."""
+        extra = dict(extra_context or {})
+        session = self.get_object(request, object_id)
+        if session is not None:
+            history = session_history(
+                user=request.user, session_id=session.pk, since=session.created_at
+            )
+            for item in history.items:
+                item.label = operation_label(item.operation)
+            extra.update(
+                history=history.items[: self.HISTORY_LISTED],
+                history_total=len(history.items),
+                history_complete=history.complete,
+                history_searched=history.searched,
+            )
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def changelist_view(self, request, extra_context=None):
         if request.method == "POST":
