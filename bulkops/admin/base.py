@@ -13,7 +13,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from bulkops.engine import MAX_OWNER_LENGTH, owner_users
+from bulkops.engine import FILTER_KEYS, MAX_OWNER_LENGTH, owner_users
 from bulkops.selectors import EstimatingPaginator
 
 
@@ -169,12 +169,13 @@ class OwnerFilter(admin.SimpleListFilter):
 
 
 def owner_problem(value: str) -> str | None:
-    """Why ``value`` cannot name a user (the API's ``owner`` refuses it too), or None."""
-    if len(value) <= MAX_OWNER_LENGTH and value.isprintable():
+    """Why ``value`` cannot name a user — the selection filter's ``owner`` rule
+    (``FILTER_KEYS``) refuses it too — or None."""
+    if FILTER_KEYS["owner"].valid(value):
         return None
     return _(
-        "The owner filter takes a user id or a username (at most %(max)d characters); "
-        "nothing matches what the address gave."
+        "The owner filter takes a user id or a username (letters, digits and _.@+-, at "
+        "most %(max)d); nothing matches what the address gave."
     ) % {"max": MAX_OWNER_LENGTH}
 
 
