@@ -3,7 +3,9 @@ from django.apps import AppConfig
 
 class BulkopsConfig(AppConfig):
     name = "bulkops"
-    verbose_name = "Bulk operations"
+    #: Not "Bulk operations": its models are Sessions and Bulk operations, and the
+    #: breadcrumb would read "Bulk operations › Bulk operations".
+    verbose_name = "Session management"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

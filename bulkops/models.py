@@ -209,6 +209,10 @@ class BulkOperation(models.Model):
     export_file = models.CharField(max_length=255, blank=True, default="")
     expires_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
+    #: What the confirmation page previewed as skipped or not eligible and the person
+    #: chose to leave out (run "on the eligible sessions only"): no item, never a
+    #: failure. ``{"skipped"|"ineligible": [{"reason", "count", "sample": [ids]}]}``.
+    excluded = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -162,18 +162,22 @@ def rate_limit(
             _usage(request, scope, increment=True)
 
 
+def rate_limit_left(*, request: HttpRequest, scope: str) -> dict[str, Any] | None:
+    """{rate, limit, used, remaining, reset_seconds} of ``scope`` for the caller, or None
+    (no rate, or the cache failed: not limited)."""
+    usage = _usage(request, scope, increment=False)
+    if usage is None:
+        return None
+    return {
+        "rate": rates()[scope],
+        "limit": usage["limit"],
+        "used": usage["count"],
+        "remaining": max(0, usage["limit"] - usage["count"]),
+        "reset_seconds": max(0, usage["time_left"]),
+    }
+
+
 def rate_limit_status(*, request: HttpRequest) -> dict[str, dict[str, Any]]:
     """{scope: {rate, limit, used, remaining, reset_seconds}} for the caller."""
-    status = {}
-    for scope, rate in rates().items():
-        usage = _usage(request, scope, increment=False)
-        if usage is None:
-            continue
-        status[scope] = {
-            "rate": rate,
-            "limit": usage["limit"],
-            "used": usage["count"],
-            "remaining": max(0, usage["limit"] - usage["count"]),
-            "reset_seconds": max(0, usage["time_left"]),
-        }
-    return status
+    status = {scope: rate_limit_left(request=request, scope=scope) for scope in rates()}
+    return {scope: left for scope, left in status.items() if left is not None}

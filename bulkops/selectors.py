@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -196,6 +197,51 @@ def operations_for_admin(*, user: AbstractBaseUser) -> QuerySet[BulkOperation]:
     """What the admin's operation pages show: the user's own, a superuser everyone's."""
     qs = BulkOperation.objects.select_related("user")
     return qs if user.is_superuser else qs.filter(user=user)
+
+
+#: A session's history searches the operations the user can see, newest first, this
+#: many at a time and at most this many: each batch is one probe of the items' unique
+#: (operation, session_id) index per operation — no index on the session id alone, which
+#: every item insert would pay for.
+HISTORY_BATCH = 1000
+HISTORY_SEARCHED = 5000
+
+
+@dataclass
+class SessionHistory:
+    """The items that targeted one session, newest operation first."""
+
+    items: list[BulkOperationItem]
+    #: Whether every operation the user can see (since the session was created) was
+    #: searched; else only the latest ``searched``.
+    complete: bool
+    searched: int
+
+
+def session_history(
+    *, user: AbstractBaseUser, session_id: str, since: datetime.datetime
+) -> SessionHistory:
+    """ "What happened to this session?": the items that targeted ``session_id`` in the
+    operations the admin shows ``user`` (``operations_for_admin``) created since
+    ``since`` (the session's creation), each with its operation and that operation's
+    user — searched in the latest ``HISTORY_SEARCHED`` of them."""
+    op_ids = list(
+        operations_for_admin(user=user)
+        .filter(created_at__gte=since)
+        .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)[: HISTORY_SEARCHED + 1]
+    )
+    complete = len(op_ids) <= HISTORY_SEARCHED
+    op_ids = op_ids[:HISTORY_SEARCHED]
+    rank = {pk: n for n, pk in enumerate(op_ids)}
+    found: list[BulkOperationItem] = []
+    for start in range(0, len(op_ids), HISTORY_BATCH):
+        batch = op_ids[start : start + HISTORY_BATCH]
+        found += BulkOperationItem.objects.filter(
+            operation_id__in=batch, session_id=session_id
+        ).select_related("operation", "operation__user")
+    found.sort(key=lambda item: rank[item.operation_id])
+    return SessionHistory(items=found, complete=complete, searched=len(op_ids))
 
 
 def active_operations_count(*, user: AbstractBaseUser) -> int:

@@ -107,6 +107,8 @@ class AdminVariant:
     destructive: bool = False
     #: A warning the confirmation page shows prominently.
     warning: str = ""
+    #: The changelist's action menu entry (default: "<label> selected sessions").
+    menu_label: str = ""
 
 
 #: The audit reason every action body may carry (``BulkOperation.reason``).

@@ -166,8 +166,18 @@ class ExportAction(BulkAction):
     }
     rate_limit = "30/m"
     admin_variants = (
-        AdminVariant("export_sessions_csv", "Export as CSV", {"format": "csv"}),
-        AdminVariant("export_sessions_json", "Export as JSON", {"format": "json"}),
+        AdminVariant(
+            "export_sessions_csv",
+            "Export as CSV",
+            {"format": "csv"},
+            menu_label="Export selected sessions as CSV",
+        ),
+        AdminVariant(
+            "export_sessions_json",
+            "Export as JSON",
+            {"format": "json"},
+            menu_label="Export selected sessions as JSON",
+        ),
     )
     sessions_per_second = 50_000.0
 

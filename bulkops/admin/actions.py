@@ -9,9 +9,7 @@ the API and the admin.
 
 from __future__ import annotations
 
-import re
 import secrets
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +21,16 @@ from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from bulkops.actions import reasons, selectable_actions
+from bulkops.actions import selectable_actions
+from bulkops.admin.confirmation import (
+    SELECTION_TOKEN,
+    confirm_key,
+    confirmation_context,
+    drift_notice,
+    limits_context,
+    refusal_notice,
+    runs_on_eligible_only,
+)
 from bulkops.admin.forms import CONFIRM_FORM_MARKER, BulkActionForm
 from bulkops.admin.pages import progress_url
 from bulkops.admin.selection import changelist_selection, sees_every_session
@@ -36,9 +43,8 @@ from bulkops.engine import (
 )
 from bulkops.exceptions import (
     BulkOpsError,
+    RateLimited,
     SelectionConflict,
-    SelectionDrift,
-    SelectionTokenExpired,
     SelectionTokenInvalid,
     error_text,
 )
@@ -54,16 +60,6 @@ if TYPE_CHECKING:
     from bulkops.actions.base import AdminVariant, BulkAction
     from bulkops.engine import ValidationResult
     from bulkops.models import BulkOperation, Session
-
-#: Rows listed per partition on the confirmation page; the counts are always complete.
-LISTED_PER_PARTITION = 100
-#: One random token per confirmation page, used as the operation's idempotency key.
-CONFIRM_TOKEN = "_bulk_token"
-CONFIRM_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
-#: The page's ``selection_token`` (validate's): Confirm runs only what the page showed.
-SELECTION_TOKEN = "_bulk_selection_token"
-#: Eligible titles the confirmation page names in its summary ("and N more").
-SAMPLE_TITLES = 10
 
 
 @dataclass(frozen=True)
@@ -119,12 +115,6 @@ def may_run(user, spec: AdminBulkAction) -> bool:
     return user_may_act_on_others(user, spec.action.permission) or not sees_every_session(user)
 
 
-def confirm_key(request: HttpRequest) -> str | None:
-    """The idempotency key of this confirmation page's Confirm (one token per page)."""
-    token = request.POST.get(CONFIRM_TOKEN, "")
-    return f"admin-confirm:{token}" if CONFIRM_TOKEN_RE.fullmatch(token) else None
-
-
 @dataclass
 class BulkRequest:
     """One pass of an admin bulk action: who, on what, with which options."""
@@ -155,10 +145,13 @@ class BulkRequest:
         (SelectionConflict, SelectionTokenInvalid: nothing is created)."""
         user, reason = self.request.user, self.form.audit_reason()
         max_failures = self.form.failure_threshold()
+        eligible_only = runs_on_eligible_only(self.request)
         key = confirm_key(self.request)
         payload = {"selection": asdict(selection), "params": self.params, "reason": reason}
         if max_failures is not None:
             payload["max_failures"] = max_failures
+        if eligible_only:
+            payload["eligible_only"] = True
         fingerprint = request_fingerprint(action=self.spec.action_type, payload=payload)
 
         def replay() -> BulkOperation | None:
@@ -180,6 +173,7 @@ class BulkRequest:
                 fingerprint=fingerprint,
                 selection_token=self.request.POST.get(SELECTION_TOKEN) or None,
                 max_failures=max_failures,
+                eligible_only=eligible_only,
             )
             adm.counted = not op.replayed
         if not op.replayed:
@@ -217,7 +211,7 @@ def run_bulk_action(
         raise PermissionDenied
     bulk = BulkRequest.parse(modeladmin, request, queryset, spec)
     act = spec.action(user=request.user, params=bulk.params)
-    notice = ""
+    notice = refused = ""
     try:
         selection, count = changelist_selection(request, queryset, act)
         if bulk.confirmed():
@@ -226,44 +220,19 @@ def run_bulk_action(
             except (SelectionConflict, SelectionTokenInvalid) as exc:
                 # What the page showed no longer holds: show the new preview instead.
                 notice = drift_notice(exc)
+            except RateLimited as exc:
+                # Over a limit (or the active-operations cap): the page again, with the
+                # selection, options and reason kept, and why nothing was done.
+                refused = refusal_notice(exc)
         result = bulk.preview(selection)
     except ValidationError as exc:
         modeladmin.message_user(request, error_text(exc), messages.ERROR)
         return None
     except BulkOpsError as exc:
-        # RateLimited, TooManyActiveOperations: a message, and nothing happened.
+        # The preview itself refused (validate's rate limit): a message, nothing happened.
         modeladmin.message_user(request, exc.message, messages.ERROR)
         return None
-    return confirmation_page(bulk, result, selection, count, notice=notice)
-
-
-def drift_notice(exc: SelectionConflict | SelectionTokenInvalid) -> str:
-    """Why Confirm started nothing, for the re-rendered confirmation page."""
-    if isinstance(exc, SelectionDrift):
-        return _(
-            "Nothing was done: the selection changed after you reviewed it — "
-            "%(then)s then, %(now)s now. Review the updated preview below and confirm again."
-        ) % {
-            "then": describe_counts(exc.previous),
-            "now": describe_counts(exc.current),
-        }
-    if isinstance(exc, SelectionTokenExpired):
-        return _(
-            "Nothing was done: this confirmation page was too old to trust. Review the "
-            "updated preview below and confirm again."
-        )
-    return _(
-        "Nothing was done: the options changed, or the page could not be verified. "
-        "Review the updated preview below and confirm again."
-    )
-
-
-def describe_counts(counts: dict[str, int]) -> str:
-    return ngettext(
-        "%(eligible)d eligible of %(total)d session",
-        "%(eligible)d eligible of %(total)d sessions",
-        counts["total"],
-    ) % {"eligible": counts["eligible_count"], "total": counts["total"]}
+    return confirmation_page(bulk, result, selection, count, notice=notice, refused=refused)
 
 
 # --- the confirmation page ----------------------------------------------------------------------
@@ -278,25 +247,33 @@ def confirmation_templates(modeladmin: ModelAdmin, spec: AdminBulkAction) -> lis
 
 
 def confirmation_page(
-    bulk: BulkRequest, result: ValidationResult, selection: Selection, count: int, *, notice: str
+    bulk: BulkRequest,
+    result: ValidationResult,
+    selection: Selection,
+    count: int,
+    *,
+    notice: str,
+    refused: str,
 ) -> TemplateResponse:
     """First pass: the partition, the options, Confirm / Cancel; nothing changes.
-    ``notice``: why a Confirm just started nothing (the selection drifted)."""
+    ``notice`` / ``refused``: why a Confirm just started nothing (the selection drifted;
+    a limit refused it)."""
     modeladmin, request, spec = bulk.modeladmin, bulk.request, bulk.spec
     context = {
         **modeladmin.admin_site.each_context(request),
         **confirmation_context(request, bulk.queryset, result, selection, count),
+        **limits_context(request, spec.action_type),
         "title": _("%(action)s: confirm") % {"action": spec.label},
         "subtitle": None,
         "opts": modeladmin.opts,
         "form": bulk.form,
         "spec": spec,
         "confirm_marker": CONFIRM_FORM_MARKER,
-        "confirm_token_name": CONFIRM_TOKEN,
         "confirm_token": secrets.token_urlsafe(24),
         "selection_token_name": SELECTION_TOKEN,
         "selection_token": result.selection_token,
         "drift_notice": notice,
+        "refusal_notice": refused,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across") in ("1", "True", "true"),
@@ -304,45 +281,3 @@ def confirmation_page(
     }
     request.current_app = modeladmin.admin_site.name
     return TemplateResponse(request, confirmation_templates(modeladmin, spec), context)
-
-
-def _grouped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    counts = Counter(item["reason"] for item in items)
-    return [
-        {"reason": reason, "message": reasons.message_for(reason), "count": n}
-        for reason, n in counts.most_common()
-    ]
-
-
-def confirmation_context(
-    request: HttpRequest,
-    queryset: QuerySet[Session],
-    result: ValidationResult,
-    selection: Selection,
-    count: int,
-) -> dict[str, Any]:
-    """The partition as the template lists it: counts, reasons, the first rows of each."""
-    data = result.as_dict()
-    shown_skipped = data["skipped"][:LISTED_PER_PARTITION]
-    shown_ineligible = data["ineligible"][:LISTED_PER_PARTITION]
-    listed = [i["session_id"] for i in shown_skipped + shown_ineligible]
-    titles = dict(queryset.filter(pk__in=listed).values_list("pk", "title"))
-    for item in shown_skipped + shown_ineligible:
-        item["title"] = titles.get(item["session_id"], "")
-        item.setdefault("message", reasons.message_for(item["reason"]))
-    sample = data["eligible"][:SAMPLE_TITLES]
-    return {
-        "result": data,
-        "sample_titles": [row["title"] or row["session_id"] for row in sample],
-        "sample_more": data["eligible_count"] - len(sample),
-        "selected_count": count,
-        "selection_filter": selection.filter,
-        "eligible_rows": data["eligible"][:LISTED_PER_PARTITION],
-        "skipped_rows": shown_skipped,
-        "ineligible_rows": shown_ineligible,
-        "skipped_groups": _grouped(data["skipped"]),
-        "ineligible_groups": _grouped(data["ineligible"]),
-        "listed_limit": LISTED_PER_PARTITION,
-        "cascade": data.get("cascade"),
-        "changelist_url": request.get_full_path(),
-    }

@@ -39,7 +39,11 @@ class BulkActionForm(forms.Form):
     (e.g. ``format`` of *Export as JSON*): they are the fields' initial values."""
 
     max_failures = forms.IntegerField(
-        label=_("Stop after more than this many failures (empty: never; 0: at the first)"),
+        label=_("Stop after more than this many failures"),
+        help_text=_(
+            "The rest of the sessions then end cancelled. Empty: never stop; 0: stop at "
+            "the first failure."
+        ),
         required=False,
         min_value=MAX_FAILURES.minimum,
         max_value=MAX_FAILURES.maximum,
@@ -60,8 +64,10 @@ class BulkActionForm(forms.Form):
             for name, param in action.params_spec.items()
             if param.in_admin_form
         }
-        common = {name: self.fields[name] for name in ("max_failures", "reason")}
-        self.fields = {**params, **common}
+        # A threshold means little where nothing is changed (export: only a missing or
+        # deleted session fails), so read-only actions are not offered one.
+        common = ("reason",) if action.read_only else ("max_failures", "reason")
+        self.fields = {**params, **{name: self.fields[name] for name in common}}
         self.param_specs = {name: action.params_spec[name] for name in params}
 
     def action_params(self) -> dict[str, Any]:
@@ -76,7 +82,8 @@ class BulkActionForm(forms.Form):
         }
 
     def failure_threshold(self) -> int | None:
-        """``max_failures`` (None: no threshold, also while the form is invalid)."""
+        """``max_failures`` (None: no threshold, also while the form is invalid or the
+        action is offered none)."""
         return self.cleaned_data.get("max_failures") if self.is_valid() else None
 
     def audit_reason(self) -> str:

@@ -8,14 +8,19 @@ from django.db.models import Count
 from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from bulkops.actions.registry import registered_actions
-from bulkops.admin.base import OwnRowsAdmin, with_cheap_dates
-from bulkops.admin.pages import OperationPages, progress_url
+from bulkops.admin.base import OwnRowsAdmin, short_moment, with_cheap_dates
+from bulkops.admin.followup import RetryPages
+from bulkops.admin.pages import OperationPages, progress_url, seconds_text
 from bulkops.admin.undo import UndoPages
-from bulkops.models import BulkOperation, ItemOutcome
+from bulkops.models import ACTIVE_OPERATION_STATUSES, BulkOperation, ItemOutcome
 from bulkops.representations import duration_seconds, operation_label, progress_percent
 from bulkops.selectors import operations_for_admin
+
+#: Characters of an operation id the list shows ("op-" and 8 of its 32 hex digits).
+SHORT_ID = 11
 
 
 class ActionFilter(admin.SimpleListFilter):
@@ -33,21 +38,40 @@ class ActionFilter(admin.SimpleListFilter):
         return queryset if value is None else queryset.filter(action=value)
 
 
+class MineFilter(admin.SimpleListFilter):
+    """The user's own operations, or only those still going (pending, running, paused):
+    "what of mine is running?" without reading everyone's list."""
+
+    title = _("user")
+    parameter_name = "mine"
+
+    def lookups(self, request, model_admin):
+        return [("running", _("My running operations")), ("all", _("All my operations"))]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value not in ("running", "all"):
+            return queryset
+        mine = queryset.filter(user=request.user)
+        return mine.filter(status__in=ACTIVE_OPERATION_STATUSES) if value == "running" else mine
+
+
 @admin.register(BulkOperation)
 class BulkOperationAdmin(OwnRowsAdmin):
     owner_attname = "user_id"
+    #: Fits 1366 px beside the navigation and the filters: the action with a short id
+    #: (the link; the full id is its title), status with its bar, counts with what was
+    #: left out as previewed, a short creation time with the duration under it.
     list_display = (
-        "id",
-        "action_name",
+        "operation",
         "user",
         "source",
-        "status",
-        "progress",
+        "status_and_progress",
         "counts",
-        "created_at",
-        "duration",
+        "created",
     )
-    list_filter = (ActionFilter, "status", "source")
+    list_display_links = ("operation",)
+    list_filter = (MineFilter, ActionFilter, "status", "source")
     search_fields = ("id", "reason")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
@@ -75,7 +99,11 @@ class BulkOperationAdmin(OwnRowsAdmin):
         return with_cheap_dates(operations_for_admin(user=request.user))
 
     def get_urls(self):
-        pages = {**OperationPages(self).views(), **UndoPages(self).views()}
+        pages = {
+            **OperationPages(self).views(),
+            **RetryPages(self).views(),
+            **UndoPages(self).views(),
+        }
         wrap = self.admin_site.admin_view
         info = f"{self.opts.app_label}_{self.opts.model_name}"
         custom = [
@@ -101,30 +129,69 @@ class BulkOperationAdmin(OwnRowsAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description=_("action"), ordering="action")
-    def action_name(self, obj: BulkOperation) -> str:
-        return operation_label(obj)
+    def get_list_display(self, request):
+        """The user column only for those who see everyone's operations."""
+        if self.may_view_everyones(request):
+            return self.list_display
+        return tuple(name for name in self.list_display if name != "user")
 
-    @admin.display(description=_("progress"))
-    def progress(self, obj: BulkOperation) -> str:
+    @admin.display(description=_("operation"), ordering="action")
+    def operation(self, obj: BulkOperation) -> str:
+        return format_html(
+            '<span class="bulkops-op-action">{}</span> <code class="bulkops-op-id" title="{}">'
+            "{}…</code>",
+            operation_label(obj),
+            obj.pk,
+            obj.pk[:SHORT_ID],
+        )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_and_progress(self, obj: BulkOperation) -> str:
+        """The badge and the bar in the progress page's colours, linked to that page."""
         percent = progress_percent(obj)
         return format_html(
+            '<span class="bulkops-badge bulkops-status-{}">{}</span>'
             '<a href="{}" class="bulkops-mini-progress" title="{}">'
-            '<progress max="100" value="{}"></progress> {}%</a>',
+            '<progress class="bulkops-status-{}" max="100" value="{}"></progress> {}%</a>',
+            obj.status,
+            obj.get_status_display(),
             progress_url(obj),
             _("Progress page"),
+            obj.status,
             percent,
             percent,
         )
 
     @admin.display(description=_("succeeded / skipped / failed of total"))
     def counts(self, obj: BulkOperation) -> str:
-        return f"{obj.succeeded} / {obj.skipped} / {obj.failed} of {obj.total}"
+        counts = format_html(
+            '<span class="bulkops-n-succeeded">{}</span> / {} / '
+            '<span class="bulkops-n-failed{}">{}</span> of {}',
+            obj.succeeded,
+            obj.skipped,
+            "" if obj.failed else " bulkops-zero",
+            obj.failed,
+            obj.total,
+        )
+        left_out = sum(g["count"] for kind in obj.excluded.values() for g in kind)
+        if not left_out:
+            return counts
+        return format_html(
+            '{}<br><span class="bulkops-quiet">{}</span>',
+            counts,
+            ngettext("%d left out as previewed", "%d left out as previewed", left_out) % left_out,
+        )
 
-    @admin.display(description=_("duration"))
-    def duration(self, obj: BulkOperation) -> str:
+    @admin.display(description=_("created, duration"), ordering="created_at")
+    def created(self, obj: BulkOperation) -> str:
         seconds = duration_seconds(obj)
-        return "—" if seconds is None else f"{seconds:.1f} s"
+        if seconds is None:
+            return short_moment(obj.created_at)
+        return format_html(
+            '{}<br><span class="bulkops-quiet" data-duration>{}</span>',
+            short_moment(obj.created_at),
+            seconds_text(seconds),
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         op = self.get_object(request, object_id)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext as _
 
+from bulkops.admin.base import OwnerFilter, owner_problem
 from bulkops.engine import Selection, selection_queryset
 from bulkops.selectors import count_at_most, user_may_act_on_others
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 #: Changelist parameters that do not change which rows match.
 NEUTRAL_PARAMS = {"o", "p", "all", "e"}
 DATE_FIELD = "created_at"
+#: The owner filter's parameter, and its former name.
+OWNER_PARAMS = (OwnerFilter.parameter_name, OwnerFilter.legacy_parameter_name)
 #: The admin's ``deleted`` list filter -> the selection filter's ``deleted``.
 DELETED_VALUES = {None: False, "yes": True}
 
@@ -44,14 +47,14 @@ def _date_hierarchy_range(params: dict[str, str]) -> tuple[str, str]:
         month = int(params.pop(f"{DATE_FIELD}__month", 0)) or None
         day = int(params.pop(f"{DATE_FIELD}__day", 0)) or None
         start = datetime.datetime(year, month or 1, day or 1)
+        if day:
+            end = start + datetime.timedelta(days=1)
+        elif month:
+            end = (start + datetime.timedelta(days=32)).replace(day=1)
+        else:
+            end = start.replace(year=year + 1)
     except (KeyError, ValueError, OverflowError):
         raise NoEquivalent from None
-    if day:
-        end = start + datetime.timedelta(days=1)
-    elif month:
-        end = (start + datetime.timedelta(days=32)).replace(day=1)
-    else:
-        end = start.replace(year=year + 1)
     tz = timezone.get_current_timezone()
     return timezone.make_aware(start, tz).isoformat(), timezone.make_aware(end, tz).isoformat()
 
@@ -82,13 +85,13 @@ def _search(params: dict[str, str]) -> dict[str, str]:
     return {"search": term} if term else {}
 
 
-def _owner(params: dict[str, str]) -> dict[str, int]:
-    if "owner__id__exact" not in params:
-        return {}
-    owner = params.pop("owner__id__exact")
-    if not owner.isdigit():
+def _owner(params: dict[str, str]) -> dict[str, str]:
+    """The owner filter (``owner``, formerly ``owner__id__exact``): the same user id or
+    username the selection filter's ``owner`` takes."""
+    values = [params.pop(name) for name in OWNER_PARAMS if name in params]
+    if len(values) > 1 or any(owner_problem(v) for v in values if v):
         raise NoEquivalent
-    return {"owner": int(owner)}
+    return {"owner": values[0]} if values and values[0] else {}
 
 
 def changelist_filter(request: HttpRequest) -> dict[str, Any] | None:
@@ -136,14 +139,10 @@ def changelist_selection(
     if count > act.max_sessions:
         raise ValidationError(
             _(
-                "All %(count)s matching sessions were selected, but %(action)s takes at "
-                "most %(cap)d at once. Narrow the filter and try again."
+                "More than %(cap)d sessions match the filter, and %(action)s takes at most "
+                "%(cap)d at once. Narrow the filter and try again."
             )
-            % {
-                "count": _("more than %(cap)d") % {"cap": act.max_sessions},
-                "action": act.display_name.lower(),
-                "cap": act.max_sessions,
-            }
+            % {"action": act.display_name.lower(), "cap": act.max_sessions}
         )
     if not count:
         raise ValidationError(_("No sessions match the filter."))

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.options import IS_POPUP_VAR
-from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models.functions import Length
 from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.html import format_html
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from bulkops.admin.actions import AdminBulkAction, admin_bulk_actions, may_run, run_bulk_action
-from bulkops.admin.base import OwnerIdFilter, OwnRowsAdmin, with_cheap_dates
+from bulkops.admin.base import (
+    CheckedChangeList,
+    OwnerFilter,
+    OwnRowsAdmin,
+    short_moment,
+    with_cheap_dates,
+)
 from bulkops.admin.selection import sees_every_session
 from bulkops.models import Session
+from bulkops.representations import operation_label
+from bulkops.selectors import session_history
 
 
 def bulk_admin_action(spec: AdminBulkAction):
@@ -24,11 +34,14 @@ def bulk_admin_action(spec: AdminBulkAction):
         return run_bulk_action(modeladmin, request, queryset, spec)
 
     action.__name__ = spec.name
-    description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
+    if spec.variant.menu_label:
+        description = _(spec.variant.menu_label)
+    else:
+        description = format_lazy("{label} selected %(verbose_name_plural)s", label=spec.label)
     return admin.action(description=description)(action)
 
 
-class SortableByChangeList(ChangeList):
+class SortableByChangeList(CheckedChangeList):
     """Sorts by the columns ``sortable_by`` names only: Django leaves the header of any
     other unlinked but still sorts by it when ``o=`` asks (a forged URL)."""
 
@@ -69,11 +82,13 @@ class DeletedFilter(admin.SimpleListFilter):
 
 @admin.register(Session)
 class SessionAdmin(OwnRowsAdmin):
-    list_display = ("id", "title", "owner", "status", "deleted", "created_at", "size")
+    #: Readable at 1366 px: ids on one line, titles with the room, deletion shown only
+    #: on a deleted session (beside its status), a short creation time.
+    list_display = ("id", "title", "owner", "state", "created", "size")
     list_filter = (
         "status",
         DeletedFilter,
-        OwnerIdFilter,
+        OwnerFilter,
         "created_at",
     )
     search_fields = ("id", "title")
@@ -107,6 +122,9 @@ class SessionAdmin(OwnRowsAdmin):
         "archive_compressed_size",
     )
     raw_id_fields = ("owner",)
+    change_form_template = "admin/bulkops/session/change_form.html"
+    #: Operations listed on a session's page (newest first; the count is complete).
+    HISTORY_LISTED = 20
 
     def get_queryset(self, request):
         qs = with_cheap_dates(
@@ -121,7 +139,7 @@ class SessionAdmin(OwnRowsAdmin):
 
     #: The columns everyone's sessions (millions) can be sorted by: those an index keeps
     #: in order. Sorting them by owner, status, deleted or size would sort every row.
-    SORTABLE_ACROSS_EVERYONE = ("id", "title", "created_at")
+    SORTABLE_ACROSS_EVERYONE = ("id", "title", "created")
 
     def get_sortable_by(self, request):
         if sees_every_session(request.user):
@@ -134,7 +152,7 @@ class SessionAdmin(OwnRowsAdmin):
     def get_list_filter(self, request):
         if sees_every_session(request.user):
             return self.list_filter
-        return tuple(f for f in self.list_filter if f is not OwnerIdFilter)
+        return tuple(f for f in self.list_filter if f is not OwnerFilter)
 
     def get_readonly_fields(self, request, obj=None):
         """A new session: its id, owner and text. An existing one: its title and
@@ -144,9 +162,21 @@ class SessionAdmin(OwnRowsAdmin):
         fixed = ("id", "owner", *self.readonly_fields)
         return (*fixed, "content") if obj.status == "archived" else fixed
 
-    @admin.display(description=_("deleted"), boolean=True, ordering="deleted_at")
-    def deleted(self, obj: Session) -> bool:
-        return obj.deleted_at is not None
+    @admin.display(description=_("status"), ordering="status")
+    def state(self, obj: Session) -> str:
+        """The status, and "deleted" only when the session is (no mark on live rows)."""
+        if obj.deleted_at is None:
+            return obj.get_status_display()
+        return format_html(
+            '{} <span class="bulkops-deleted" title="{}">{}</span>',
+            obj.get_status_display(),
+            date_format(timezone.localtime(obj.deleted_at), "DATETIME_FORMAT"),
+            _("deleted"),
+        )
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, obj: Session) -> str:
+        return short_moment(obj.created_at)
 
     @admin.display(description=_("size"), ordering="content_length")
     def size(self, obj: Session) -> str:
@@ -182,6 +212,24 @@ class SessionAdmin(OwnRowsAdmin):
                 func = bulk_admin_action(spec)
                 actions[spec.name] = (func, spec.name, func.short_description)
         return actions
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The session's page, with the bulk operations that touched it."""
+        extra = dict(extra_context or {})
+        session = self.get_object(request, object_id)
+        if session is not None:
+            history = session_history(
+                user=request.user, session_id=session.pk, since=session.created_at
+            )
+            for item in history.items:
+                item.label = operation_label(item.operation)
+            extra.update(
+                history=history.items[: self.HISTORY_LISTED],
+                history_total=len(history.items),
+                history_complete=history.complete,
+                history_searched=history.searched,
+            )
+        return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def changelist_view(self, request, extra_context=None):
         if request.method == "POST":

@@ -9,42 +9,29 @@ to the new operation's progress page. Who may: whoever the admin shows the opera
 
 from __future__ import annotations
 
-import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponseBadRequest, HttpResponseRedirect, StreamingHttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from bulkops.admin.actions import (
-    CONFIRM_TOKEN,
-    LISTED_PER_PARTITION,
-    confirm_key,
-    confirmation_context,
-)
-from bulkops.admin.pages import operation_for, progress_url
+from bulkops.admin.followup import FollowUpPages
+from bulkops.admin.pages import operation_for
 from bulkops.engine import (
     Selection,
-    action_build,
-    operation_replay,
     operation_report,
     operation_undo,
-    operation_validate,
     report_filename,
-    request_fingerprint,
     undo_refusal,
 )
-from bulkops.exceptions import BulkOpsError, error_text
+from bulkops.exceptions import error_text
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource
-from bulkops.ratelimits import UNDO, VALIDATE, rate_limit
-from bulkops.selectors import operation_items, sessions_in_scope
+from bulkops.ratelimits import UNDO
+from bulkops.selectors import operation_items
 
 if TYPE_CHECKING:
-    from django.contrib.admin import ModelAdmin
     from django.http import HttpRequest, HttpResponse
 
 REPORT_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
@@ -58,88 +45,39 @@ def undo_selection(op: BulkOperation) -> Selection:
     return Selection(session_ids=list(ids))
 
 
-class UndoPages:
+class UndoPages(FollowUpPages):
     """``<operation>/undo/`` (confirm, then start) and ``<operation>/report/``."""
 
-    def __init__(self, modeladmin: ModelAdmin) -> None:
-        self.modeladmin = modeladmin
+    name = UNDO
+    template = "admin/bulkops/bulkoperation/undo_confirmation.html"
 
-    def fail(self, request: HttpRequest, op: BulkOperation, text: str) -> HttpResponseRedirect:
-        self.modeladmin.message_user(request, text, messages.ERROR)
-        return HttpResponseRedirect(progress_url(op))
+    def refusal(self, op: BulkOperation) -> str | None:
+        return undo_refusal(op)
 
-    def undo(self, request: HttpRequest, operation_id: str) -> HttpResponse:
-        op = operation_for(request, operation_id)
-        try:
-            if request.method == "POST" and request.POST.get("post"):
-                return self.start(request, op)
-            refusal = undo_refusal(op)
-            if refusal:
-                return self.fail(request, op, refusal)
-            return self.confirmation(request, op)
-        except ValidationError as exc:
-            return self.fail(request, op, error_text(exc))
-        except BulkOpsError as exc:
-            return self.fail(request, op, exc.message)
+    def selection(self, op: BulkOperation) -> Selection:
+        return undo_selection(op)
 
-    def start(self, request: HttpRequest, op: BulkOperation) -> HttpResponseRedirect:
-        """Second pass: start the undo (or find the one this page already started)."""
-        key = confirm_key(request)
-        fingerprint = request_fingerprint(action=UNDO, payload={"operation_id": op.pk})
-        replay = key and operation_replay(
-            user=request.user, idempotency_key=key, fingerprint=fingerprint
+    def action(self, op: BulkOperation) -> tuple[str, dict[str, Any]]:
+        return UNDO, {"undoes": op.pk}
+
+    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> BulkOperation:
+        options.pop("selection_token")  # the undo takes what the operation left
+        return operation_undo(
+            operation=op, user=request.user, source=OperationSource.ADMIN, **options
         )
-        if replay:
-            return HttpResponseRedirect(progress_url(replay))
-        with rate_limit(request=request, scope=UNDO):
-            new = operation_undo(
-                operation=op,
-                user=request.user,
-                source=OperationSource.ADMIN,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-            )
-        self.modeladmin.message_user(
-            request,
-            ngettext(
-                "Undo of %(count)d session started.",
-                "Undo of %(count)d sessions started.",
-                new.total,
-            )
-            % {"count": new.total},
-            messages.SUCCESS,
-        )
-        return HttpResponseRedirect(progress_url(new))
 
-    def confirmation(self, request: HttpRequest, op: BulkOperation) -> TemplateResponse:
-        """First pass: the undo's partition, Confirm / Cancel; nothing changes."""
-        params = {"undoes": op.pk}
-        selection = undo_selection(op)
-        with rate_limit(request=request, scope=VALIDATE):
-            result = operation_validate(
-                user=request.user, action=UNDO, selection=selection, params=params
-            )
-        act = action_build(user=request.user, action=UNDO, params=params)
-        scope = sessions_in_scope(user=request.user, action=act)
-        admin = self.modeladmin
-        count = len(selection.session_ids or [])
-        context = {
-            **admin.admin_site.each_context(request),
-            **confirmation_context(request, scope, result, selection, count),
+    def started(self, new: BulkOperation) -> str:
+        return ngettext(
+            "Undo of %(count)d session started.", "Undo of %(count)d sessions started.", new.total
+        ) % {"count": new.total}
+
+    def extra_context(self, op: BulkOperation, context: dict[str, Any]) -> dict[str, Any]:
+        return {
             "title": _("Undo %(operation)s: confirm") % {"operation": op.pk},
-            "subtitle": None,
-            "opts": admin.opts,
-            "operation": op,
-            "progress_url": progress_url(op),
-            "confirm_token_name": CONFIRM_TOKEN,
-            "confirm_token": secrets.token_urlsafe(24),
-            "listed_limit": LISTED_PER_PARTITION,
-            "media": admin.media,
+            "applies": _("undo will apply"),
+            "eligible_rows": with_status_after(op, context["eligible_rows"]),
+            "status_after_label": _("After the undo"),
         }
-        request.current_app = admin.admin_site.name
-        return TemplateResponse(
-            request, "admin/bulkops/bulkoperation/undo_confirmation.html", context
-        )
 
     def report(self, request: HttpRequest, operation_id: str) -> HttpResponse:
         """The completion report (``?format=csv|json``, ``?outcome=``) of an operation
@@ -160,5 +98,19 @@ class UndoPages:
         response["Content-Disposition"] = f'attachment; filename="{report_filename(op, fmt)}"'
         return response
 
-    def views(self) -> dict:
-        return {"undo": self.undo, "report": self.report}
+    def views(self) -> dict[str, Any]:
+        return {**super().views(), "report": self.report}
+
+
+def with_status_after(op: BulkOperation, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The listed eligible sessions with what they are now and what the undo leaves them
+    as: the status the operation found (its item's ``previous_status``), or — a soft
+    delete's undo — the same status, no longer deleted."""
+    if op.action == "delete":
+        return [
+            {**row, "status": _("%(status)s, deleted") % row, "after": row["status"]}
+            for row in rows
+        ]
+    ids = [row["session_id"] for row in rows]
+    found = dict(op.items.filter(session_id__in=ids).values_list("session_id", "previous_status"))
+    return [{**row, "after": found.get(row["session_id"]) or row["status"]} for row in rows]

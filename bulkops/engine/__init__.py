@@ -24,6 +24,7 @@ from bulkops.engine.operations import (
     operation_replay,
     operation_retry,
     request_fingerprint,
+    retry_refusal,
     retryable_items,
 )
 from bulkops.engine.pausing import operation_pause, operation_resume
@@ -31,9 +32,11 @@ from bulkops.engine.preview import ValidationResult, operation_validate
 from bulkops.engine.recovery import operation_hand_off, operation_reap_stale
 from bulkops.engine.report import REPORT_FORMATS, operation_report, report_filename
 from bulkops.engine.selection import (
+    MAX_OWNER_LENGTH,
     Selection,
     SessionFilterSet,
     clean_session_ids,
+    owner_users,
     selection_queryset,
     selection_resolve,
     session_ids_problem,
@@ -44,6 +47,7 @@ __all__ = [
     "FILTER_KEYS",
     "MAX_FAILURES",
     "MAX_FAILURES_LIMIT",
+    "MAX_OWNER_LENGTH",
     "REPORT_FORMATS",
     "CleanupResult",
     "Partition",
@@ -68,9 +72,11 @@ __all__ = [
     "operation_undo",
     "operation_validate",
     "operations_cleanup",
+    "owner_users",
     "parse_moment",
     "report_filename",
     "request_fingerprint",
+    "retry_refusal",
     "retryable_items",
     "selection_queryset",
     "selection_resolve",

@@ -147,14 +147,18 @@ def selection_token_verify(*, token: str, action: BulkAction) -> SelectionSnapsh
 
 
 def selection_drift_check(
-    *, expected: SelectionSnapshot, action: BulkAction, ids: list[str]
+    *,
+    expected: SelectionSnapshot,
+    action: BulkAction,
+    ids: list[str],
+    part: Partition | None = None,
 ) -> None:
     """Raise SelectionDrift when ``ids`` no longer partition as ``expected`` says (other
-    ids, or an id now in another part); read without locks: the worker re-checks each
-    session under lock anyway."""
-    current = SelectionSnapshot.of(
-        ids=ids, part=partition(action=action, ids=ids, rows=selection_rows(action=action, ids=ids))
-    )
+    ids, or an id now in another part); read without locks (or ``part``, their
+    partition just read): the worker re-checks each session under lock anyway."""
+    if part is None:
+        part = partition(action=action, ids=ids, rows=selection_rows(action=action, ids=ids))
+    current = SelectionSnapshot.of(ids=ids, part=part)
     if current.digest == expected.digest:
         return
     raise SelectionDrift(

@@ -21,7 +21,7 @@ from bulkops.engine.drift import (
     selection_drift_check,
     selection_token_verify,
 )
-from bulkops.engine.eligibility import action_build
+from bulkops.engine.eligibility import Partition, action_build, partition, selection_rows
 from bulkops.engine.inputs import clean_max_failures
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.pausing import paused_time
@@ -130,19 +130,19 @@ def operation_create(
     fingerprint: str = "",
     selection_token: str | None = None,
     max_failures: int | None = None,
+    eligible_only: bool = False,
 ) -> BulkOperation:
     """Create the operation and one pending item per targeted id in one transaction, and
     enqueue its task in that same transaction (the task row commits with it).
 
     With ``idempotency_key``, the operation that key already started for this very
-    request is returned instead (``replayed`` True on the returned operation, False on a
-    new one) — also when a twin request committed it a moment ago: a replay neither
-    counts toward nor is refused by the active cap. With ``selection_token`` (from
-    ``operation_validate``), the operation is created only when the selection still
-    partitions exactly as validated (``engine.drift``). ``max_failures`` (kept in
-    ``params``): once more than that many items have failed, the operation stops at the
-    next chunk boundary; the rest end ``cancelled`` with reason ``failure_threshold``
-    and the operation ``failed``.
+    request is returned instead (``replayed`` True; False on a new one) — also when a
+    twin request committed it a moment ago: a replay neither counts toward nor is
+    refused by the active cap. With ``selection_token`` (from ``operation_validate``),
+    the operation is created only when the selection still partitions exactly as
+    validated (``engine.drift``). ``max_failures`` (in ``params``): once more items than
+    that failed, it stops at the next chunk boundary, the rest end ``cancelled``
+    (``failure_threshold``), it ends ``failed``. ``eligible_only``: ``_leave_out_previewed``.
 
     Raise ValidationError for bad input, SelectionTokenInvalid for a token that is not
     this user's, action's and options', SelectionTokenExpired / SelectionDrift when what
@@ -170,7 +170,7 @@ def operation_create(
     op.replayed = False
     act.prepare(op)
     try:
-        return _create_or_replay(op, ids, act=act, expected=expected)
+        return _create_or_replay(op, ids, act=act, expected=expected, eligible_only=eligible_only)
     except IntegrityError:
         replay = idempotency_key and operation_replay(
             user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
@@ -181,7 +181,12 @@ def operation_create(
 
 
 def _create_or_replay(
-    op: BulkOperation, ids: list[str], *, act: BulkAction, expected: SelectionSnapshot | None
+    op: BulkOperation,
+    ids: list[str],
+    *,
+    act: BulkAction,
+    expected: SelectionSnapshot | None,
+    eligible_only: bool,
 ) -> BulkOperation:
     """In one transaction under the user's lock: the operation a twin request with the
     same key committed meanwhile (before the drift check and the active cap: a replay
@@ -193,11 +198,40 @@ def _create_or_replay(
         )
         if replay:
             return replay
-        if expected is not None:
-            selection_drift_check(expected=expected, action=act, ids=ids)
+        if expected is not None or eligible_only:
+            part = partition(action=act, ids=ids, rows=selection_rows(action=act, ids=ids))
+            if expected is not None:
+                selection_drift_check(expected=expected, action=act, ids=ids, part=part)
+            if eligible_only:
+                ids = _leave_out_previewed(op, part)
         _check_active_cap(op.user)
         _insert(op, ids)
     return op
+
+
+#: Ids kept per reason in ``BulkOperation.excluded`` (the counts are complete).
+EXCLUDED_SAMPLE = 20
+
+
+def _leave_out_previewed(op: BulkOperation, part: Partition) -> list[str]:
+    """``eligible_only`` (the admin's "run on the eligible sessions only"): the eligible
+    ids, in selection order. What validate calls skipped or not eligible gets no item:
+    it is counted in ``op.excluded`` (left out as previewed), so the operation's
+    failures are only the unexpected ones. Nothing eligible: ValidationError."""
+    if not part.eligible:
+        raise ValidationError(
+            {"non_field_errors": "No selected session is eligible: there is nothing to run."}
+        )
+    op.excluded = {
+        kind: [
+            {"reason": reason, "count": len(sids), "sample": sids[:EXCLUDED_SAMPLE]}
+            for reason, sids in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        ]
+        for kind, groups in (("ineligible", part.failed), ("skipped", part.skipped))
+        if groups
+    }
+    op.total = len(part.eligible)
+    return part.eligible
 
 
 def _insert(op: BulkOperation, ids: list[str]) -> None:
@@ -216,6 +250,15 @@ def retryable_items(operation: BulkOperation):
     )
 
 
+def retry_refusal(operation: BulkOperation) -> str | None:
+    """Why ``operation`` cannot be retried now (a sentence a person can act on), or None."""
+    if not operation.is_finished:
+        return "The operation is still running; retry it when it has finished."
+    if not retryable_items(operation).exists():
+        return "Nothing to retry: no item of this operation failed."
+    return None
+
+
 def operation_retry(
     *,
     operation: BulkOperation,
@@ -223,15 +266,17 @@ def operation_retry(
     source: str | None = None,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    selection_token: str | None = None,
+    eligible_only: bool = False,
 ) -> BulkOperation:
     """Start a new operation over the failed items of a finished one (except
     ``not_found`` ones, which cannot succeed); raise OperationConflict when it is still
-    running or nothing failed."""
-    if not operation.is_finished:
-        raise OperationConflict("The operation is still running; retry it when it has finished.")
+    running or nothing failed. ``selection_token`` and ``eligible_only`` as for
+    ``operation_create`` (the admin's retry confirmation page)."""
+    refusal = retry_refusal(operation)
+    if refusal:
+        raise OperationConflict(refusal)
     failed_ids = list(retryable_items(operation).values_list("session_id", flat=True))
-    if not failed_ids:
-        raise OperationConflict("Nothing to retry: no item of this operation failed.")
     return operation_create(
         user=user,
         action=operation.action,
@@ -242,6 +287,8 @@ def operation_retry(
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
         max_failures=operation.params.get("max_failures"),
+        selection_token=selection_token,
+        eligible_only=eligible_only,
     )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import django_filters
 from django import forms
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters.constants import EMPTY_VALUES
@@ -132,6 +133,18 @@ class StableOrderingFilter(django_filters.OrderingFilter):
 
 
 # --- the one filter -------------------------------------------------------------------------
+def owner_users(value: str) -> QuerySet:
+    """The users an ``owner`` value names, as every interface reads it: a number is the
+    user with that id *and* the user with that username; anything else a username.
+    (The ids first, then the sessions: an index lookup on the owner, not a join.)"""
+    users = get_user_model().objects.all()
+    if value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_OWNER_ID:
+        users = users.filter(Q(pk=int(value)) | Q(username=value))
+    else:
+        users = users.filter(username=value)
+    return users.values("pk")
+
+
 class SessionFilterSet(django_filters.FilterSet):
     """``status`` (one or more), ``search`` (title or id, case-insensitive),
     ``created_after`` (inclusive), ``created_before`` (exclusive), ``owner`` (a user id
@@ -163,9 +176,7 @@ class SessionFilterSet(django_filters.FilterSet):
         return qs.filter(Q(title__icontains=value) | Q(id__icontains=value))
 
     def filter_owner(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
-        if value.isascii() and value.isdigit() and int(value) <= MAX_OWNER_ID:
-            return qs.filter(Q(owner_id=int(value)) | Q(owner__username=value))
-        return qs.filter(owner__username=value)
+        return qs.filter(owner__in=owner_users(value))
 
     def filter_deleted(self, qs: QuerySet[Session], name: str, value: str) -> QuerySet[Session]:
         return qs  # applied in filter_queryset, which also covers the default

@@ -75,10 +75,12 @@ def operation_undo(
     source: str = OperationSource.API,
     idempotency_key: str | None = None,
     fingerprint: str = "",
+    eligible_only: bool = False,
 ) -> BulkOperation:
     """Start the undo of ``operation``: a new ``undo`` operation over its succeeded
-    items, run by ``user`` within their scope. Raise OperationConflict (nothing created)
-    when it cannot be undone (``undo_refusal``); else as ``operation_create``.
+    items, run by ``user`` within their scope (with ``eligible_only``, those still as the
+    operation left them: ``operation_create``). Raise OperationConflict (nothing
+    created) when it cannot be undone (``undo_refusal``); else as ``operation_create``.
 
     The undone operation's row is locked while the undo is created, so two undo
     requests at once start one undo."""
@@ -101,4 +103,5 @@ def operation_undo(
             reason=f"Undo of {locked.pk}",
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
+            eligible_only=eligible_only,
         )

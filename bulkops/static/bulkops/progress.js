@@ -1,9 +1,12 @@
 /* Live progress for an admin bulk operation page.
  *
  * The WebSocket (/ws/bulk/, session cookie) pushes the operation's events; a small JSON
- * view is polled whenever the socket is not open (and, slowly, even when it is), so the
- * page always reaches the final state. The highest `version` wins. On the final state
- * the server-rendered page replaces this one's content (failed items, download, retry).
+ * view is polled whenever the socket is not subscribed to the operation (and, slowly,
+ * even when it is), so the page always reaches the final state. The socket counts as
+ * live only once it answered `subscribed`: a superuser watching another user's
+ * operation gets `not_found` there (the socket carries a user's own operations), and
+ * the page says it polls. The highest `version` wins. On the final state the
+ * server-rendered page replaces this one's content (failed items, download, retry).
  * Without JavaScript the page refreshes itself (<noscript> meta refresh).
  */
 (function () {
@@ -11,6 +14,9 @@
   const FINAL = ["completed", "partial", "failed", "cancelled"];
   const FAST_POLL_MS = 1000;
   const SLOW_POLL_MS = 5000;
+  // A rate over less than this much running time says little (16 items in 10 ms).
+  const MIN_RATE_SECONDS = 1;
+  const COUNTS = ["succeeded", "skipped", "failed", "cancelled"];
 
   // The bar's width comes from its aria-valuenow, set here: the Content-Security-Policy
   // (style-src 'self') refuses a style="" attribute in the page.
@@ -26,7 +32,8 @@
     let version = Number(root.dataset.version || 0);
     let finished = root.dataset.finished === "1";
     let socket = null;
-    let socketOpen = false;
+    let socketOpen = false; // subscribed: the operation's events come over it
+    let socketRefused = false; // the server will not send this operation's events
     let pollTimer = null;
     let reconnectDelay = 1000;
     let last = null;
@@ -39,6 +46,7 @@
     }
     function seconds(value) {
       if (value === null || value === undefined) return "—";
+      if (value < 1) return Math.round(value * 1000) + " ms";
       if (value < 60) return value.toFixed(1) + " s";
       const m = Math.floor(value / 60);
       return m + " min " + Math.round(value - m * 60) + " s";
@@ -66,10 +74,17 @@
         badge.className = "bulkops-badge bulkops-status-" + op.status;
         badge.textContent = op.status;
       }
-      ["progress", "processed", "total", "succeeded", "skipped", "failed", "cancelled"].forEach(
+      ["progress", "processed", "total"].concat(COUNTS).forEach(
         function (name) { setText(name, String(op[name])); }
       );
-      const rate = op.duration_seconds ? op.processed / op.duration_seconds : 0;
+      // A count of zero is quiet (no green or red accent on its card).
+      COUNTS.forEach(function (name) {
+        field(name).forEach(function (el) {
+          if (el.parentElement) el.parentElement.classList.toggle("bulkops-zero", !op[name]);
+        });
+      });
+      const timed = op.duration_seconds >= MIN_RATE_SECONDS;
+      const rate = timed ? op.processed / op.duration_seconds : 0;
       setText("rate", rate ? Math.round(rate).toLocaleString() + "/s" : "—");
       setText("duration", seconds(op.duration_seconds));
       // Paused, pausing or resumed: the buttons change (Pause / Resume), so the
@@ -146,22 +161,27 @@
         return;
       }
       socket.addEventListener("open", function () {
-        socketOpen = true;
         reconnectDelay = 1000;
-        live("live (WebSocket)");
         socket.send(JSON.stringify({ type: "subscribe", operation_id: opId }));
-        schedule();
       });
       socket.addEventListener("message", function (event) {
         let data;
         try { data = JSON.parse(event.data); } catch (e) { return; }
-        if (data.type === "subscribed") render(data.operation);
-        else if (data.type && data.type.indexOf("bulk_operation_") === 0) render(data);
+        if (data.type === "subscribed") {
+          socketOpen = true;
+          live("live (WebSocket)");
+          schedule();
+          render(data.operation);
+        } else if (data.type === "error" && data.operation_id === opId) {
+          // Not this user's operation (a superuser's view): polling brings it.
+          socketRefused = true;
+          socket.close();
+        } else if (data.type && data.type.indexOf("bulk_operation_") === 0) render(data);
       });
       socket.addEventListener("close", function () {
         const wasOpen = socketOpen;
         socketOpen = false;
-        if (finished) return;
+        if (finished || socketRefused) return;
         schedule();
         // Reconnect with back-off; polling keeps the page current meanwhile.
         setTimeout(connect, wasOpen ? 1000 : Math.min((reconnectDelay *= 2), 30000));

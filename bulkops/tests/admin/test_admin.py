@@ -117,6 +117,18 @@ def test_changelist_shows_columns_filters_search_and_date_hierarchy(
     assert response.context["cl"].date_hierarchy == "created_at"
 
 
+def test_deletion_is_shown_only_on_a_deleted_session(admin_client, trio):
+    html = admin_client.get(changelist("?deleted=all")).content.decode()
+    table = html.split('id="result_list"')[1].split("</table>")[0]
+    rows = {
+        row.split('href="')[1].split("/change/")[0].rsplit("/", 1)[-1]: row
+        for row in table.split("<tr")[2:]
+    }
+    assert set(rows) == {"s-active", "s-closed", "s-archived", "s-processing", "s-deleted"}
+    assert [sid for sid, row in rows.items() if "bulkops-deleted" in row] == ["s-deleted"]
+    assert "icon-no.svg" not in table and "icon-yes.svg" not in table  # no ✖ on live rows
+
+
 def test_archive_sizes_are_read_only(admin_client, trio):
     response = admin_client.get(reverse("admin:bulkops_session_change", args=["s-active"]))
     form_fields = response.context["adminform"].form.fields
@@ -272,19 +284,33 @@ def test_first_pass_shows_the_partition_and_changes_nothing(
     assert not BulkOperation.objects.exists()
 
 
+@pytest.mark.parametrize("run_on", ["eligible", "all"])
 @pytest.mark.parametrize(("action", "query", "ids", "fields", "counts"), ACTION_CASES)
 def test_confirm_creates_an_admin_operation_that_the_worker_runs(
-    admin_client, superuser, trio, action, query, ids, fields, counts
+    admin_client, superuser, trio, action, query, ids, fields, counts, run_on
 ):
+    """By default on the eligible sessions only (what the page previewed as skipped or
+    not eligible is left out, and the run ends completed); or on every selected one."""
+    if run_on == "all":
+        fields = {**fields, "run_on": "all"}
     response = confirm(admin_client, action, ids, query=query, reason="ticket 42", **fields)
     op = BulkOperation.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:bulkops_bulkoperation_progress", args=[op.pk])
-    assert (op.source, op.user, op.reason, op.total) == ("admin", superuser, "ticket 42", len(ids))
+    eligible, skipped, ineligible = counts
+    total = len(ids) if run_on == "all" else eligible
+    assert (op.source, op.user, op.reason, op.total) == ("admin", superuser, "ticket 42", total)
     run_worker()
     op.refresh_from_db()
-    eligible, skipped, ineligible = counts
-    assert (op.succeeded, op.skipped, op.failed) == (eligible, skipped, ineligible)
+    if run_on == "all":
+        assert (op.succeeded, op.skipped, op.failed) == (eligible, skipped, ineligible)
+        assert op.excluded == {}
+    else:
+        assert (op.status, op.succeeded, op.skipped, op.failed) == ("completed", eligible, 0, 0)
+        left_out = {k: sum(g["count"] for g in v) for k, v in op.excluded.items()}
+        assert left_out == {
+            k: n for k, n in (("skipped", skipped), ("ineligible", ineligible)) if n
+        }
     sessions = {s.pk: s for s in Session.objects.all()}
     assert sessions["s-processing"].status == "processing"
     if action == "close_sessions":
@@ -436,13 +462,13 @@ def test_select_all_maps_owner_and_date_hierarchy_filters(admin_client, owner, s
             Session(id="april-owner", owner=owner, created_at=moment + datetime.timedelta(days=30)),
         ]
     )
-    query = f"?owner__id__exact={owner.pk}&created_at__year=2024&created_at__month=3"
+    query = f"?owner={owner.pk}&created_at__year=2024&created_at__month=3"
     response = first_pass(
         admin_client, "close_sessions", ["march-owner"], query=query, select_across=True
     )
     assert response.context["selection_filter"] == {
         "deleted": False,
-        "owner": owner.pk,
+        "owner": str(owner.pk),
         "created_after": "2024-03-01T00:00:00+00:00",
         "created_before": "2024-04-01T00:00:00+00:00",
     }
@@ -454,7 +480,8 @@ def test_select_all_over_the_cap_is_refused_with_a_clear_message(admin_client, o
     response = first_pass(admin_client, "close_sessions", ["bulk-00000"], select_across=True)
     assert response.status_code == 302
     assert any(
-        "All more than 1000 matching sessions were selected" in m and "at most 1000" in m
+        m == "More than 1000 sessions match the filter, and close takes at most 1000 at "
+        "once. Narrow the filter and try again."
         for m in messages_of(response)
     )
     confirm(admin_client, "close_sessions", ["bulk-00000"], select_across=True)
@@ -487,21 +514,51 @@ def test_staff_select_all_stays_within_their_own_sessions(client, make_user, own
 
 
 # --- limits: the API's rate limits and active-operation cap ----------------------------------------
-def test_rate_limit_is_a_message_not_an_error(admin_client, trio, settings):
+def test_the_confirmation_page_shows_what_is_left_of_the_limits(admin_client, trio, settings):
+    settings.BULKOPS_RATE_LIMITS = {**settings.BULKOPS_RATE_LIMITS, "close": "3/m"}
+    page = first_pass(admin_client, "close_sessions", ["s-active"])
+    assert page.context["rate_left"]["remaining"] == 3
+    html = page.content.decode()
+    assert "Rate limit: 3 of 3 close requests left in this window" in html
+    assert "Your operations pending or running: 0 of at most 5." in html
+    confirm(admin_client, "close_sessions", ["s-active"])
+    again = first_pass(admin_client, "close_sessions", ["s-closed"])
+    assert again.context["rate_left"]["remaining"] == 2
+    assert "Your operations pending or running: 1 of at most 5." in again.content.decode()
+
+
+def test_over_the_rate_limit_the_page_comes_back_with_the_form_kept(admin_client, trio, settings):
+    """A Confirm the rate limit refuses starts nothing and shows the confirmation page
+    again — the same selection, options and reason — with why, instead of losing them."""
     settings.BULKOPS_RATE_LIMITS = {**settings.BULKOPS_RATE_LIMITS, "close": "1/m"}
     confirm(admin_client, "close_sessions", ["s-active"])
-    response = confirm(admin_client, "close_sessions", ["s-closed"])
-    assert response.status_code == 302
-    assert any("Rate limit exceeded for close" in m for m in messages_of(response))
+    response = confirm(
+        admin_client,
+        "close_sessions",
+        ["s-active", "s-processing"],
+        reason="ticket 7",
+        run_on="all",
+    )
+    assert response.status_code == 200
     assert BulkOperation.objects.count() == 1
+    notice = response.context["refusal_notice"]
+    assert notice.startswith("Nothing was done: Rate limit exceeded for close")
+    html = response.content.decode()
+    assert notice in html and "Rate limit reached" in html
+    assert response.context["selected_ids"] == ["s-active", "s-processing"]
+    assert response.context["form"]["reason"].value() == "ticket 7"
+    assert "ticket 7</textarea>" in html
+    assert 'value="all" checked' in html
 
 
-def test_too_many_active_operations_is_a_message(admin_client, superuser, trio, settings):
+def test_too_many_active_operations_keeps_the_page_too(admin_client, superuser, trio, settings):
     settings.BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = 1
     operation_create(user=superuser, action="close", selection=Selection(session_ids=["s-active"]))
-    response = confirm(admin_client, "archive_sessions", ["s-active"])
-    assert response.status_code == 302
-    assert any("operations pending or running" in m for m in messages_of(response))
+    response = confirm(admin_client, "archive_sessions", ["s-active"], reason="why not")
+    assert response.status_code == 200
+    assert "operations pending or running" in response.context["refusal_notice"]
+    assert "Your operations pending or running: 1 of at most 1." in response.content.decode()
+    assert response.context["form"]["reason"].value() == "why not"
     assert BulkOperation.objects.count() == 1
 
 
@@ -544,10 +601,24 @@ def test_cancel_from_the_progress_page(admin_client, superuser, trio):
     assert Session.objects.get(pk="s-active").status == "active"
 
 
-def test_retry_failed_items_starts_an_admin_operation(admin_client, superuser, trio):
+def test_retry_failed_items_starts_an_admin_operation_after_its_confirmation(
+    admin_client, superuser, trio
+):
     op = execute(superuser, "close", ["s-active", "s-processing"])
     Session.objects.filter(pk="s-processing").update(status="active")
-    response = admin_client.post(reverse("admin:bulkops_bulkoperation_retry", args=[op.pk]))
+    url = reverse("admin:bulkops_bulkoperation_retry", args=[op.pk])
+    assert url in admin_client.get(progress(op)).content.decode()
+    page = admin_client.get(url)
+    assert page.context["result"]["eligible_ids"] == ["s-processing"]
+    assert not BulkOperation.objects.exclude(pk=op.pk).exists()  # nothing yet
+    response = admin_client.post(
+        url,
+        {
+            "post": "yes",
+            "_bulk_token": page.context["confirm_token"],
+            "_bulk_selection_token": page.context["selection_token"],
+        },
+    )
     retry = BulkOperation.objects.exclude(pk=op.pk).get()
     assert response["Location"] == progress(retry)
     assert (retry.source, retry.total) == ("admin", 1)

@@ -174,11 +174,11 @@ def finish_worker(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, out
 
 
-def log_in(page, base: str) -> None:
+def log_in(page, base: str, username: str = "ada") -> None:
     from playwright.sync_api import expect
 
     page.goto(f"{base}/admin/login/?next=/admin/bulkops/session/")
-    page.fill("#id_username", "ada")
+    page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     expect(page).to_have_url(re.compile(r"/admin/bulkops/session/$"))
@@ -214,6 +214,8 @@ def confirm_archive_of_eight(page) -> None:
     expect(ineligible).to_contain_text("q-processing")
     expect(ineligible).to_contain_text("A pipeline is working on this session")
     expect(page.locator("#skipped")).to_contain_text("The session is already archived.")
+    # The default: run on the eligible sessions only.
+    expect(page.locator("input[name=run_on][value=eligible]")).to_be_checked()
     page.fill("textarea[name=reason]", "Quarter closed: archive its reports")
     shot(page, "admin-confirmation.png")
     page.emulate_media(color_scheme="dark")
@@ -221,8 +223,13 @@ def confirm_archive_of_eight(page) -> None:
     page.emulate_media(color_scheme="light")
 
 
+GREEN = "rgb(46, 133, 64)"  # #2e8540, the completed colour
+
+
 def watch_archive_run_live(page, env) -> None:
-    """The progress page goes from pending to its final state without a reload."""
+    """The progress page goes from pending to its final state without a reload; run on
+    the eligible sessions only, it ends green (completed), and what the confirmation
+    page showed as skipped or not eligible is listed apart, not as failures."""
     from playwright.sync_api import expect
 
     expect(page).to_have_url(re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$"))
@@ -233,13 +240,20 @@ def watch_archive_run_live(page, env) -> None:
     expect(page.locator('[data-field="progress"]')).to_have_text("100", timeout=60_000)
     finish_worker(worker)
     expect(page.locator(".bulkops-bar")).to_have_attribute("aria-valuenow", "100")
-    failed = page.locator("#failed-items")
-    expect(failed).to_contain_text("q-processing", timeout=30_000)
-    expect(failed).to_contain_text("A pipeline is working on this session")
-    expect(page.locator('[data-field="status"]')).to_have_text(re.compile("partial", re.I))
+    expect(page.locator('[data-field="status"]')).to_have_text(
+        re.compile("completed", re.I), timeout=30_000
+    )
+    left_out = page.locator("#left-out")
+    expect(left_out).to_contain_text("Left out as previewed: 3 sessions", timeout=30_000)
+    expect(left_out).to_contain_text("q-processing")
+    expect(left_out).to_contain_text("A pipeline is working on this session")
+    expect(page.locator("#failed-items")).to_have_count(0)
     expect(page.locator('[data-field="succeeded"]')).to_have_text("5")
-    expect(page.locator('[data-field="skipped"]')).to_have_text("2")
-    expect(page.locator('[data-field="failed"]')).to_have_text("1")
+    expect(page.locator('[data-field="skipped"]')).to_have_text("0")
+    expect(page.locator('[data-field="failed"]')).to_have_text("0")
+    for element in (".bulkops-bar-fill", '[data-field="status"]'):
+        colour = page.eval_on_selector(element, "e => getComputedStyle(e).backgroundColor")
+        assert colour == GREEN, (element, colour)
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
     shot(page, "admin-progress.png")
     page.emulate_media(color_scheme="dark")
@@ -428,7 +442,7 @@ def database_rows(env: dict[str, str], sql: str) -> list[tuple]:
 def test_a_selection_that_drifts_after_the_confirmation_page_runs_nothing(server, browser):
     """A session becomes ``processing`` while the staff member reads the page: Confirm
     starts nothing and the page comes back with the counts then and now; confirming that
-    page starts the operation it now shows."""
+    page starts the operation it now shows (on its two eligible sessions)."""
     from playwright.sync_api import expect
 
     base, env = server
@@ -466,7 +480,7 @@ def test_a_selection_that_drifts_after_the_confirmation_page_runs_nothing(server
         expect(page).to_have_url(
             re.compile(r"/admin/bulkops/bulkoperation/op-[0-9a-f]+/progress/$")
         )
-        assert database_rows(env, items) == [(3,)]
+        assert database_rows(env, items) == [(2,)]  # the eligible two; drift-1 left out
         statuses = database_rows(env, "SELECT status FROM bulkops_session WHERE id LIKE 'drift-%'")
         assert sorted(statuses) == [("active",), ("active",), ("processing",)]  # not run yet
     finally:
@@ -492,7 +506,8 @@ print(json.dumps({"deleted": {s.pk: s.deleted_at is not None for s in rows},
 def test_undo_a_soft_delete_through_the_admin(server, browser):
     """A soft delete of three notes (one restored by hand since), undone from its progress
     page: the confirmation shows 2 eligible and 1 ``changed_since``; confirming starts the
-    undo, whose progress page runs it; the database has the two notes back."""
+    undo of the two (the third left out as previewed), whose progress page runs it; the
+    database has the two notes back."""
     from playwright.sync_api import expect
 
     base, env = server
@@ -524,8 +539,9 @@ def test_undo_a_soft_delete_through_the_admin(server, browser):
         expect(page.locator(".bulkops-lead")).to_contain_text(f"Undo of {op_id}")
         finish_worker(start_worker(env))
         expect(page.locator('[data-field="status"]')).to_have_text(
-            re.compile("partial", re.I), timeout=30_000
+            re.compile("completed", re.I), timeout=30_000
         )
+        expect(page.locator("#left-out")).to_contain_text("note-2")  # as previewed
         state = shell_json(env, NOTES_STATE)
         assert state["deleted"] == {
             "note-0": False,
@@ -533,7 +549,7 @@ def test_undo_a_soft_delete_through_the_admin(server, browser):
             "note-2": False,
             "note-3": False,
         }
-        assert state["undo"] == [{"status": "partial", "succeeded": 2, "failed": 1}]
+        assert state["undo"] == [{"status": "completed", "succeeded": 2, "failed": 0}]
         page.goto(f"{base}/admin/bulkops/bulkoperation/{op_id}/progress/")
         expect(page.locator("a.bulkops-undo")).to_have_count(0)  # undone once
         expect(page.locator(".bulkops-undone-by")).to_contain_text("Undone by")

@@ -50,13 +50,15 @@ def test_confirm_after_a_session_became_processing_shows_the_new_counts(
     assert notice in again.content.decode()
     assert again.context["result"]["eligible_count"] == 2
 
-    # Confirming the refreshed page runs what it now shows.
+    # Confirming the refreshed page runs what it now shows: the two eligible sessions
+    # (the processing one is left out as previewed).
     done = confirm(admin_client, "close_sessions", ids, **page_tokens(again))
     assert done.status_code == 302
     op = BulkOperation.objects.get()
     run_worker()
     op.refresh_from_db()
-    assert (op.succeeded, op.failed) == (2, 1)
+    assert (op.status, op.succeeded, op.failed) == ("completed", 2, 0)
+    assert op.excluded == {"ineligible": [{"reason": "processing", "count": 1, "sample": ["s-1"]}]}
 
 
 def test_select_all_confirm_after_a_new_match_appeared_creates_nothing(admin_client, owner):

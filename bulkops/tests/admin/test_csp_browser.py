@@ -153,8 +153,13 @@ def watch_progress_over_the_websocket(page, env) -> None:
     expect(page.locator('[data-field="status"]')).to_have_text(
         re.compile("completed", re.I), timeout=15_000
     )
+    page.click("text=Undo…")  # a follow-up confirmation page (undo, retry share it)
+    expect(page.locator('[data-count="eligible"]')).to_have_text("3")
+    page.go_back()
     page.click("text=Operation details and items")
     expect(page.locator("#items")).to_contain_text("3 items")
+    page.goto(page.url.split("/admin/")[0] + "/admin/bulkops/session/q-001/change/")
+    expect(page.locator("#operations")).to_contain_text("Bulk operations on this session: 1")
 
 
 def read_swagger_ui(page, base: str) -> None:

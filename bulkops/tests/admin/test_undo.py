@@ -78,16 +78,18 @@ def test_confirming_starts_the_undo_and_opens_its_progress_page(client, staff, c
     assert response.status_code == 302
     assert response["Location"] == url("progress", new)
     assert (new.source, new.user, new.params) == ("admin", staff, {"undoes": closed_three.pk})
-    assert "Undo of 3 sessions started." in messages_of(response)
+    assert "Undo of 2 sessions started." in messages_of(response)
     # The same Confirm sent again: the same undo, not a second one nor a 409.
     again = client.post(url("undo", closed_three), {"post": "yes", "_bulk_token": token})
     assert again["Location"] == url("progress", new)
     run_worker()
     new.refresh_from_db()
-    assert outcomes(new) == {
-        "u-1": ("succeeded", ""),
-        "u-2": ("succeeded", ""),
-        "u-3": ("failed", "changed_since"),
+    # On the eligible sessions only (the default): u-3, reopened since, is left out as
+    # the page previewed it, and the undo is completed.
+    assert outcomes(new) == {"u-1": ("succeeded", ""), "u-2": ("succeeded", "")}
+    assert new.status == "completed"
+    assert new.excluded == {
+        "ineligible": [{"reason": "changed_since", "count": 1, "sample": ["u-3"]}]
     }
     assert set(Session.objects.values_list("status", flat=True)) == {"active"}
     page = client.get(url("progress", closed_three)).content.decode()
@@ -130,7 +132,7 @@ def test_other_staff_get_404_and_nothing_changes(client, make_user, closed_three
 def test_a_superuser_may_undo_anyones_operation(client, make_user, closed_three):
     root = make_user("root", superuser=True)
     client.force_login(root)
-    client.post(url("undo", closed_three), {"post": "yes"})
+    client.post(url("undo", closed_three), {"post": "yes", "run_on": "all"})
     run_worker()
     new = BulkOperation.objects.get(action="undo")
     assert (new.user, new.succeeded, new.failed) == (root, 2, 1)
@@ -155,13 +157,40 @@ def test_admin_report_streams_the_items(client, staff, closed_three):
 def test_retry_of_an_undo_whose_undone_operation_is_gone_is_a_message(client, staff, closed_three):
     """The admin's *Retry failed items* takes the API's path: a sentence, nothing started."""
     client.force_login(staff)
-    client.post(url("undo", closed_three), {"post": "yes"})
+    client.post(url("undo", closed_three), {"post": "yes", "run_on": "all"})
     run_worker()
     undo = BulkOperation.objects.get(action="undo")
     assert undo.failed == 1  # u-3 was reopened since the close
     BulkOperation.objects.filter(pk=closed_three.pk).delete()
-    response = client.post(url("retry", undo))
-    assert response.status_code == 302 and response["Location"] == url("progress", undo)
-    message = messages_of(response)[-1]
-    assert closed_three.pk in message and "no longer exists" in message
+    for response in (
+        client.get(url("retry", undo)),
+        client.post(url("retry", undo), {"post": "yes"}),
+    ):
+        assert response.status_code == 302 and response["Location"] == url("progress", undo)
+        message = messages_of(response)[-1]
+        assert closed_three.pk in message and "no longer exists" in message
     assert list(BulkOperation.objects.values_list("pk", flat=True)) == [undo.pk]
+
+
+def test_undo_confirmation_shows_each_status_now_and_after_the_undo(client, staff, make_session):
+    make_session(staff, id="w-active")
+    make_session(staff, id="w-closed", status="closed")
+    archive = execute(staff, "archive", ["w-active", "w-closed"])
+    client.force_login(staff)
+    page = client.get(url("undo", archive))
+    rows = {row["session_id"]: row for row in page.context["eligible_rows"]}
+    assert {sid: (row["status"], row["after"]) for sid, row in rows.items()} == {
+        "w-active": ("archived", "active"),
+        "w-closed": ("archived", "closed"),
+    }
+    html = page.content.decode()
+    assert "Status now" in html and "After the undo" in html
+    assert html.count("data-status-after") == 2
+
+
+def test_undo_of_a_soft_delete_shows_the_sessions_come_back(client, staff, make_session):
+    make_session(staff, id="d-1", status="closed")
+    delete = execute(staff, "delete", ["d-1"])
+    client.force_login(staff)
+    [row] = client.get(url("undo", delete)).context["eligible_rows"]
+    assert (row["status"], row["after"]) == ("closed, deleted", "closed")

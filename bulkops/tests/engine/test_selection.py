@@ -57,13 +57,15 @@ def test_numeric_owner_means_the_same_in_a_filter_selection(namesakes):
 
 
 def test_admin_select_all_acts_on_exactly_the_rows_its_owner_filter_showed(namesakes, client):
-    """The admin's owner list filter is by id only; its "select all" must not widen to
-    the namesake through the selection filter: it sends the ids it showed instead."""
+    """The admin's owner filter reads a number as the API does (that id or that
+    username), so its "select all" is sent as the filter and acts on exactly the rows
+    the list showed: alice's and her namesake's, not carol's."""
     alice, namesake, staff = namesakes
     client.force_login(staff)
-    url = f"/admin/bulkops/session/?owner__id__exact={alice.pk}"
+    url = f"/admin/bulkops/session/?owner={alice.pk}"
     listed = client.get(url).content.decode()
-    assert "row_alice_0" in listed and f"row_{namesake.username}_0" not in listed
+    assert "row_alice_0" in listed and f"row_{namesake.username}_0" in listed
+    assert "row_carol_0" not in listed
     client.post(
         url,
         {
@@ -75,10 +77,12 @@ def test_admin_select_all_acts_on_exactly_the_rows_its_owner_filter_showed(names
         },
     )
     op = BulkOperation.objects.get()
-    assert sorted(op.items.values_list("session_id", flat=True)) == ["row_alice_0", "row_alice_1"]
+    assert sorted(op.items.values_list("session_id", flat=True)) == sorted(
+        ["row_alice_0", "row_alice_1", f"row_{namesake.username}_0"]
+    )
     run_worker()
     op.refresh_from_db()
-    assert (op.status, op.succeeded) == ("completed", 2)
+    assert (op.status, op.succeeded) == ("completed", 3)
 
 
 @pytest.mark.parametrize(

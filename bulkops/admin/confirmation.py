@@ -1,0 +1,152 @@
+"""What the admin's confirmation pages share — a bulk action's, *Retry failed items*'
+and *Undo*'s: the partition as the page lists it, the "run on" choice, what is left of
+the user's limits, and the one token per page that makes Confirm idempotent.
+
+**Run on.** By default Confirm runs on the eligible sessions only (what an API client
+does: validate, then act on ``eligible_ids``): what the page showed as skipped or not
+eligible is left out and recorded with the operation as *left out as previewed*
+(``BulkOperation.excluded``), so a run that did what the page said ends ``completed``,
+and its failures are only the unexpected ones. "Every selected session" records them as
+items instead (failed with their reason, or skipped), as the API does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from bulkops.actions import reasons
+from bulkops.conf import bulkops_settings
+from bulkops.exceptions import SelectionDrift, SelectionTokenExpired
+from bulkops.ratelimits import rate_limit_left
+from bulkops.selectors import active_operations_count
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+    from django.http import HttpRequest
+
+    from bulkops.engine import Selection, ValidationResult
+    from bulkops.exceptions import RateLimited, SelectionConflict, SelectionTokenInvalid
+    from bulkops.models import Session
+
+#: Rows listed per partition on the confirmation page; the counts are always complete.
+LISTED_PER_PARTITION = 100
+#: One random token per confirmation page, used as the operation's idempotency key.
+CONFIRM_TOKEN = "_bulk_token"
+CONFIRM_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+#: The page's ``selection_token`` (validate's): Confirm runs only what the page showed.
+SELECTION_TOKEN = "_bulk_selection_token"
+#: Eligible titles the confirmation page names in its summary ("and N more").
+SAMPLE_TITLES = 10
+#: The "run on" choice: absent or anything else means the eligible sessions only.
+RUN_ON, RUN_ON_ALL = "run_on", "all"
+
+
+def confirm_key(request: HttpRequest) -> str | None:
+    """The idempotency key of this confirmation page's Confirm (one token per page)."""
+    token = request.POST.get(CONFIRM_TOKEN, "")
+    return f"admin-confirm:{token}" if CONFIRM_TOKEN_RE.fullmatch(token) else None
+
+
+def runs_on_eligible_only(request: HttpRequest) -> bool:
+    """Whether Confirm leaves out what the page previewed as skipped or not eligible."""
+    return request.POST.get(RUN_ON) != RUN_ON_ALL
+
+
+def limits_context(request: HttpRequest, scope: str) -> dict[str, Any]:
+    """What is left of the user's rate limit for ``scope`` (None: not limited) and of
+    their active-operations cap, shown before Confirm rather than found after it."""
+    return {
+        "rate_left": rate_limit_left(request=request, scope=scope),
+        "rate_scope": scope,
+        "active_count": active_operations_count(user=request.user),
+        "active_cap": bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER,
+        "run_on_all": not runs_on_eligible_only(request),
+    }
+
+
+def refusal_notice(exc: RateLimited) -> str:
+    """Why Confirm started nothing (a rate limit, the active-operations cap), for the
+    re-rendered page that keeps the selection, the options and the reason."""
+    return _(
+        "Nothing was done: %(why)s The selection, options and reason below are kept: "
+        "confirm again when the limit allows."
+    ) % {"why": exc.message}
+
+
+def drift_notice(exc: SelectionConflict | SelectionTokenInvalid) -> str:
+    """Why Confirm started nothing, for the re-rendered confirmation page."""
+    if isinstance(exc, SelectionDrift):
+        return _(
+            "Nothing was done: the selection changed after you reviewed it — "
+            "%(then)s then, %(now)s now. Review the updated preview below and confirm again."
+        ) % {
+            "then": describe_counts(exc.previous),
+            "now": describe_counts(exc.current),
+        }
+    if isinstance(exc, SelectionTokenExpired):
+        return _(
+            "Nothing was done: this confirmation page was too old to trust. Review the "
+            "updated preview below and confirm again."
+        )
+    return _(
+        "Nothing was done: the options changed, or the page could not be verified. "
+        "Review the updated preview below and confirm again."
+    )
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    return ngettext(
+        "%(eligible)d eligible of %(total)d session",
+        "%(eligible)d eligible of %(total)d sessions",
+        counts["total"],
+    ) % {"eligible": counts["eligible_count"], "total": counts["total"]}
+
+
+def _grouped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    counts = Counter(item["reason"] for item in items)
+    return [
+        {"reason": reason, "message": reasons.message_for(reason), "count": n}
+        for reason, n in counts.most_common()
+    ]
+
+
+def confirmation_context(
+    request: HttpRequest,
+    queryset: QuerySet[Session],
+    result: ValidationResult,
+    selection: Selection,
+    count: int,
+) -> dict[str, Any]:
+    """The partition as the template lists it: counts, reasons, the first rows of each."""
+    data = result.as_dict()
+    shown_skipped = data["skipped"][:LISTED_PER_PARTITION]
+    shown_ineligible = data["ineligible"][:LISTED_PER_PARTITION]
+    listed = [i["session_id"] for i in shown_skipped + shown_ineligible]
+    titles = dict(queryset.filter(pk__in=listed).values_list("pk", "title"))
+    for item in shown_skipped + shown_ineligible:
+        item["title"] = titles.get(item["session_id"], "")
+        item.setdefault("message", reasons.message_for(item["reason"]))
+    sample = data["eligible"][:SAMPLE_TITLES]
+    return {
+        "result": data,
+        "sample_titles": [row["title"] or row["session_id"] for row in sample],
+        "sample_more": data["eligible_count"] - len(sample),
+        "selected_count": count,
+        "left_out_count": data["skipped_count"] + data["ineligible_count"],
+        "selection_filter": selection.filter,
+        "eligible_rows": data["eligible"][:LISTED_PER_PARTITION],
+        "skipped_rows": shown_skipped,
+        "ineligible_rows": shown_ineligible,
+        "skipped_groups": _grouped(data["skipped"]),
+        "ineligible_groups": _grouped(data["ineligible"]),
+        "listed_limit": LISTED_PER_PARTITION,
+        "cascade": data.get("cascade"),
+        "changelist_url": request.get_full_path(),
+        "run_on_name": RUN_ON,
+        "confirm_token_name": CONFIRM_TOKEN,
+    }
