@@ -22,9 +22,9 @@ IN_PROCESS_PHASES = ("create", "enqueue", "start", "stop_check", "chunk", "final
 HOOKS = (
     ("bulkops.engine.operations", "enqueue_operation", "enqueue"),
     ("bulkops.engine.executor", "_start", "start"),
-    ("bulkops.engine.executor", "_stop_reason", "stop_check"),
+    ("bulkops.engine.executor", "stop_reason", "stop_check"),
     ("bulkops.engine.executor", "_chunk", "chunk"),
-    ("bulkops.engine.executor", "_conclude", "finalise"),
+    ("bulkops.engine.executor", "conclude", "finalise"),
     ("bulkops.events", "publish_operation", "events"),
     ("bulkops.events", "publish_sessions_updated", "events"),
 )
