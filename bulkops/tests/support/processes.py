@@ -71,11 +71,30 @@ class ProcessDB(shared.ProcessDB):
                     (operation_id,),
                 )
             else:
-                conn.execute("BEGIN IMMEDIATE")
+                take_write_lock_promptly(conn, deadline)
         except BaseException:
             conn.close()
             raise
         return conn
+
+
+def take_write_lock_promptly(conn, deadline: float) -> None:
+    """``BEGIN IMMEDIATE`` on SQLite, tried again at once while a worker holds the lock.
+    SQLite's own busy handler sleeps up to 100 ms between tries, while a worker takes
+    the lock again within milliseconds of its commit, so a waiting connection can
+    starve until the whole operation has run; a busy timeout of 0 and a short spin
+    take the lock in the gap between two of the worker's chunks."""
+    import sqlite3
+
+    conn.execute("PRAGMA busy_timeout = 0")
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.0002)
 
 
 # --- subprocesses ---------------------------------------------------------------------------
