@@ -354,7 +354,7 @@ class EngineRunner:
             params=dict(scenario.params),
             source=OperationSource.CLI,
             reason="bulkops_bench",
-        )
+        ).operation
         op = self._wait(op)
         if op.status != "completed" or op.succeeded != len(ids):
             raise RuntimeError(

@@ -22,6 +22,9 @@ DEFAULTS: dict[str, Any] = {
     #: first chunk of a run takes at most 100), within CHUNK_SIZE. 0: every chunk
     #: takes CHUNK_SIZE items.
     "CHUNK_SECONDS": 0.25,
+    #: Operations of at most this many sessions run in the request that starts them
+    #: (``bulkops.engine.inline``); 0: every operation is queued for a worker.
+    "INLINE_MAX_SESSIONS": 20,
     "OPERATION_TIMEOUT_SECONDS": 300,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,
     "OPERATION_RETENTION_DAYS": 30,

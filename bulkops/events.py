@@ -12,10 +12,14 @@ import asyncio
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.db import transaction
 
 if TYPE_CHECKING:
     from bulkops.models import BulkOperation
@@ -65,8 +69,33 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+#: Inside ``after_commit``: the events held until the transaction commits.
+_held: ContextVar[list[tuple[list[str], dict[str, Any]]] | None] = ContextVar(
+    "bulkops_held_events", default=None
+)
+
+
+@contextmanager
+def after_commit() -> Iterator[None]:
+    """Hold every event published in the block and send them, in order, once the
+    current transaction commits — none when it rolls back or the block raises. For an
+    operation run inside the transaction that creates it (``engine.inline``): a client
+    must never hear of a state the database does not hold yet."""
+    held: list[tuple[list[str], dict[str, Any]]] = []
+    token = _held.set(held)
+    try:
+        yield
+    finally:
+        _held.reset(token)
+    transaction.on_commit(lambda: [_send(groups, message) for groups, message in held])
+
+
 def _send(groups: list[str], message: dict[str, Any]) -> None:
     """Send ``message`` to ``groups``; log and return on any failure or timeout."""
+    held = _held.get()
+    if held is not None:
+        held.append((groups, message))
+        return
     layer = get_channel_layer()
     if layer is None:
         return

@@ -1,19 +1,22 @@
 """Per-user rate limits for bulk requests, on django-ratelimit's fixed windows.
 
-One helper for every interface: ``with rate_limit(request=…, scope=…):`` around the
-service call. The API and the admin share it, so both count against the same budget.
-A request is checked on the way in and counted only when the block succeeds (it
-started an operation, or validate answered): a refused request, and an idempotent
-replay (answered before the block), never use up the budget (DESIGN §5).
+Counters are keyed on the user (its primary key), never on an HTTP request, so the
+API, the admin and the ``bulk`` command share one budget per user and scope.
+
+* **Starting an operation** (create, retry, undo) is limited by the engine itself, in
+  the transaction that creates the operation, under the user's row lock
+  (``engine.operations``): ``rate_limit_check`` before anything is written,
+  ``rate_limit_count`` once the operation exists. One user's creators run one at a
+  time there, so 30 parallel requests against a limit of 10 start exactly 10
+  operations, on one server or many. A refused request (any error) and an idempotent
+  replay are never counted: the contract says neither uses up the budget.
+* **Other requests** (validate) use ``with rate_limit(user=…, scope=…):``: checked on
+  the way in and counted when the block succeeds, under a lock per user — a Redis lock
+  when the cache is Redis (every server shares it), a process lock otherwise (the
+  embedded default is one process).
 
 Each action declares its default rate (``BulkAction.rate_limit``); validate and retry
 have theirs here; ``BULKOPS_RATE_LIMITS`` (from ``BULKOPS_RATE_LIMIT_<SCOPE>``) overrides.
-
-**Under a burst** the check and the count cannot race: one user's rate-limited requests
-run one at a time, under a lock per user — a Redis lock when the cache is Redis (every
-server shares it), a process lock otherwise (the embedded default is one process). So
-30 parallel requests against a limit of 10 start exactly 10 operations. (The
-active-operations cap is held by the database: ``engine.operations``.)
 
 **Without Redis** (unreachable, or an error) rate limits **fail open**: the request is
 served, unlimited, and a warning is logged — availability over strictness, while the
@@ -26,18 +29,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.cache import caches
-from django.http import HttpRequest
+from django_ratelimit import ALL
+from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
 
 from bulkops.actions import registered_actions
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import RateLimited
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
 
 GROUP_PREFIX = "bulkops"
 #: Scopes that are not an action. ``undo`` is the undo action's own (``UndoAction.rate_limit``).
@@ -59,23 +66,75 @@ def rates() -> dict[str, str]:
     return {**BUILTIN_RATES, **declared, **bulkops_settings.RATE_LIMITS}
 
 
-def _user_key(group: str, request: HttpRequest) -> str:
-    return str(request.user.pk)
+def _group(scope: str) -> str:
+    return f"{GROUP_PREFIX}.{scope}"
 
 
-def _usage(request: HttpRequest, scope: str, *, increment: bool) -> dict[str, Any] | None:
-    """django-ratelimit's usage of ``scope``, or None: no rate, or the cache failed
-    (fail open)."""
+def _usage(user: AbstractBaseUser, scope: str, *, increment: bool) -> dict[str, Any] | None:
+    """django-ratelimit's usage of ``scope`` by ``user``, or None: no rate, or the cache
+    failed (fail open). The key is the user's primary key (django-ratelimit asks for a
+    request only to hand it to the key function)."""
     rate = rates().get(scope)
     if not rate:
         return None
+    user_key = str(user.pk)
     try:
         return get_usage(
-            request, group=f"{GROUP_PREFIX}.{scope}", key=_user_key, rate=rate, increment=increment
+            None,
+            group=_group(scope),
+            key=lambda group, request: user_key,
+            rate=rate,
+            increment=increment,
         )
     except Exception:
         logger.warning("rate limit of %s not applied: the cache failed", scope, exc_info=True)
         return None
+
+
+def _read(user: AbstractBaseUser, scopes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{scope: usage} of ``user`` for each of ``scopes`` ({scope: rate}), read in one
+    cache round trip (``get_usage`` costs two per scope: an ``add``, then a ``get``).
+    The keys and windows are django-ratelimit's own, so what ``get_usage`` counted is
+    what is read. Empty when rate limits are off or the cache failed (fail open)."""
+    if not scopes or not getattr(settings, "RATELIMIT_ENABLE", True):
+        return {}
+    value = str(user.pk)
+    keys = {}
+    for scope, rate in scopes.items():
+        limit, period = ratelimit_core._split_rate(rate)
+        window = ratelimit_core._get_window(value, period)
+        key = ratelimit_core._make_cache_key(_group(scope), window, rate, value, ALL)
+        keys[scope] = (key, limit, window)
+    try:
+        cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+        counts = cache.get_many([key for key, _, _ in keys.values()])
+    except Exception:
+        logger.warning("rate limits not read: the cache failed", exc_info=True)
+        return {}
+    now = int(ratelimit_core.time.time())
+    return {
+        scope: {"count": counts.get(key, 0), "limit": limit, "time_left": window - now}
+        for scope, (key, limit, window) in keys.items()
+    }
+
+
+def rate_limit_check(*, user: AbstractBaseUser, scope: str) -> None:
+    """Raise RateLimited (with ``retry_after``) when ``user`` has used up ``scope``'s
+    budget in this window; count nothing. The caller serialises check and count (the
+    engine: under the user's row lock)."""
+    rate = rates().get(scope)
+    usage = _read(user, {scope: rate} if rate else {}).get(scope)
+    if usage is not None and usage["count"] >= usage["limit"]:
+        raise RateLimited(
+            f"Rate limit exceeded for {scope}: {usage['limit']} per window "
+            f"({rate}). Try again in {usage['time_left']} s.",
+            retry_after=usage["time_left"],
+        )
+
+
+def rate_limit_count(*, user: AbstractBaseUser, scope: str) -> None:
+    """Count one accepted request of ``user`` against ``scope``."""
+    _usage(user, scope, increment=True)
 
 
 def _process_lock(name: str) -> threading.Lock:
@@ -84,11 +143,11 @@ def _process_lock(name: str) -> threading.Lock:
 
 
 @contextmanager
-def user_lock(request: HttpRequest) -> Iterator[None]:
+def user_lock(user: AbstractBaseUser) -> Iterator[None]:
     """Hold the user's rate-limit lock for the block: a Redis lock shared by every
     server when the cache is Redis, else a lock of this process. Raise RateLimited when
     it is not free within ``LOCK_WAIT_SECONDS``; fail open when Redis fails."""
-    name = f"{GROUP_PREFIX}:user-lock:{request.user.pk}"
+    name = f"{GROUP_PREFIX}:user-lock:{user.pk}"
     cache = caches["default"]
     if not hasattr(cache, "lock"):
         lock = _process_lock(name)
@@ -121,63 +180,40 @@ def _release_quietly(lock) -> None:
         logger.warning("could not release a rate-limit lock (it expires)", exc_info=True)
 
 
-@dataclass
-class Admission:
-    """What ``rate_limit`` yields to its block."""
-
-    #: What the ``exempt`` question answered (e.g. the operation a twin request with
-    #: the same Idempotency-Key just started): the block returns it, starting nothing.
-    exempt: Any = None
-    #: The block sets it False when it turned out to start nothing (a replay).
-    counted: bool = True
-
-
 @contextmanager
-def rate_limit(
-    *, request: HttpRequest, scope: str, exempt: Callable[[], Any] | None = None
-) -> Iterator[Admission]:
-    """Raise RateLimited when the user has used up ``scope``'s budget in this window;
-    otherwise run the block and count one request once it succeeded — all under the
-    user's lock, so parallel requests cannot all pass the check before any counts.
-
-    ``exempt`` is asked first, under the lock: when it answers something (an idempotent
-    replay a concurrent twin made possible), that is yielded as ``admission.exempt``,
-    neither checked nor counted. A block that sets ``admission.counted = False`` is not
-    counted either (DESIGN §5: a replay does not count)."""
-    guard = user_lock(request) if rates().get(scope) else nullcontext()
-    with guard:
-        admission = Admission(exempt=exempt() if exempt is not None else None)
-        if admission.exempt is not None:
-            yield admission
-            return
-        usage = _usage(request, scope, increment=False)
-        if usage is not None and usage["count"] >= usage["limit"]:
-            raise RateLimited(
-                f"Rate limit exceeded for {scope}: {usage['limit']} per window "
-                f"({rates()[scope]}). Try again in {usage['time_left']} s.",
-                retry_after=usage["time_left"],
-            )
-        yield admission
-        if admission.counted:
-            _usage(request, scope, increment=True)
+def rate_limit(*, user: AbstractBaseUser, scope: str) -> Iterator[None]:
+    """Raise RateLimited when ``user`` has used up ``scope``'s budget in this window;
+    otherwise run the block and count one request once it succeeded (an exception
+    counts nothing) — under the user's lock, so parallel requests cannot all pass the
+    check before any counts. For requests that start no operation (validate); starting
+    one is limited by the engine."""
+    with user_lock(user) if rates().get(scope) else nullcontext():
+        rate_limit_check(user=user, scope=scope)
+        yield
+        rate_limit_count(user=user, scope=scope)
 
 
-def rate_limit_left(*, request: HttpRequest, scope: str) -> dict[str, Any] | None:
-    """{rate, limit, used, remaining, reset_seconds} of ``scope`` for the caller, or None
+def rate_limit_left(*, user: AbstractBaseUser, scope: str) -> dict[str, Any] | None:
+    """{rate, limit, used, remaining, reset_seconds} of ``scope`` for ``user``, or None
     (no rate, or the cache failed: not limited)."""
-    usage = _usage(request, scope, increment=False)
-    if usage is None:
-        return None
+    rate = rates().get(scope)
+    return rate_limit_status(user=user, scopes={scope: rate} if rate else {}).get(scope)
+
+
+def rate_limit_status(
+    *, user: AbstractBaseUser, scopes: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """{scope: {rate, limit, used, remaining, reset_seconds}} for ``user``, of every
+    scope (or of ``scopes``: {scope: rate}), read in one cache round trip."""
+    if scopes is None:
+        scopes = {scope: rate for scope, rate in rates().items() if rate}
     return {
-        "rate": rates()[scope],
-        "limit": usage["limit"],
-        "used": usage["count"],
-        "remaining": max(0, usage["limit"] - usage["count"]),
-        "reset_seconds": max(0, usage["time_left"]),
+        scope: {
+            "rate": scopes[scope],
+            "limit": usage["limit"],
+            "used": usage["count"],
+            "remaining": max(0, usage["limit"] - usage["count"]),
+            "reset_seconds": max(0, usage["time_left"]),
+        }
+        for scope, usage in _read(user, scopes).items()
     }
-
-
-def rate_limit_status(*, request: HttpRequest) -> dict[str, dict[str, Any]]:
-    """{scope: {rate, limit, used, remaining, reset_seconds}} for the caller."""
-    status = {scope: rate_limit_left(request=request, scope=scope) for scope in rates()}
-    return {scope: left for scope, left in status.items() if left is not None}

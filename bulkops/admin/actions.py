@@ -37,7 +37,6 @@ from bulkops.admin.selection import changelist_selection, sees_every_session
 from bulkops.engine import (
     Selection,
     operation_create,
-    operation_replay,
     operation_validate,
     request_fingerprint,
 )
@@ -154,31 +153,25 @@ class BulkRequest:
             payload["eligible_only"] = True
         fingerprint = request_fingerprint(action=self.spec.action_type, payload=payload)
 
-        def replay() -> BulkOperation | None:
-            if not key:
-                return None
-            return operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
-
-        # Confirm sent twice (a double click, a resubmitted form): same operation, looked
-        # for again under the user's lock (a concurrent twin), never rate limited.
-        with rate_limit(request=self.request, scope=self.spec.action_type, exempt=replay) as adm:
-            op = adm.exempt or operation_create(
-                user=user,
-                action=self.spec.action_type,
-                selection=selection,
-                params=self.params,
-                source=OperationSource.ADMIN,
-                reason=reason,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                selection_token=self.request.POST.get(SELECTION_TOKEN) or None,
-                max_failures=max_failures,
-                eligible_only=eligible_only,
-            )
-            adm.counted = not op.replayed
-        if not op.replayed:
-            self.announce(op)
-        return HttpResponseRedirect(progress_url(op))
+        # Confirm sent twice (a double click, a resubmitted form): the same operation
+        # (the page's token is the idempotency key), not counted again.
+        started = operation_create(
+            user=user,
+            action=self.spec.action_type,
+            selection=selection,
+            params=self.params,
+            source=OperationSource.ADMIN,
+            reason=reason,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            selection_token=self.request.POST.get(SELECTION_TOKEN) or None,
+            max_failures=max_failures,
+            eligible_only=eligible_only,
+            rate_scope=self.spec.action_type,
+        )
+        if not started.replayed:
+            self.announce(started.operation)
+        return HttpResponseRedirect(progress_url(started.operation))
 
     def announce(self, op: BulkOperation) -> None:
         self.modeladmin.message_user(
@@ -193,7 +186,7 @@ class BulkRequest:
         )
 
     def preview(self, selection: Selection) -> ValidationResult:
-        with rate_limit(request=self.request, scope=VALIDATE):
+        with rate_limit(user=self.request.user, scope=VALIDATE):
             return operation_validate(
                 user=self.request.user,
                 action=self.spec.action_type,

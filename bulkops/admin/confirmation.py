@@ -61,7 +61,7 @@ def limits_context(request: HttpRequest, scope: str) -> dict[str, Any]:
     """What is left of the user's rate limit for ``scope`` (None: not limited) and of
     their active-operations cap, shown before Confirm rather than found after it."""
     return {
-        "rate_left": rate_limit_left(request=request, scope=scope),
+        "rate_left": rate_limit_left(user=request.user, scope=scope),
         "rate_scope": scope,
         "active_count": active_operations_count(user=request.user),
         "active_cap": bulkops_settings.MAX_ACTIVE_OPERATIONS_PER_USER,

@@ -31,8 +31,8 @@ from bulkops.admin.confirmation import (
 from bulkops.admin.pages import operation_for, progress_url
 from bulkops.engine import (
     Selection,
+    Started,
     action_build,
-    operation_replay,
     operation_retry,
     operation_validate,
     request_fingerprint,
@@ -84,9 +84,9 @@ class FollowUpPages:
         """The new operation's action and parameters (to validate)."""
         raise NotImplementedError
 
-    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> BulkOperation:
-        """Start the new operation (``options``: idempotency_key, fingerprint,
-        eligible_only, selection_token)."""
+    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> Started:
+        """Start the new operation: one engine call (``options``: idempotency_key,
+        fingerprint, eligible_only, selection_token, rate_scope)."""
         raise NotImplementedError
 
     def started(self, new: BulkOperation) -> str:
@@ -131,26 +131,22 @@ class FollowUpPages:
         fingerprint = request_fingerprint(
             action=self.name, payload={"operation_id": op.pk, "eligible_only": eligible_only}
         )
-        replay = key and operation_replay(
-            user=request.user, idempotency_key=key, fingerprint=fingerprint
+        started = self.launch(
+            request,
+            op,
+            idempotency_key=key,
+            fingerprint=fingerprint,
+            eligible_only=eligible_only,
+            selection_token=request.POST.get(SELECTION_TOKEN) or None,
+            rate_scope=self.name,
         )
-        if replay:
-            return HttpResponseRedirect(progress_url(replay))
-        with rate_limit(request=request, scope=self.name):
-            new = self.launch(
-                request,
-                op,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                eligible_only=eligible_only,
-                selection_token=request.POST.get(SELECTION_TOKEN) or None,
-            )
-        self.modeladmin.message_user(request, self.started(new), messages.SUCCESS)
-        return HttpResponseRedirect(progress_url(new))
+        if not started.replayed:
+            self.modeladmin.message_user(request, self.started(started.operation), messages.SUCCESS)
+        return HttpResponseRedirect(progress_url(started.operation))
 
     def preview(self, request: HttpRequest, op: BulkOperation) -> ValidationResult:
         action, params = self.action(op)
-        with rate_limit(request=request, scope=VALIDATE):
+        with rate_limit(user=request.user, scope=VALIDATE):
             return operation_validate(
                 user=request.user, action=action, selection=self.selection(op), params=params
             )
@@ -205,7 +201,7 @@ class RetryPages(FollowUpPages):
     def action(self, op: BulkOperation) -> tuple[str, dict[str, Any]]:
         return op.action, op.params
 
-    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> BulkOperation:
+    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> Started:
         return operation_retry(
             operation=op, user=request.user, source=OperationSource.ADMIN, **options
         )

@@ -21,6 +21,7 @@ from bulkops.admin.followup import FollowUpPages
 from bulkops.admin.pages import operation_for
 from bulkops.engine import (
     Selection,
+    Started,
     operation_report,
     operation_undo,
     report_filename,
@@ -60,7 +61,7 @@ class UndoPages(FollowUpPages):
     def action(self, op: BulkOperation) -> tuple[str, dict[str, Any]]:
         return UNDO, {"undoes": op.pk}
 
-    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> BulkOperation:
+    def launch(self, request: HttpRequest, op: BulkOperation, **options: Any) -> Started:
         options.pop("selection_token")  # the undo takes what the operation left
         return operation_undo(
             operation=op, user=request.user, source=OperationSource.ADMIN, **options

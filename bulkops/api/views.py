@@ -6,7 +6,6 @@ responses by ``bulkops.api.exceptions``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.core.handlers.asgi import ASGIRequest
@@ -51,10 +50,10 @@ from bulkops.engine import (
     REPORT_FORMATS,
     Selection,
     SessionFilterSet,
+    Started,
     operation_cancel,
     operation_create,
     operation_pause,
-    operation_replay,
     operation_report,
     operation_resume,
     operation_retry,
@@ -93,47 +92,21 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def accepted(operation: BulkOperation, *, key: str | None = None) -> Response:
+def accepted(started: Started, *, key: str | None = None) -> Response:
     """202 with ``Location`` = the status URL and the body DESIGN §5 gives; with an
     Idempotency-Key, ``Idempotent-Replayed: true`` when an earlier request with that key
     started the operation, ``false`` when this one did."""
+    operation = started.operation
     data = operation_accepted(operation)
     out = accepted_serializer(get_action(operation.action))
     headers = {"Location": data["status_url"]}
     if key is not None:
-        headers[REPLAYED_HEADER] = "true" if getattr(operation, "replayed", False) else "false"
+        headers[REPLAYED_HEADER] = "true" if started.replayed else "false"
     return Response(out(data).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
 def accepted_serializer(action: type[BulkAction]) -> type[s.OperationAcceptedSerializer]:
     return s.ExportAcceptedSerializer if action.produces_file else s.OperationAcceptedSerializer
-
-
-def start(
-    request: Request,
-    *,
-    scope: str,
-    key: str | None,
-    fingerprint: str,
-    create: Callable[[], BulkOperation],
-) -> Response:
-    """The 202 of ``create()``, under ``scope``'s rate limit — or of the operation ``key``
-    already started for this very request (looked for first, and again under the user's
-    lock, where a concurrent twin's operation is found: a replay is never refused nor
-    counted by the rate limit or the active cap). Raise IdempotencyConflict (422) when
-    the key was used for another body."""
-
-    def replay() -> BulkOperation | None:
-        if key is None:
-            return None
-        return operation_replay(user=request.user, idempotency_key=key, fingerprint=fingerprint)
-
-    operation = replay()
-    if operation is None:
-        with rate_limit(request=request, scope=scope, exempt=replay) as admission:
-            operation = admission.exempt or create()
-            admission.counted = not getattr(operation, "replayed", False)
-    return accepted(operation, key=key)
 
 
 def selection_of(data: dict[str, Any]) -> Selection:
@@ -199,7 +172,7 @@ class ValidateView(JSONBodyView):
     def post(self, request: Request) -> Response:
         serializer = s.ValidateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with rate_limit(request=request, scope=VALIDATE):
+        with rate_limit(user=request.user, scope=VALIDATE):
             result = operation_validate(
                 user=request.user,
                 action=serializer.validated_data["action"],
@@ -221,25 +194,20 @@ class ActionView(JSONBodyView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         key = idempotency_key(request)
-        fingerprint = request_fingerprint(action=self.action_type, payload=request.data)
-        return start(
-            request,
-            scope=self.action_type,
-            key=key,
-            fingerprint=fingerprint,
-            create=lambda: operation_create(
-                user=request.user,
-                action=self.action_type,
-                selection=selection_of(data),
-                params=serializer.params,
-                source=OperationSource.API,
-                reason=data.get("reason", ""),
-                idempotency_key=key,
-                fingerprint=fingerprint,
-                selection_token=data.get("selection_token"),
-                max_failures=data.get("max_failures"),
-            ),
+        started = operation_create(
+            user=request.user,
+            action=self.action_type,
+            selection=selection_of(data),
+            params=serializer.params,
+            source=OperationSource.API,
+            reason=data.get("reason", ""),
+            idempotency_key=key,
+            fingerprint=request_fingerprint(action=self.action_type, payload=request.data),
+            selection_token=data.get("selection_token"),
+            max_failures=data.get("max_failures"),
+            rate_scope=self.action_type,
         )
+        return accepted(started, key=key)
 
 
 def action_schema(action: type[BulkAction], input_serializer):
@@ -456,20 +424,14 @@ class OperationRetryView(JSONBodyView):
         no_body(request)
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         key = idempotency_key(request)
-        fingerprint = request_fingerprint(action="retry", payload={"operation_id": operation.id})
-        return start(
-            request,
-            scope=RETRY,
-            key=key,
-            fingerprint=fingerprint,
-            create=lambda: operation_retry(
-                operation=operation,
-                user=request.user,
-                source=OperationSource.API,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-            ),
+        started = operation_retry(
+            operation=operation,
+            user=request.user,
+            source=OperationSource.API,
+            idempotency_key=key,
+            rate_scope=RETRY,
         )
+        return accepted(started, key=key)
 
 
 @extend_schema(
@@ -495,20 +457,14 @@ class OperationUndoView(JSONBodyView):
         no_body(request)
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         key = idempotency_key(request)
-        fingerprint = request_fingerprint(action=UNDO, payload={"operation_id": operation.id})
-        return start(
-            request,
-            scope=UNDO,
-            key=key,
-            fingerprint=fingerprint,
-            create=lambda: operation_undo(
-                operation=operation,
-                user=request.user,
-                source=OperationSource.API,
-                idempotency_key=key,
-                fingerprint=fingerprint,
-            ),
+        started = operation_undo(
+            operation=operation,
+            user=request.user,
+            source=OperationSource.API,
+            idempotency_key=key,
+            rate_scope=UNDO,
         )
+        return accepted(started, key=key)
 
 
 # --- info, sessions, download -------------------------------------------------------------------
@@ -531,7 +487,7 @@ class InfoView(APIView):
                 "idempotency_ttl_seconds": bulkops_settings.IDEMPOTENCY_TTL_SECONDS,
                 "undo_window_seconds": bulkops_settings.UNDO_WINDOW_SECONDS,
             },
-            "rate_limits": rate_limit_status(request=request),
+            "rate_limits": rate_limit_status(user=request.user),
             "active_operations": selectors.active_operations_count(user=request.user),
             "sessions": selectors.session_counts_by_status(user=request.user),
         }

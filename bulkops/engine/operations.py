@@ -1,10 +1,19 @@
-"""An operation's life as users ask for it: create, replay, retry, cancel."""
+"""An operation's life as users ask for it: create, replay, retry, cancel.
+
+``operation_create`` is the one way an operation starts (``operation_retry`` and
+``operation_undo`` end in it): an idempotent replay is looked for first; then, in one
+transaction under the user's row lock, the replay again (a twin request may have just
+committed it), the rate limit, the selection, the drift token, the active cap, the
+rows — and the run itself for a small operation (``engine.inline``) — and the rate
+limit counts the request. Every interface makes that one call and gets a ``Started``.
+"""
 
 from __future__ import annotations
 
 import datetime
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -17,11 +26,11 @@ from bulkops import events
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
 from bulkops.engine.drift import (
-    SelectionSnapshot,
     selection_drift_check,
     selection_token_verify,
 )
 from bulkops.engine.eligibility import Partition, action_build, partition, selection_rows
+from bulkops.engine.inline import operation_run_inline, runs_inline
 from bulkops.engine.inputs import clean_max_failures
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.pausing import paused_time
@@ -36,6 +45,7 @@ from bulkops.models import (
     OperationSource,
     OperationStatus,
 )
+from bulkops.ratelimits import RETRY, rate_limit_check, rate_limit_count
 from bulkops.selectors import active_operations_count
 
 if TYPE_CHECKING:
@@ -50,12 +60,21 @@ def request_fingerprint(*, action: str, payload: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Started:
+    """What a request to start an operation got: the operation, and whether an earlier
+    request with the same idempotency key had started it (``replayed``: nothing was
+    created, checked or counted this time)."""
+
+    operation: BulkOperation
+    replayed: bool
+
+
 def operation_replay(
     *, user: AbstractBaseUser, idempotency_key: str, fingerprint: str
 ) -> BulkOperation | None:
-    """Return the operation this key already started (within the retention window), with
-    ``replayed`` True, or None; raise IdempotencyConflict when the key was used for a
-    different request."""
+    """Return the operation this key already started (within the retention window), or
+    None; raise IdempotencyConflict when the key was used for a different request."""
     horizon = timezone.now() - datetime.timedelta(seconds=bulkops_settings.IDEMPOTENCY_TTL_SECONDS)
     existing = BulkOperation.objects.filter(user=user, idempotency_key=idempotency_key).first()
     if existing is None:
@@ -68,8 +87,14 @@ def operation_replay(
         raise IdempotencyConflict(
             "This Idempotency-Key was already used with a different request body."
         )
-    existing.replayed = True
     return existing
+
+
+def _replayed(user: AbstractBaseUser, key: str | None, fingerprint: str) -> Started | None:
+    """The ``Started`` of the operation ``key`` already started, or None (no key, no
+    such operation)."""
+    existing = key and operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
+    return Started(existing, replayed=True) if existing else None
 
 
 def clean_reason(reason: Any) -> str:
@@ -131,31 +156,34 @@ def operation_create(
     selection_token: str | None = None,
     max_failures: int | None = None,
     eligible_only: bool = False,
-) -> BulkOperation:
-    """Create the operation and one pending item per targeted id in one transaction, and
-    enqueue its task in that same transaction (the task row commits with it).
+    rate_scope: str | None = None,
+) -> Started:
+    """Start an operation: create it and one pending item per targeted id in one
+    transaction with its task (or, at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions,
+    run it to its end there: ``engine.inline``) and return ``Started``.
 
-    With ``idempotency_key``, the operation that key already started for this very
-    request is returned instead (``replayed`` True; False on a new one) — also when a
-    twin request committed it a moment ago: a replay neither counts toward nor is
-    refused by the active cap. With ``selection_token`` (from ``operation_validate``),
-    the operation is created only when the selection still partitions exactly as
-    validated (``engine.drift``). ``max_failures`` (in ``params``): once more items than
-    that failed, it stops at the next chunk boundary, the rest end ``cancelled``
-    (``failure_threshold``), it ends ``failed``. ``eligible_only``: ``_leave_out_previewed``.
+    ``rate_scope``: the budget the request counts against (an action type, ``retry``,
+    ``undo``; every interface names one; None: not limited — the engine's own callers),
+    checked under the user's row lock before anything is written and counted once the
+    operation exists: a burst cannot pass it, a refused request is not counted.
+    ``idempotency_key``: the operation the key already started for this very request
+    is returned instead, ``replayed`` (also a twin's that committed a moment ago),
+    neither checked nor counted. ``selection_token`` (``operation_validate``'s): created
+    only when the selection still partitions as validated (``engine.drift``).
+    ``max_failures`` (kept in ``params``): past that many failed items the operation
+    stops at the next chunk boundary, the rest ``cancelled`` (``failure_threshold``).
+    ``eligible_only``: ``_leave_out_previewed``.
 
-    Raise ValidationError for bad input, SelectionTokenInvalid for a token that is not
-    this user's, action's and options', SelectionTokenExpired / SelectionDrift when what
-    was validated no longer holds, TooManyActiveOperations when the user already has
-    the maximum of pending/running operations, IdempotencyConflict on key reuse.
+    Raise ValidationError for bad input, RateLimited, SelectionTokenInvalid /
+    SelectionTokenExpired / SelectionDrift, TooManyActiveOperations (the user's
+    pending/running maximum), IdempotencyConflict on key reuse.
     """
+    replay = _replayed(user, idempotency_key, fingerprint)
+    if replay:
+        return replay
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
     max_failures = clean_max_failures(max_failures)
-    ids = selection_resolve(user=user, action=act, selection=selection)
-    expected = (
-        selection_token_verify(token=selection_token, action=act) if selection_token else None
-    )
     threshold = {} if max_failures is None else {"max_failures": max_failures}
     op = BulkOperation(
         user=user,
@@ -163,50 +191,68 @@ def operation_create(
         params={**act.params, **threshold},
         source=source,
         reason=reason,
-        total=len(ids),
         idempotency_key=idempotency_key or None,
         request_fingerprint=fingerprint,
     )
-    op.replayed = False
     act.prepare(op)
+    request = _Request(op, act, selection, selection_token, rate_scope, eligible_only)
     try:
-        return _create_or_replay(op, ids, act=act, expected=expected, eligible_only=eligible_only)
+        return _create_or_replay(request)
     except IntegrityError:
-        replay = idempotency_key and operation_replay(
-            user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
-        )
+        replay = _replayed(user, idempotency_key, fingerprint)
         if replay:
             return replay
         raise
 
 
-def _create_or_replay(
-    op: BulkOperation,
-    ids: list[str],
-    *,
-    act: BulkAction,
-    expected: SelectionSnapshot | None,
-    eligible_only: bool,
-) -> BulkOperation:
+@dataclass(frozen=True)
+class _Request:
+    """An operation to create, as ``operation_create`` checked its input."""
+
+    op: BulkOperation
+    act: BulkAction
+    selection: Selection
+    selection_token: str | None
+    rate_scope: str | None
+    eligible_only: bool
+
+
+def _create_or_replay(request: _Request) -> Started:
     """In one transaction under the user's lock: the operation a twin request with the
-    same key committed meanwhile (before the drift check and the active cap: a replay
-    is never refused), or the new operation with its items and task."""
+    same key committed meanwhile (before any check: a replay is never refused), or the
+    rate limit, the selection, the drift check, the active cap, then the new operation
+    with its items and its task (or its inline run), counted against the rate limit."""
+    op, act, scope = request.op, request.act, request.rate_scope
     with transaction.atomic():
         _lock_user(op.user)
-        replay = op.idempotency_key and operation_replay(
-            user=op.user, idempotency_key=op.idempotency_key, fingerprint=op.request_fingerprint
-        )
+        replay = _replayed(op.user, op.idempotency_key, op.request_fingerprint)
         if replay:
             return replay
-        if expected is not None or eligible_only:
-            part = partition(action=act, ids=ids, rows=selection_rows(action=act, ids=ids))
-            if expected is not None:
-                selection_drift_check(expected=expected, action=act, ids=ids, part=part)
-            if eligible_only:
-                ids = _leave_out_previewed(op, part)
+        if scope:
+            rate_limit_check(user=op.user, scope=scope)
+        ids = selection_resolve(user=op.user, action=act, selection=request.selection)
+        ids = _checked_selection(request, ids)
         _check_active_cap(op.user)
-        _insert(op, ids)
-    return op
+        op.total = len(ids)
+        op = _insert(op, ids, act)
+        if scope:
+            rate_limit_count(user=op.user, scope=scope)
+    return Started(op, replayed=False)
+
+
+def _checked_selection(request: _Request, ids: list[str]) -> list[str]:
+    """The drift check of ``selection_token`` and the ``eligible_only`` narrowing, on
+    one partition of the selection read under the user's lock; return the ids to run."""
+    act = request.act
+    if request.selection_token is None and not request.eligible_only:
+        return ids
+    part = partition(action=act, ids=ids, rows=selection_rows(action=act, ids=ids))
+    if request.selection_token is not None:
+        expected = selection_token_verify(token=request.selection_token, action=act)
+        selection_drift_check(expected=expected, action=act, ids=ids, part=part)
+    if request.eligible_only:
+        ids = _leave_out_previewed(request.op, part)
+    return ids
 
 
 #: Ids kept per reason in ``BulkOperation.excluded`` (the counts are complete).
@@ -234,10 +280,15 @@ def _leave_out_previewed(op: BulkOperation, part: Partition) -> list[str]:
     return part.eligible
 
 
-def _insert(op: BulkOperation, ids: list[str]) -> None:
+def _insert(op: BulkOperation, ids: list[str], act: BulkAction) -> BulkOperation:
+    """Write the operation and its items; queue its task, or run it here when it is
+    small enough (then return it as it finished)."""
     op.save(force_insert=True)
     _create_items(op, ids)
+    if runs_inline(op, act):
+        return operation_run_inline(operation=op)
     enqueue_operation(op.id)
+    return op
 
 
 def retryable_items(operation: BulkOperation):
@@ -268,11 +319,20 @@ def operation_retry(
     fingerprint: str = "",
     selection_token: str | None = None,
     eligible_only: bool = False,
-) -> BulkOperation:
+    rate_scope: str | None = None,
+) -> Started:
     """Start a new operation over the failed items of a finished one (except
-    ``not_found`` ones, which cannot succeed); raise OperationConflict when it is still
-    running or nothing failed. ``selection_token`` and ``eligible_only`` as for
-    ``operation_create`` (the admin's retry confirmation page)."""
+    ``not_found`` ones, which cannot succeed), as ``operation_create`` does (the
+    idempotency key's request is "retry ``operation``"; interfaces pass
+    ``rate_scope=ratelimits.RETRY``; ``fingerprint``, ``selection_token`` and
+    ``eligible_only``: the admin's retry confirmation page). Raise OperationConflict when it is still running
+    or nothing failed."""
+    fingerprint = fingerprint or request_fingerprint(
+        action=RETRY, payload={"operation_id": operation.pk}
+    )
+    replay = _replayed(user, idempotency_key, fingerprint)
+    if replay:
+        return replay
     refusal = retry_refusal(operation)
     if refusal:
         raise OperationConflict(refusal)
@@ -289,6 +349,7 @@ def operation_retry(
         max_failures=operation.params.get("max_failures"),
         selection_token=selection_token,
         eligible_only=eligible_only,
+        rate_scope=rate_scope,
     )
 
 

@@ -18,7 +18,12 @@ from django.utils import timezone
 
 from bulkops.actions import undo as undo_action
 from bulkops.conf import bulkops_settings
-from bulkops.engine.operations import operation_create
+from bulkops.engine.operations import (
+    Started,
+    operation_create,
+    operation_replay,
+    request_fingerprint,
+)
 from bulkops.engine.selection import Selection
 from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
@@ -76,16 +81,34 @@ def operation_undo(
     idempotency_key: str | None = None,
     fingerprint: str = "",
     eligible_only: bool = False,
-) -> BulkOperation:
+    rate_scope: str | None = None,
+) -> Started:
     """Start the undo of ``operation``: a new ``undo`` operation over its succeeded
     items, run by ``user`` within their scope (with ``eligible_only``, those still as the
-    operation left them: ``operation_create``). Raise OperationConflict (nothing
-    created) when it cannot be undone (``undo_refusal``); else as ``operation_create``.
+    operation left them), as ``operation_create`` starts one (the idempotency key's
+    request is "undo ``operation``" unless ``fingerprint`` says otherwise; interfaces
+    pass ``rate_scope=ratelimits.UNDO``). Raise OperationConflict (nothing created) when
+    it cannot be undone (``undo_refusal``).
 
     The undone operation's row is locked while the undo is created, so two undo
-    requests at once start one undo."""
+    requests at once start one undo (and a twin with the same key, let in after the
+    first committed, finds it: a replay, not "already undone")."""
+    fingerprint = fingerprint or request_fingerprint(
+        action=UNDO, payload={"operation_id": operation.pk}
+    )
+
+    def replay() -> Started | None:
+        found = idempotency_key and operation_replay(
+            user=user, idempotency_key=idempotency_key, fingerprint=fingerprint
+        )
+        return Started(found, replayed=True) if found else None
+
+    if started := replay():
+        return started
     with transaction.atomic():
         locked = BulkOperation.objects.select_for_update().get(pk=operation.pk)
+        if started := replay():
+            return started
         refusal = undo_refusal(locked)
         if refusal:
             raise OperationConflict(refusal)
@@ -104,4 +127,5 @@ def operation_undo(
             idempotency_key=idempotency_key,
             fingerprint=fingerprint,
             eligible_only=eligible_only,
+            rate_scope=rate_scope,
         )

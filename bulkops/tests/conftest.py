@@ -19,6 +19,10 @@ pytest_plugins = ["bulkops.tests.support.services"]
 @pytest.fixture(autouse=True)
 def _isolated_exports_and_counters(tmp_path, settings):
     settings.BULKOPS_EXPORT_DIR = tmp_path / "exports"
+    # Every operation is queued, as a large one is: most tests watch a worker run it,
+    # or act on it while it is pending. The inline run of small operations (the
+    # default, 20) has tests of its own (engine/test_inline.py), which turn it on.
+    settings.BULKOPS_INLINE_MAX_SESSIONS = 0
     _clear_cache()
     yield
     _clear_cache()

@@ -176,3 +176,37 @@ def test_ruff_is_clean_with_the_complexity_limit():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: The engine's services that start an operation.
+STARTERS = {"operation_create", "operation_retry", "operation_undo"}
+#: What only the engine does on the way: replays, rate-limit checks and counts.
+START_PARTS = {"operation_replay", "rate_limit_check", "rate_limit_count"}
+
+
+def called_name(node: ast.Call) -> str | None:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+
+
+def test_every_interface_starts_operations_with_one_engine_call_naming_its_rate_scope():
+    """The API, the admin and the ``bulk`` command call a starter with ``rate_scope``
+    (the engine checks and counts the limit, and answers replays); none of them does
+    any of that itself."""
+    starting: set[str] = set()
+    unscoped, own_parts = [], []
+    for name, path in runtime_modules().items():
+        if not under(name, INTERFACES) or under(name, ("bulkops.bench",)):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            if called_name(node) in STARTERS:
+                starting.add(".".join(name.split(".")[:2]))
+                if "rate_scope" not in {k.arg for k in node.keywords}:
+                    unscoped.append(f"{name}:{node.lineno}")
+            if called_name(node) in START_PARTS:
+                own_parts.append(f"{name}:{node.lineno} {called_name(node)}")
+    assert starting == {"bulkops.api", "bulkops.admin", "bulkops.management"}
+    assert unscoped == []
+    assert own_parts == []

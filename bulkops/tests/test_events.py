@@ -168,9 +168,10 @@ async def test_events_from_the_in_process_worker_thread_reach_a_websocket_client
     assert (await comm.receive_json_from())["type"] == "authenticated"
     # Created before the worker starts: the test database is in-memory SQLite, whose
     # shared cache refuses (rather than waits for) a second thread during a write.
-    op = await database_sync_to_async(operation_create)(
+    started = await database_sync_to_async(operation_create)(
         user=owner, action="close", selection=Selection(session_ids=[f"s{i}" for i in range(5)])
     )
+    op = started.operation
     events.set_server_loop(asyncio.get_running_loop())
     worker = WorkerThread(interval=0.05)
     worker.start()
@@ -226,7 +227,7 @@ def test_a_pause_at_a_chunk_boundary_sends_paused_not_a_final_event(
     monkeypatch.setattr(executor, "record", pause_in_first_chunk)
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=twenty_sessions)
-    )
+    ).operation
     executor.operation_execute(operation_id=op.pk)
     op.refresh_from_db()
     last = published[-1]

@@ -272,7 +272,9 @@ class Command(BaseCommand):
         user = self.user(opts["user"])
         try:
             operation = operation_get_for_user(user=user, operation_id=opts["operation"])
-            op = operation_undo(operation=operation, user=user, source=OperationSource.CLI)
+            op = operation_undo(
+                operation=operation, user=user, source=OperationSource.CLI, rate_scope=UNDO
+            ).operation
         except (ValidationError, BulkOpsError) as exc:
             raise CommandError(error_text(exc)) from None
         self.stdout.write(f"Operation {op.pk}: {op.action} of {op.total} sessions ({op.status}).")
@@ -302,7 +304,8 @@ class Command(BaseCommand):
                 source=OperationSource.CLI,
                 reason=opts["reason"],
                 max_failures=opts["max_failures"],
-            )
+                rate_scope=action,
+            ).operation
         except (ValidationError, BulkOpsError) as exc:
             raise CommandError(error_text(exc)) from None
         self.stdout.write(f"Operation {op.pk}: {action} of {op.total} sessions ({op.status}).")

@@ -36,7 +36,7 @@ def state(*ids: str) -> list[tuple]:
 
 
 def undo(user, op: BulkOperation) -> BulkOperation:
-    new = operation_undo(operation=op, user=user)
+    new = operation_undo(operation=op, user=user).operation
     run_worker()
     new.refresh_from_db()
     return new

@@ -572,7 +572,7 @@ def test_progress_page_shows_the_current_state_without_javascript(admin_client, 
         user=superuser,
         action="close",
         selection=Selection(session_ids=["s-active", "s-processing"]),
-    )
+    ).operation
     pending = admin_client.get(progress(op)).content.decode()
     assert 'http-equiv="refresh"' in pending and "Cancel operation" in pending
     run_worker()
@@ -592,7 +592,7 @@ def test_status_json_is_the_operation_representation(admin_client, superuser, tr
 def test_cancel_from_the_progress_page(admin_client, superuser, trio):
     op = operation_create(
         user=superuser, action="close", selection=Selection(session_ids=["s-active"])
-    )
+    ).operation
     response = admin_client.post(reverse("admin:bulkops_bulkoperation_cancel", args=[op.pk]))
     assert response.status_code == 302
     op.refresh_from_db()

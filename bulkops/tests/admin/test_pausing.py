@@ -17,7 +17,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def op(superuser, make_session):
     ids = [make_session(superuser, id=f"s-{i}").pk for i in range(3)]
-    return operation_create(user=superuser, action="close", selection=Selection(session_ids=ids))
+    return operation_create(
+        user=superuser, action="close", selection=Selection(session_ids=ids)
+    ).operation
 
 
 def page(client, op) -> str:
@@ -107,7 +109,7 @@ def test_the_list_shows_and_filters_paused_operations(admin_client, op, superuse
         user=superuser,
         action="close",
         selection=Selection(session_ids=[make_session(superuser, id="s-other").pk]),
-    )
+    ).operation
     operation_pause(operation=op)
     changelist = reverse("admin:bulkops_bulkoperation_changelist")
     everything = admin_client.get(changelist)

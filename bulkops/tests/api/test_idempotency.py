@@ -9,8 +9,7 @@ from unittest import mock
 
 import pytest
 
-from bulkops.api import views
-from bulkops.engine import Selection, operation_create, request_fingerprint
+from bulkops.engine import Selection, operation_create, operations, request_fingerprint
 from bulkops.models import BulkOperation
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import ACTION_PATHS, post_json
@@ -42,7 +41,9 @@ def test_without_a_key_there_is_no_replayed_header(api, owner, make_session):
 
 def test_a_retry_replay_says_replayed(api, owner, make_session):
     s = make_session(owner, status="processing")
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=[s.pk]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=[s.pk])
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(status="partial", failed=1)
     op.items.update(outcome="failed", reason="processing")
     path = f"/api/bulk/operations/{op.pk}/retry"
@@ -65,7 +66,7 @@ def test_a_twin_that_committed_meanwhile_is_replayed_under_the_lock_even_at_the_
     first = post_json(api, ACTION_PATHS["close"], body, HTTP_IDEMPOTENCY_KEY="twin")
     assert first.status_code == 202
     with mock.patch.object(
-        views, "operation_replay", side_effect=first_none_then(views.operation_replay)
+        operations, "operation_replay", side_effect=first_none_then(operations.operation_replay)
     ):
         twin = post_json(api, ACTION_PATHS["close"], body, HTTP_IDEMPOTENCY_KEY="twin")
     assert twin.status_code == 202, twin.content
@@ -97,7 +98,7 @@ def test_a_replay_is_not_refused_by_the_active_cap(owner, make_session, settings
     first = operation_create(idempotency_key="cap", **kwargs)
     assert first.replayed is False
     twin = operation_create(idempotency_key="cap", **kwargs)
-    assert twin.pk == first.pk and twin.replayed is True
+    assert twin.operation.pk == first.operation.pk and twin.replayed is True
     assert BulkOperation.objects.count() == 1
 
 

@@ -179,7 +179,7 @@ def test_four_overlapping_operations_in_opposite_orders_never_deadlock(
             action="close",
             selection=Selection(session_ids=list(dict.fromkeys(sel))),
             params={"atomic": atomic},
-        )
+        ).operation
         for sel, atomic in selections
     ]
     errors = _run_concurrently([op.pk for op in ops])

@@ -36,7 +36,7 @@ def create(user, action="close", *, token, params=None, **selection) -> BulkOper
         selection=Selection(**selection),
         params=params,
         selection_token=token,
-    )
+    ).operation
 
 
 def assert_nothing_created() -> None:

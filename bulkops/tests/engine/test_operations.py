@@ -104,7 +104,7 @@ def test_export_filter_cap_is_the_export_cap(owner, settings):
     settings.BULKOPS_MAX_SESSIONS_PER_OPERATION = 2
     settings.BULKOPS_MAX_EXPORT_SESSIONS = 4
     Session.objects.bulk_create(Session(id=f"f-{i}", owner=owner) for i in range(4))
-    op = operation_create(user=owner, action="export", selection=Selection(filter={}))
+    op = operation_create(user=owner, action="export", selection=Selection(filter={})).operation
     assert op.total == 4
     Session.objects.create(id="f-5", owner=owner)
     with pytest.raises(ValidationError, match="cap for export is 4"):
@@ -217,7 +217,7 @@ def test_create_makes_pending_items_and_enqueues_one_task(owner, make_session):
         action="close",
         selection=Selection(session_ids=[s.pk for s in sessions]),
         reason="quarterly clean-up",
-    )
+    ).operation
     assert op.pk.startswith("op-") and len(op.pk) > 20
     assert (op.status, op.total, op.reason, op.source) == (
         "pending",
@@ -262,7 +262,7 @@ def test_idempotency_key_replays_and_refuses_a_different_body(owner, make_sessio
         selection=Selection(session_ids=[s.pk]),
         idempotency_key="k1",
         fingerprint="f1",
-    )
+    ).operation
     assert operation_replay(user=owner, idempotency_key="k1", fingerprint="f1") == op
     with pytest.raises(IdempotencyConflict):
         operation_replay(user=owner, idempotency_key="k1", fingerprint="other")
@@ -277,7 +277,7 @@ def test_idempotency_keys_expire_after_the_ttl(owner, make_session, settings):
         selection=Selection(session_ids=[s.pk]),
         idempotency_key="k1",
         fingerprint="f1",
-    )
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(
         created_at=timezone.now()
         - datetime.timedelta(seconds=settings.BULKOPS_IDEMPOTENCY_TTL_SECONDS + 1)
@@ -289,7 +289,7 @@ def test_idempotency_keys_expire_after_the_ttl(owner, make_session, settings):
         selection=Selection(session_ids=[s.pk]),
         idempotency_key="k1",
         fingerprint="f1",
-    )
+    ).operation
     assert again.pk != op.pk
 
 
@@ -310,7 +310,9 @@ def test_resume_after_interruption_never_applies_an_item_twice(
     settings.BULKOPS_CHUNK_SIZE = 2
     sessions = [make_session(owner) for _ in range(6)]
     ids = [s.pk for s in sessions]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     calls = {"n": 0}
     original = executor.record  # each chunk's last step, whichever way it applied
 
@@ -349,7 +351,9 @@ def test_running_a_finished_operation_again_changes_nothing(owner, make_session)
 def test_operation_gives_up_after_max_attempts(owner, make_session, settings):
     settings.BULKOPS_MAX_ATTEMPTS = 2
     s = make_session(owner)
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=[s.pk]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=[s.pk])
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(status="running", attempts=2)
     operation_execute(operation_id=op.pk)
     op.refresh_from_db()
@@ -389,7 +393,9 @@ def test_internal_error_fails_the_rest_and_keeps_committed_chunks(
 # --- cancel, timeout, retry ----------------------------------------------------------------------
 def test_cancel_pending_operation_cancels_every_item_and_touches_nothing(owner, make_session):
     ids = [make_session(owner).pk for _ in range(3)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     operation_cancel(operation=op)
     run_worker()
     op.refresh_from_db()
@@ -402,7 +408,9 @@ def test_cancel_pending_operation_cancels_every_item_and_touches_nothing(owner, 
 def test_cancel_running_operation_stops_at_next_chunk(owner, make_session, settings, monkeypatch):
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner).pk for _ in range(6)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     original = executor.record
 
     def cancel_during_first_chunk(operation, part, now):
@@ -421,7 +429,9 @@ def test_cancel_running_operation_stops_at_next_chunk(owner, make_session, setti
 def test_operation_past_the_timeout_stops_with_reason_timeout(owner, make_session, settings):
     settings.BULKOPS_OPERATION_TIMEOUT_SECONDS = 60
     ids = [make_session(owner).pk for _ in range(2)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(
         status="running", attempts=1, started_at=timezone.now() - datetime.timedelta(seconds=61)
     )
@@ -439,7 +449,7 @@ def test_retry_runs_only_the_failed_items_again(owner, make_session):
     op = execute(owner, "close", [ok.pk, busy.pk, "missing"])
     assert op.status == "partial"
     Session.objects.filter(pk=busy.pk).update(status="active")
-    retry = operation_retry(operation=op, user=owner)
+    retry = operation_retry(operation=op, user=owner).operation
     assert list(retry.items.values_list("session_id", flat=True)) == [busy.pk]
     run_worker()
     retry.refresh_from_db()
@@ -449,7 +459,9 @@ def test_retry_runs_only_the_failed_items_again(owner, make_session):
 
 def test_retry_refuses_running_or_clean_operations(owner, make_session):
     s = make_session(owner)
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=[s.pk]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=[s.pk])
+    ).operation
     with pytest.raises(OperationConflict, match="still running"):
         operation_retry(operation=op, user=owner)
     run_worker()

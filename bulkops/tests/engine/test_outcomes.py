@@ -39,7 +39,9 @@ def test_finalise_leaves_the_object_as_the_row_now_is(
         returning and connection.features.can_return_columns_from_insert,
     )
     ids = [make_session(owner).pk for _ in range(2)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(
         status="running", pause_requested=True, processed=2, **counters
     )

@@ -36,7 +36,7 @@ LONG_AGO = datetime.timedelta(minutes=10)
 def create(owner, ids, **kwargs) -> BulkOperation:
     return operation_create(
         user=owner, action="close", selection=Selection(session_ids=ids), **kwargs
-    )
+    ).operation
 
 
 def run(owner, ids, *, max_failures=None) -> BulkOperation:
@@ -354,7 +354,7 @@ def test_max_failures_is_kept_in_params_and_by_a_retry(owner, make_session):
     busy = make_session(owner, status="processing")
     op = run(owner, [busy.pk], max_failures=5)
     assert (op.status, op.params["max_failures"]) == ("failed", 5)
-    retry = operation_retry(operation=op, user=owner)
+    retry = operation_retry(operation=op, user=owner).operation
     assert retry.params == op.params
 
 

@@ -45,7 +45,9 @@ def test_creating_and_executing_a_one_session_operation_costs_a_fixed_number_of_
 ):
     s = make_session(owner)
     with CaptureQueriesContext(connection) as create:
-        op = operation_create(user=owner, action="close", selection=Selection(session_ids=[s.pk]))
+        op = operation_create(
+            user=owner, action="close", selection=Selection(session_ids=[s.pk])
+        ).operation
     with CaptureQueriesContext(connection) as run:
         operation_execute(operation_id=op.pk)
     assert Session.objects.get(pk=s.pk).status == "closed"

@@ -38,7 +38,9 @@ def crashed(owner, make_session, settings):
     its task row left RUNNING (as django-tasks-db leaves it after a SIGKILL)."""
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner, id=f"s{i}").pk for i in range(6)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     calls = iter([False, True])
     operation_execute(operation_id=op.pk, should_stop=lambda: next(calls))
     queue.operation_tasks(op.pk).update(
@@ -91,7 +93,9 @@ def test_reaper_stale_after_is_the_setting(crashed, settings):
 
 def test_reaper_restarts_a_pending_operation_whose_task_is_gone(owner, make_session):
     make_session(owner, id="s1")
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=["s1"])
+    ).operation
     queue.operation_tasks(op.pk).delete()
     assert operation_reap_stale() == []  # young: its task may just be on its way
     BulkOperation.objects.filter(pk=op.pk).update(created_at=timezone.now() - LONG_AGO)
@@ -103,7 +107,9 @@ def test_reaper_restarts_a_pending_operation_whose_task_is_gone(owner, make_sess
 
 def test_reaper_leaves_an_old_pending_operation_that_is_queued(owner, make_session):
     make_session(owner, id="s1")
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=["s1"])
+    ).operation
     BulkOperation.objects.filter(pk=op.pk).update(created_at=timezone.now() - LONG_AGO)
     assert operation_reap_stale() == []
 
@@ -140,7 +146,9 @@ def test_graceful_stop_finishes_the_chunk_and_hands_off(owner, make_session, set
     running, and the worker enqueues it again at once with the attempt given back."""
     settings.BULKOPS_CHUNK_SIZE = 2
     ids = [make_session(owner, id=f"s{i}").pk for i in range(6)]
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=ids))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids)
+    ).operation
     original = executor._Publisher.chunk
     worker = make_worker()
 
@@ -164,7 +172,9 @@ def test_graceful_stop_finishes_the_chunk_and_hands_off(owner, make_session, set
 
 def test_hand_off_of_a_finished_operation_does_nothing(owner, make_session):
     make_session(owner, id="s1")
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=["s1"])
+    ).operation
     run_worker()
     assert operation_hand_off(operation_id=op.pk) is False
     assert task_rows(op) == {TaskResultStatus.SUCCESSFUL: 1}

@@ -28,11 +28,11 @@ def name_operations(owner):
         if "{pending}" in line:
             named["pending"] = operation_create(
                 user=owner, action="close", selection=Selection(session_ids=["a1"])
-            ).pk
+            ).operation.pk
         if "{paused}" in line:
             op = operation_create(
                 user=owner, action="close", selection=Selection(session_ids=["a1"])
-            )
+            ).operation
             named["paused"] = operation_pause(operation=op).pk
         if "{done}" in line:
             named["done"] = execute(owner, "close", ["a1", "a2"]).pk

@@ -44,7 +44,9 @@ def test_bad_max_failures_is_a_clear_error_and_creates_nothing(owner, make_sessi
 
 def test_bulk_pause_and_resume_an_operation(owner, make_session):
     sid = make_session(owner).pk
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=[sid]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=[sid])
+    ).operation
     assert f"Operation {op.pk}: paused." in bulk("pause", op.pk)
     op.refresh_from_db()
     assert op.status == "paused"
@@ -69,7 +71,9 @@ def test_bulk_pause_resume_bad_input_is_a_clear_error(owner, args, message):
 
 def test_bulk_resume_of_an_operation_that_is_not_paused_is_refused(owner, make_session):
     sid = make_session(owner).pk
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=[sid]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=[sid])
+    ).operation
     with pytest.raises(CommandError, match="Only a paused operation can be resumed"):
         bulk("resume", op.pk)
     op.refresh_from_db()

@@ -79,7 +79,9 @@ async def token_connected(user, path: str = "/ws/bulk/") -> Communicator:
 
 @database_sync_to_async
 def create_close(user, ids):
-    return operation_create(user=user, action="close", selection=Selection(session_ids=ids))
+    return operation_create(
+        user=user, action="close", selection=Selection(session_ids=ids)
+    ).operation
 
 
 @database_sync_to_async

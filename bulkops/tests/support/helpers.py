@@ -64,7 +64,7 @@ def execute(
 ) -> BulkOperation:
     """Create an operation through the service, run the worker, return the fresh row."""
     selection = Selection(session_ids=ids) if filter is None else Selection(filter=filter)
-    op = operation_create(user=user, action=action, selection=selection, params=params)
+    op = operation_create(user=user, action=action, selection=selection, params=params).operation
     run_worker()
     op.refresh_from_db()
     return op

@@ -145,9 +145,15 @@ def session_ids(n: int) -> list[str]:
 
 
 def process_env(db: ProcessDB, tmp_path: Path, *, redis: str | None, **extra: str) -> dict:
-    """The subprocesses' environment on ``db`` (and Redis under the prefix ``redis``)."""
+    """The subprocesses' environment on ``db`` (and Redis under the prefix ``redis``).
+    Operations are queued, as in the in-process tests (conftest.py): a test passes
+    BULKOPS_INLINE_MAX_SESSIONS to see small operations run in the request."""
     return shared.process_env(
-        database_url=db.url, workdir=tmp_path, redis_prefix=redis, BULKOPS_LOG_LEVEL="INFO", **extra
+        database_url=db.url,
+        workdir=tmp_path,
+        redis_prefix=redis,
+        BULKOPS_LOG_LEVEL="INFO",
+        **{"BULKOPS_INLINE_MAX_SESSIONS": "0", **extra},
     )
 
 

@@ -74,7 +74,9 @@ def test_an_idle_worker_logs_its_start_once_and_no_exit_lines(caplog, owner, mak
     make_session(owner, id="s1")
     # Created before the worker starts: in-memory SQLite's shared cache refuses (rather
     # than waits for) a second thread during a write.
-    op = operation_create(user=owner, action="close", selection=Selection(session_ids=["s1"]))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=["s1"])
+    ).operation
     worker = make_worker(interval=0.01, reap_interval=0)
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.INFO, logger="django_tasks_db"):

@@ -1,0 +1,161 @@
+"""Small operations run in the request that starts them (``engine.inline``): the same
+operation, items, outcomes and rules, finished before the answer, events after commit;
+exports, larger operations and a failed inline run are queued as usual."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from channels.layers import InMemoryChannelLayer
+from django.db import OperationalError
+
+from bulkops import events
+from bulkops.engine import Selection, inline, operation_create, operation_undo
+from bulkops.engine.queue import operation_tasks
+from bulkops.models import BulkOperation, Session
+from bulkops.tests.support.helpers import assert_counters_add_up, outcomes, run_worker
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def inline_on(settings):
+    settings.BULKOPS_INLINE_MAX_SESSIONS = 3
+
+
+def close(user, ids, **params):
+    return operation_create(
+        user=user, action="close", selection=Selection(session_ids=ids), params=params
+    )
+
+
+def test_a_small_close_is_finished_when_it_is_returned_and_queues_no_task(owner, make_session):
+    ids = [make_session(owner).pk, make_session(owner, status="closed").pk, "nope"]
+    started = close(owner, ids)
+    op = started.operation
+    assert started.replayed is False
+    assert (op.status, op.succeeded, op.skipped, op.failed) == ("partial", 1, 1, 1)
+    assert op.started_at is not None and op.finished_at is not None
+    assert outcomes(op) == {
+        ids[0]: ("succeeded", ""),
+        ids[1]: ("skipped", "already_closed"),
+        "nope": ("failed", "not_found"),
+    }
+    assert_counters_add_up(op)
+    assert Session.objects.get(pk=ids[0]).status == "closed"
+    assert not operation_tasks(op.pk).exists()
+    fresh = BulkOperation.objects.get(pk=op.pk)
+    assert (fresh.status, fresh.version) == (op.status, op.version)
+
+
+def test_an_operation_over_the_inline_limit_is_queued_for_a_worker(owner, make_session):
+    ids = [make_session(owner).pk for _ in range(4)]
+    op = close(owner, ids).operation
+    assert op.status == "pending"
+    assert operation_tasks(op.pk).count() == 1
+    assert set(Session.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"active"}
+    run_worker()
+    op.refresh_from_db()
+    assert op.status == "completed"
+
+
+def test_an_export_is_queued_even_when_small(owner, make_session):
+    ids = [make_session(owner).pk]
+    op = operation_create(
+        user=owner, action="export", selection=Selection(session_ids=ids), params={"format": "csv"}
+    ).operation
+    assert op.status == "pending"
+    assert operation_tasks(op.pk).count() == 1
+
+
+def test_an_atomic_operation_with_an_ineligible_session_fails_whole_and_changes_nothing(
+    owner, make_session
+):
+    ok, busy = make_session(owner).pk, make_session(owner, status="processing").pk
+    op = close(owner, [ok, busy], atomic=True).operation
+    assert op.status == "failed"
+    assert outcomes(op) == {ok: ("failed", "atomic_rollback"), busy: ("failed", "processing")}
+    assert Session.objects.get(pk=ok).status == "active"
+
+
+def test_a_replay_answers_the_finished_operation_and_creates_nothing(owner, make_session):
+    sid = make_session(owner).pk
+    kwargs = dict(
+        user=owner, action="close", selection=Selection(session_ids=[sid]), idempotency_key="k"
+    )
+    first = operation_create(**kwargs)
+    again = operation_create(**kwargs)
+    assert again.replayed is True
+    assert again.operation.pk == first.operation.pk and again.operation.status == "completed"
+    assert BulkOperation.objects.count() == 1
+
+
+def test_an_undo_of_a_small_operation_runs_inline_too(owner, make_session):
+    ids = [make_session(owner).pk, make_session(owner).pk]
+    done = close(owner, ids).operation
+    undo = operation_undo(operation=done, user=owner).operation
+    assert (undo.action, undo.status, undo.succeeded) == ("undo", "completed", 2)
+    assert set(Session.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"active"}
+
+
+class RecordingLayer(InMemoryChannelLayer):
+    """The in-memory layer, remembering every event sent to a group."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict] = []
+
+    async def group_send(self, group, message):
+        self.sent.append(message["event"])
+        await super().group_send(group, message)
+
+
+def test_events_are_sent_only_once_the_transaction_has_committed(
+    owner, make_session, monkeypatch, django_capture_on_commit_callbacks
+):
+    layer = RecordingLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    sid = make_session(owner).pk
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        op = close(owner, [sid]).operation
+    assert op.status == "completed"
+    assert layer.sent == []  # committed state only: nothing before the commit
+    for callback in callbacks:
+        callback()
+    assert [e["type"] for e in layer.sent] == [
+        "bulk_operation_started",
+        "sessions_updated",
+        "bulk_operation_completed",
+    ]
+    assert layer.sent[-1]["version"] == op.version
+    assert layer.sent[1]["session_ids"] == [sid]
+
+
+def test_a_database_error_in_the_inline_run_rolls_it_back_and_queues_the_operation(
+    owner, make_session, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Say the run met a deadlock after its chunk: nothing it did stays (the session
+    is untouched, the operation pending, no event goes out) and a worker runs it."""
+    layer = RecordingLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    sid = make_session(owner).pk
+    real = inline.operation_execute
+
+    def execute_then_deadlock(**kwargs):
+        real(**kwargs)
+        raise OperationalError("deadlock detected")
+
+    with mock.patch.object(inline, "operation_execute", execute_then_deadlock):
+        with django_capture_on_commit_callbacks(execute=True):
+            op = close(owner, [sid]).operation
+    assert op.status == "pending"
+    assert BulkOperation.objects.get(pk=op.pk).status == "pending"
+    assert Session.objects.get(pk=sid).status == "active"
+    assert op.items.get().outcome == "pending"
+    assert layer.sent == []
+    assert operation_tasks(op.pk).count() == 1
+    run_worker()
+    op.refresh_from_db()
+    assert op.status == "completed"
+    assert Session.objects.get(pk=sid).status == "closed"
