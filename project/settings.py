@@ -134,6 +134,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DB_POOL", True
+):
+    # PostgreSQL: each process keeps a pool of open connections (psycopg_pool, Django's
+    # OPTIONS["pool"]) instead of connecting afresh for every request — under daphne
+    # each request runs on a thread of its own, so CONN_MAX_AGE cannot keep one, and a
+    # new connection costs more than a cheap request itself. A process holds at most
+    # DB_POOL_MAX_SIZE connections (waiting up to DB_POOL_TIMEOUT s for a free one), so
+    # PostgreSQL's max_connections must cover N servers and M workers: see
+    # docs/production.md. DB_POOL=0 turns it off (e.g. behind PgBouncer).
+    if DATABASES["default"].get("CONN_MAX_AGE"):
+        raise ImproperlyConfigured(
+            "DB_CONN_MAX_AGE keeps connections open per thread, the pool (DB_POOL) per "
+            "process: set DB_POOL=0 to use DB_CONN_MAX_AGE."
+        )
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+        "timeout": env_int("DB_POOL_TIMEOUT", 10),
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -325,8 +325,8 @@ def operation_retry(
     ``not_found`` ones, which cannot succeed), as ``operation_create`` does (the
     idempotency key's request is "retry ``operation``"; interfaces pass
     ``rate_scope=ratelimits.RETRY``; ``fingerprint``, ``selection_token`` and
-    ``eligible_only``: the admin's retry confirmation page). Raise OperationConflict when it is still running
-    or nothing failed."""
+    ``eligible_only``: the admin's retry confirmation page). Raise OperationConflict
+    when it is still running or nothing failed."""
     fingerprint = fingerprint or request_fingerprint(
         action=RETRY, payload={"operation_id": operation.pk}
     )

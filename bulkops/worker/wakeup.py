@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from django.db import connection, connections
+from django.db import connection
 
 from bulkops.engine.queue import WAKEUP_CHANNEL, task_ready
 
@@ -37,19 +37,18 @@ class Listener(threading.Thread):
             except Exception:
                 logger.warning("task listener lost its connection; retrying", exc_info=True)
                 self.listening.clear()
-                connections.close_all()
                 self.stopped.wait(1.0)
-        connections.close_all()
 
     def _listen(self) -> None:
-        connection.ensure_connection()
-        raw = connection.connection
-        raw.autocommit = True
-        raw.execute(f"LISTEN {WAKEUP_CHANNEL}")
-        self.listening.set()
-        while not self.stopped.is_set():
-            for _ in raw.notifies(timeout=1.0, stop_after=1):
-                task_ready.set()
+        # A connection of its own, outside Django's pool: it stays LISTENing for the
+        # life of the worker, and must never be handed to a request or a task.
+        params = connection.get_connection_params()
+        with connection.Database.connect(**params, autocommit=True) as raw:
+            raw.execute(f"LISTEN {WAKEUP_CHANNEL}")
+            self.listening.set()
+            while not self.stopped.is_set():
+                for _ in raw.notifies(timeout=1.0, stop_after=1):
+                    task_ready.set()
 
     def stop(self) -> None:
         self.stopped.set()
