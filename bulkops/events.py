@@ -87,23 +87,30 @@ def after_commit() -> Iterator[None]:
         yield
     finally:
         _held.reset(token)
-    transaction.on_commit(lambda: [_send(groups, message) for groups, message in held])
+    transaction.on_commit(lambda: _deliver(held))
 
 
 def _send(groups: list[str], message: dict[str, Any]) -> None:
-    """Send ``message`` to ``groups``; log and return on any failure or timeout."""
+    """Send ``message`` to ``groups`` (or hold it: ``after_commit``)."""
     held = _held.get()
     if held is not None:
         held.append((groups, message))
-        return
+    else:
+        _deliver([(groups, message)])
+
+
+def _deliver(batch: list[tuple[list[str], dict[str, Any]]]) -> None:
+    """Send each (groups, message) of ``batch`` in order, in one hop to the event loop;
+    log and return on any failure or timeout."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not batch:
         return
 
     async def send_all() -> None:
         async def each() -> None:
-            for group in groups:
-                await layer.group_send(group, message)
+            for groups, message in batch:
+                for group in groups:
+                    await layer.group_send(group, message)
 
         await asyncio.wait_for(each(), PUBLISH_TIMEOUT)
 
@@ -123,9 +130,8 @@ def _send(groups: list[str], message: dict[str, Any]) -> None:
         else:
             asyncio.run_coroutine_threadsafe(send_all(), loop).result(PUBLISH_TIMEOUT + 1)
     except Exception:
-        logger.warning(
-            "could not publish %s event", message.get("event", {}).get("type"), exc_info=True
-        )
+        kinds = [message.get("event", {}).get("type") for _, message in batch]
+        logger.warning("could not publish %s event", ", ".join(map(str, kinds)), exc_info=True)
 
 
 def publish_operation(operation: BulkOperation, event_type: str) -> None:
