@@ -152,7 +152,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1),
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
-        "timeout": env_int("DB_POOL_TIMEOUT", 10),
+        "timeout": env_int("DB_POOL_TIMEOUT", 2),
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
