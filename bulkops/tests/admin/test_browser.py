@@ -92,6 +92,9 @@ def live_server(tmp: Path, **extra_env: str):
         DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
         BULKOPS_EXPORT_DIR=str(tmp / "exports"),
         BULKOPS_CHUNK_SIZE="10",
+        # Queued, so the pages show an operation waiting, then running (small ones
+        # would otherwise finish in the request: api/test_inline.py).
+        BULKOPS_INLINE_MAX_SESSIONS="0",
         DEBUG="1",
         PYTHONUNBUFFERED="1",
         **extra_env,
