@@ -86,8 +86,8 @@ def in_process_breakdown(*, owner, fresh: Callable[[int], list[str]], runs: int)
     try:
         with connection.execute_wrapper(profiler):
             for sid in ids:
-                op = create(user=owner, action="close", selection=Selection(session_ids=[sid]))
-                execute(operation_id=op.pk)
+                new = create(user=owner, action="close", selection=Selection(session_ids=[sid]))
+                execute(operation_id=new.operation.pk)
     finally:
         for module, attr, original in saved:
             setattr(module, attr, original)

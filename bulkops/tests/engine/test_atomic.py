@@ -117,7 +117,7 @@ def test_cancel_of_a_running_atomic_operation_rolls_everything_back(
         action=action,
         selection=Selection(session_ids=ids),
         params={**params, "atomic": True},
-    )
+    ).operation
     with MidRun(monkeypatch, op.pk, after_chunk=after_chunk) as run:
         _no_waiting()
         answered = operation_cancel(operation=op)  # not blocked by the running transaction
@@ -143,7 +143,7 @@ def test_a_pause_of_a_running_atomic_operation_is_refused_at_once(
     ids = [make_session(owner, id=f"s{i}").pk for i in range(6)]
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=ids), params={"atomic": True}
-    )
+    ).operation
     with MidRun(monkeypatch, op.pk) as run:
         _no_waiting()
         with pytest.raises(OperationConflict, match="all-or-nothing"):
@@ -163,7 +163,7 @@ def test_an_atomic_operation_shows_no_progress_until_it_commits(
     ids = [make_session(owner, id=f"s{i}").pk for i in range(6)]
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=ids), params={"atomic": True}
-    )
+    ).operation
     with MidRun(monkeypatch, op.pk) as run:
         mid = BulkOperation.objects.get(pk=op.pk)
         assert (mid.status, mid.processed) == ("running", 0)

@@ -127,7 +127,7 @@ def _chunk_plans(owner, action: str, size: int, params: dict) -> list[tuple[str,
         action=action,
         selection=Selection(session_ids=[s.pk for s in sessions]),
         params=params,
-    )
+    ).operation
     act = get_action(action)(user=owner, params=op.params)
     scope = sessions_in_scope_by_id(user=owner, action=act)
     statements: list[tuple[str, object]] = []

@@ -113,7 +113,7 @@ def test_on_the_defaults_a_large_archive_moves_in_steps_and_pauses_between_them(
     monkeypatch.setattr(executor, "record", record_then_read_the_row)
     op = operation_create(
         user=owner, action="archive", selection=Selection(session_ids=big_sessions)
-    )
+    ).operation
     operation_execute(operation_id=op.pk)
     op.refresh_from_db()
 

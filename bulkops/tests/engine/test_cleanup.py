@@ -121,7 +121,7 @@ def test_an_undone_operation_goes_with_its_last_undo_not_before(owner, make_sess
     settings.BULKOPS_OPERATION_RETENTION_DAYS = 30
     make_session(owner, id="u1")
     closed = execute(owner, "close", ["u1"])
-    undo = operation_undo(operation=closed, user=owner)
+    undo = operation_undo(operation=closed, user=owner).operation
     run_worker()
     now = timezone.now()
     BulkOperation.objects.filter(pk=closed.pk).update(finished_at=now - 40 * DAY)
