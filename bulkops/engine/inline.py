@@ -1,4 +1,4 @@
-"""Small operations run inside the request that starts them (DESIGN §9).
+"""Small operations run inside the request that starts them.
 
 An operation of at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions is run to its end by
 ``operation_execute`` in the transaction that creates it, instead of being queued: no
