@@ -13,12 +13,12 @@ from bulkops.engine.inputs import (
     FILTER_KEYS,
     MAX_FAILURES,
     MAX_FAILURES_LIMIT,
-    Started,
     clean_max_failures,
     filter_from_text,
     parse_moment,
 )
 from bulkops.engine.operations import (
+    Started,
     clean_reason,
     operation_cancel,
     operation_create,
