@@ -244,10 +244,10 @@ def _checked_selection(request: _Request, ids: list[str]) -> list[str]:
     """The drift check of ``selection_token`` and the ``eligible_only`` narrowing, on
     one partition of the selection read under the user's lock; return the ids to run."""
     act = request.act
-    if request.selection_token is None and not request.eligible_only:
-        return ids
+    if not request.selection_token and not request.eligible_only:
+        return ids  # an empty token is no token (the admin's field before a preview)
     part = partition(action=act, ids=ids, rows=selection_rows(action=act, ids=ids))
-    if request.selection_token is not None:
+    if request.selection_token:
         expected = selection_token_verify(token=request.selection_token, action=act)
         selection_drift_check(expected=expected, action=act, ids=ids, part=part)
     if request.eligible_only:

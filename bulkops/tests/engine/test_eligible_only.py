@@ -30,7 +30,7 @@ def mixed(owner, make_session):
 def test_only_the_eligible_sessions_get_items_and_the_run_is_completed(owner, mixed):
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=mixed), eligible_only=True
-    )
+    ).operation
     assert op.total == 2
     assert list(op.items.order_by("pk").values_list("session_id", flat=True)) == ["m-a1", "m-a2"]
     assert op.excluded == {
@@ -94,7 +94,7 @@ def test_the_sample_of_a_reason_is_bounded_and_its_count_complete(owner):
     ids = ["free", *(f"busy-{n:02d}" for n in range(30))]
     op = operation_create(
         user=owner, action="archive", selection=Selection(session_ids=ids), eligible_only=True
-    )
+    ).operation
     [group] = op.excluded["ineligible"]
     assert (group["reason"], group["count"], len(group["sample"])) == ("processing", 30, 20)
 
@@ -102,7 +102,7 @@ def test_the_sample_of_a_reason_is_bounded_and_its_count_complete(owner):
 def test_a_retry_can_leave_out_what_still_cannot_succeed(owner, mixed):
     first = execute(owner, "close", mixed)
     Session.objects.filter(pk="m-busy").update(status="active")  # the pipeline finished
-    retry = operation_retry(operation=first, user=owner, eligible_only=True)
+    retry = operation_retry(operation=first, user=owner, eligible_only=True).operation
     assert list(retry.items.values_list("session_id", flat=True)) == ["m-busy"]
     assert retry.excluded == {
         "ineligible": [{"reason": "archived", "count": 1, "sample": ["m-archived"]}]
