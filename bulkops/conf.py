@@ -8,6 +8,9 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     "MAX_SESSIONS_PER_OPERATION": 1000,
     "MAX_EXPORT_SESSIONS": 10_000,
+    #: The most sessions one large operation (a filter past the caps above, for users
+    #: with ``bulkops.run_large_operation``) may select.
+    "MAX_LARGE_OPERATION_SESSIONS": 10_000_000,
     "MAX_ACTIVE_OPERATIONS_PER_USER": 5,
     "MAX_REQUEST_BYTES": 1024 * 1024,
     "MAX_WS_CONNECTIONS_PER_USER": 20,
@@ -26,6 +29,13 @@ DEFAULTS: dict[str, Any] = {
     #: (``bulkops.engine.inline``); 0: every operation is queued for a worker.
     "INLINE_MAX_SESSIONS": 20,
     "OPERATION_TIMEOUT_SECONDS": 300,
+    #: How many slices a large operation's selection is cut into: as many workers can
+    #: run it at once (an export: one).
+    "LARGE_SLICES": 4,
+    #: The most sessions a large operation processes a second (0: no limit).
+    "LARGE_MAX_ROWS_PER_SECOND": 0,
+    #: The running time (pauses left out) after which a large operation stops.
+    "LARGE_OPERATION_TIMEOUT_SECONDS": 24 * 3600,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,
     "OPERATION_RETENTION_DAYS": 30,
     "IDEMPOTENCY_TTL_SECONDS": 24 * 3600,

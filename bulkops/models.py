@@ -71,7 +71,13 @@ class Session(models.Model):
 
     class Meta:
         ordering = ["-created_at", "id"]
-        permissions = [("hard_delete_session", "Can hard delete sessions (rows removed)")]
+        permissions = [
+            ("hard_delete_session", "Can hard delete sessions (rows removed)"),
+            (
+                "run_large_operation",
+                "Can run bulk operations on a filter past the per-operation cap",
+            ),
+        ]
         indexes = [
             # Covers the per-status counts of one owner (an index-only scan; see
             # selectors.session_counts_by_status) as well as (owner) and (owner, status).
@@ -209,6 +215,11 @@ class BulkOperation(models.Model):
     export_file = models.CharField(max_length=255, blank=True, default="")
     expires_at = models.DateTimeField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0)
+    #: A large operation's selection, which its workers resolve slice by slice (its
+    #: items are written as its chunks run): ``{"filter": {…}, "created_until": ISO}``,
+    #: or ``{"items_of": <operation id>, "outcome": …, "exclude_reasons": […]}`` (the
+    #: retry or undo of a large operation). None: the items were written at creation.
+    selection = models.JSONField(null=True, blank=True, editable=False)
     #: What the confirmation page previewed as skipped or not eligible and the person
     #: chose to leave out (run "on the eligible sessions only"): no item, never a
     #: failure. ``{"skipped"|"ineligible": [{"reason", "count", "sample": [ids]}]}``.
@@ -247,6 +258,43 @@ class BulkOperation(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_OPERATION_STATUSES
+
+    @property
+    def is_large(self) -> bool:
+        return self.selection is not None
+
+
+class OperationSlice(models.Model):
+    """One range of a large operation's selection, in session-id order: the sessions
+    with ``after < id <= through`` (an empty bound: open). One worker at a time claims
+    it (``claimed_by``, kept alive by ``heartbeat_at``; a claim whose heartbeat is
+    older than ``BULKOPS_STALE_AFTER_SECONDS`` may be taken over); each chunk moves
+    ``cursor`` (the last session id it processed) in the chunk's own transaction, so a
+    resumed slice starts right after the last committed chunk and no session is acted
+    on twice."""
+
+    operation = models.ForeignKey(
+        BulkOperation, on_delete=models.CASCADE, related_name="slices", db_index=False
+    )
+    number = models.PositiveIntegerField()
+    after = models.CharField(max_length=64, blank=True, default="")
+    through = models.CharField(max_length=64, blank=True, default="")
+    cursor = models.CharField(max_length=64, blank=True, default="")
+    done = models.BooleanField(default=False)
+    #: The worker running it ("": nobody).
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["operation", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation", "number"], name="slice_unique_number_per_operation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id} slice {self.number}"
 
 
 class ItemOutcome(models.TextChoices):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 
 from bulkops.models import Session
 
@@ -191,6 +192,11 @@ class BulkAction:
 
     def preview(self, eligible: list[str]) -> dict[str, Any]:
         """Extra keys of validate's answer (delete: what goes with the sessions)."""
+        return {}
+
+    def preview_matching(self, eligible: QuerySet[Session]) -> dict[str, Any]:
+        """``preview`` of a selection past the cap, given as a queryset of the eligible
+        sessions (never their ids): the same keys, computed in SQL."""
         return {}
 
     def representation(self, operation: BulkOperation) -> dict[str, Any]:

@@ -97,6 +97,12 @@ class DeleteAction(BulkAction):
             )
         return {"cascade": {"exports": removed}}
 
+    def preview_matching(self, eligible: QuerySet[Session]) -> dict[str, Any]:
+        removed = 0
+        if self.cascade:
+            removed = SessionExport.objects.filter(session__in=eligible.values("pk")).count()
+        return {"cascade": {"exports": removed}}
+
     @classmethod
     def required_permissions(cls, params: dict[str, Any]) -> tuple[str, ...]:
         return () if params.get("soft_delete", True) else (HARD_DELETE_PERMISSION,)

@@ -361,15 +361,40 @@ class CascadeSerializer(serializers.Serializer):
     exports = serializers.IntegerField(help_text="Exports that would be removed with them.")
 
 
+#: What the OpenAPI schema says of validate's lists past the cap.
+TRUNCATED = (
+    " Past the action's cap (a large selection, `lists_truncated` true) this is not "
+    "the full list but at most 20 sample sessions per reason (per part for the eligible), "
+    "first in id order; the counts are exact."
+)
+
+
 class ValidateOutputSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ACTIONS)
     eligible_count = serializers.IntegerField()
     ineligible_count = serializers.IntegerField()
     skipped_count = serializers.IntegerField()
-    eligible = EligibleSessionSerializer(many=True)
-    eligible_ids = serializers.ListField(child=serializers.CharField())
-    ineligible = IneligibleSessionSerializer(many=True)
-    skipped = SkippedSessionSerializer(many=True)
+    counts_by_reason = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="The skipped and ineligible sessions by reason code, e.g. "
+        '`{"already_closed": 12, "processing": 3}`.',
+    )
+    lists_truncated = serializers.BooleanField(
+        help_text="True past the action's cap (`BULKOPS_MAX_SESSIONS_PER_OPERATION`, export "
+        "`BULKOPS_MAX_EXPORT_SESSIONS`), for a user with `bulkops.run_large_operation`: "
+        "`eligible`, `eligible_ids`, `ineligible` and `skipped` then hold samples, never "
+        "the full lists; the counts are exact."
+    )
+    eligible = EligibleSessionSerializer(many=True, help_text="Every eligible session." + TRUNCATED)
+    eligible_ids = serializers.ListField(
+        child=serializers.CharField(), help_text="The ids of `eligible`." + TRUNCATED
+    )
+    ineligible = IneligibleSessionSerializer(
+        many=True, help_text="Every ineligible session, with its reason." + TRUNCATED
+    )
+    skipped = SkippedSessionSerializer(
+        many=True, help_text="Every session already in the target state." + TRUNCATED
+    )
     estimated_duration_seconds = serializers.FloatField()
     selection_token = serializers.CharField(
         help_text="Signed, valid `BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS` (1 h): pass it "

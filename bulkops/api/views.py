@@ -152,6 +152,8 @@ class JSONBodyView(APIView):
                 "eligible_count": 1,
                 "ineligible_count": 1,
                 "skipped_count": 1,
+                "counts_by_reason": {"already_closed": 1, "not_found": 1},
+                "lists_truncated": False,
                 "eligible": [
                     {"session_id": "demo-000000", "title": "Mu session 0", "status": "active"}
                 ],

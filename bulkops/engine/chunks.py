@@ -47,10 +47,12 @@ class ChunkSizer:
     at most ``MAX_GROWTH``-fold a chunk, shrinking at once), the first at most
     ``FIRST_CHUNK``, none more than ``BULKOPS_CHUNK_SIZE``. So progress moves, and a
     pause or cancel is seen, about once per target duration whatever an item costs.
-    With ``BULKOPS_CHUNK_SECONDS`` 0 every chunk takes ``BULKOPS_CHUNK_SIZE`` items."""
+    With ``BULKOPS_CHUNK_SECONDS`` 0 every chunk takes ``BULKOPS_CHUNK_SIZE`` items.
+    ``maximum``: a lower bound than ``BULKOPS_CHUNK_SIZE`` (a throttled run's)."""
 
-    def __init__(self) -> None:
-        self.maximum = max(1, int(bulkops_settings.CHUNK_SIZE))
+    def __init__(self, *, maximum: int | None = None) -> None:
+        largest = int(bulkops_settings.CHUNK_SIZE)
+        self.maximum = max(1, min(largest, maximum) if maximum else largest)
         self.target = float(bulkops_settings.CHUNK_SECONDS)
         self.size = min(FIRST_CHUNK, self.maximum) if self.target > 0 else self.maximum
         self._last_rate: float | None = None
@@ -145,15 +147,30 @@ def run_chunk(
     ids = next_ids(op, size=size, after=after)
     if not ids:
         return None
-    plan = sql_plan(act, now)
-    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
-    if plan is not None:
-        part = _apply_in_sql(act, plan, scope, ids, skip_locked)
-    else:
-        part = _apply_in_python(op, act, scope, ids, skip_locked, now)
+    part = apply_chunk(op, act, scope, ids=ids, now=now, skip_locked=skip_locked)
     part.last = len(ids) < size
     part.last_id = ids[-1]
     return part
+
+
+def apply_chunk(
+    op: BulkOperation,
+    act: BulkAction,
+    scope: QuerySet[Session],
+    *,
+    ids: list[str],
+    now: datetime.datetime,
+    skip_locked: bool = False,
+) -> Partition:
+    """Lock the sessions of ``ids`` that are in ``scope``, re-check them and apply the
+    action to the eligible, in the caller's transaction; return their partition (an id
+    ``scope`` does not hold is ``not_found``, or ``locked`` when another transaction
+    holds it and ``skip_locked``)."""
+    plan = sql_plan(act, now)
+    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
+    if plan is not None:
+        return _apply_in_sql(act, plan, scope, ids, skip_locked)
+    return _apply_in_python(op, act, scope, ids, skip_locked, now)
 
 
 def _is_lock_timeout(exc: OperationalError) -> bool:

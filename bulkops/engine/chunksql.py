@@ -72,7 +72,7 @@ def _statement(
         scope.filter(AnyOf("pk", ids))
         .annotate(tid=RawSQL(f"{table}.ctid", ()))
         .order_by("pk")
-        .select_for_update(skip_locked=skip_locked)
+        .select_for_update(skip_locked=skip_locked, of=("self",))
         .values_list(*ROW_FIELDS, "tid")
     )
     lock_sql, lock_params = lock.query.sql_with_params()

@@ -5,7 +5,8 @@ a salt of its own), short-lived (``BULKOPS_SELECTION_TOKEN_MAX_AGE_SECONDS``), b
 the user, the action and the parameters that change eligibility (delete's
 ``soft_delete``, ``cascade_exports``), a digest of the partition — every resolved id,
 sorted, with the part it fell in (eligible, skipped, not eligible) — and the counts.
-Compact: a digest, never the ids.
+Compact: a digest, never the ids. Past the cap (a large selection) the digest binds the
+filter and the counts by part and reason instead (``engine.large.counts``).
 
 An action given the token recomputes the partition of its selection and starts only
 when the digest is the same: the same ids (a filter can match new or fewer sessions)
@@ -158,7 +159,11 @@ def selection_drift_check(
     partition just read): the worker re-checks each session under lock anyway."""
     if part is None:
         part = partition(action=action, ids=ids, rows=selection_rows(action=action, ids=ids))
-    current = SelectionSnapshot.of(ids=ids, part=part)
+    snapshot_compare(expected=expected, current=SelectionSnapshot.of(ids=ids, part=part))
+
+
+def snapshot_compare(*, expected: SelectionSnapshot, current: SelectionSnapshot) -> None:
+    """Raise SelectionDrift, with both counts, unless ``current`` is what was validated."""
     if current.digest == expected.digest:
         return
     raise SelectionDrift(

@@ -68,7 +68,8 @@ def session_rows(
     ``skip_locked``, rows another transaction holds are left out."""
     qs = scope.filter(AnyOf("pk", ids)).order_by("pk")
     if lock and not action.read_only:
-        qs = qs.select_for_update(skip_locked=skip_locked)
+        # Only the sessions' rows: a filter's scope may join the users (``owner``).
+        qs = qs.select_for_update(skip_locked=skip_locked, of=("self",))
     with_exports: set[str] = set()
     if action.needs_exports:
         with_exports = set(

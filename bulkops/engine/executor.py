@@ -12,10 +12,12 @@ once — never applies an item twice.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Protocol
 
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
@@ -28,6 +30,9 @@ from bulkops.conf import bulkops_settings
 from bulkops.engine.atomic import execute_atomic
 from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, run_chunk
 from bulkops.engine.eligibility import Partition
+from bulkops.engine.large.pacing import Throttle
+from bulkops.engine.large.run import large_restart
+from bulkops.engine.large.workers import execute_large, joins_run, large_conclude, worker_token
 from bulkops.engine.outcomes import fail_rest, record
 from bulkops.engine.stopping import (
     STOP_FIELDS,
@@ -107,17 +112,21 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
         if op is None or op.is_finished or op.status == OperationStatus.PAUSED:
             # A paused operation waits for operation_resume, which enqueues it again.
             return None
-        if op.attempts >= bulkops_settings.MAX_ATTEMPTS:
+        joining = joins_run(op)
+        if op.attempts >= bulkops_settings.MAX_ATTEMPTS and not joining:
             _give_up(op)
             return None
         # The first execution ever: not after a crash, a hand-off or a pause (those give
         # the attempt back, but the operation has started already).
         first = op.started_at is None
-        if get_action(op.action).read_only and not first:
+        if get_action(op.action).read_only and not first and not joining:
             # A read-only action (export) keeps nothing between attempts: start over.
-            BulkOperationItem.objects.filter(operation=op).update(
-                outcome=ItemOutcome.PENDING, reason="", message=""
-            )
+            if op.is_large:
+                large_restart(op)
+            else:
+                BulkOperationItem.objects.filter(operation=op).update(
+                    outcome=ItemOutcome.PENDING, reason="", message=""
+                )
             counters = dict.fromkeys(
                 ("processed", "succeeded", "skipped", "failed", "cancelled"), 0
             )
@@ -126,7 +135,7 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
         now = timezone.now()
         started = {
             "status": OperationStatus.RUNNING,
-            "attempts": op.attempts + 1,
+            "attempts": op.attempts + (0 if joining else 1),
             "started_at": op.started_at or now,
             "heartbeat_at": now,
             "version": op.version + 1,
@@ -138,48 +147,77 @@ def _start(operation_id: str) -> tuple[BulkOperation, bool] | None:
 
 
 # --- a plain operation: each chunk its own transaction ----------------------------------------
+class ChunkStep(Protocol):
+    """One chunk's work in the caller's transaction: act on the next sessions past
+    ``after`` and record them; return their partition, or None when none is left."""
+
+    def __call__(
+        self, *, size: int, after: str, now: datetime.datetime, skip_locked: bool
+    ) -> Partition | None: ...
+
+
+class _PendingItems:
+    """A plain operation's chunks: its pending items in id order, recorded in place."""
+
+    def __init__(self, op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> None:
+        self.op, self.act, self.scope = op, act, scope
+
+    def __call__(
+        self, *, size: int, after: str, now: datetime.datetime, skip_locked: bool
+    ) -> Partition | None:
+        part = run_chunk(
+            self.op, self.act, self.scope, size=size, now=now, after=after,
+            skip_locked=skip_locked,
+        )  # fmt: skip
+        if part is not None:
+            record(self.op, part, now)
+        return part
+
+
 def _chunk(
     op: BulkOperation,
-    act: BulkAction,
-    scope: QuerySet[Session],
     should_stop: Callable[[], bool] | None,
+    step: ChunkStep,
     *,
     size: int,
     after: str,
     skip_locked: bool,
+    lock: bool = True,
 ) -> Partition | Stop | None:
     """One chunk in the caller's transaction, under the operation's row lock: the stop
     check on the row as locked, then the chunk and its record. None: nothing is left
-    (or the operation was finished meanwhile)."""
-    fresh = (
-        BulkOperation.objects.select_for_update()
-        .filter(pk=op.pk)
-        .values("status", *STOP_FIELDS)
-        .get()
-    )
+    (or the operation was finished meanwhile). ``lock`` False (a large operation's
+    slices, which run at once): the row is read, not locked."""
+    rows = BulkOperation.objects.select_for_update() if lock else BulkOperation.objects
+    fresh = rows.filter(pk=op.pk).values("status", *STOP_FIELDS).get()
     if fresh["status"] in FINISHED_OPERATION_STATUSES:
         return None
     stop = stop_reason(op, should_stop, fresh=fresh)
     if stop:
         return stop
-    now = timezone.now()
-    part = run_chunk(op, act, scope, size=size, now=now, after=after, skip_locked=skip_locked)
-    if part is not None:
-        record(op, part, now)
-    return part
+    return step(size=size, after=after, now=timezone.now(), skip_locked=skip_locked)
 
 
-def _execute_chunks(op, act, scope, publisher, should_stop) -> Stop | None:
-    """Chunks until none is left or a stop is asked for, each sized to last about
-    ``BULKOPS_CHUNK_SECONDS``. After the last chunk (one that read fewer items than
-    it could hold) nothing is left to stop, bar the failure threshold, which the
-    counters ``record`` keeps on ``op`` tell: a one-chunk operation costs no read
-    between its chunk and its end."""
-    sizer = ChunkSizer()
-    after = ""
+def _execute_chunks(
+    op: BulkOperation,
+    publisher: _Publisher,
+    should_stop: Callable[[], bool] | None,
+    step: ChunkStep,
+    *,
+    after: str = "",
+    throttle: Throttle | None = None,
+    lock: bool = True,
+) -> Stop | None:
+    """Chunks of ``step`` past ``after`` until none is left or a stop is asked for,
+    each sized to last about ``BULKOPS_CHUNK_SECONDS``. After the last chunk (one that
+    read fewer items than it could hold) nothing is left to stop, bar the failure
+    threshold, which the counters ``record`` keeps on ``op`` tell: a one-chunk
+    operation costs no read between its chunk and its end. ``throttle``: chunks no
+    larger than its rate allows, and its wait after each (outside the transaction)."""
+    sizer = ChunkSizer(maximum=throttle.max_chunk if throttle else None)
     while True:
         started = time.monotonic()
-        chunk = partial(_chunk, op, act, scope, should_stop, size=sizer.size, after=after)
+        chunk = partial(_chunk, op, should_stop, step, size=sizer.size, after=after, lock=lock)
         result = in_chunk_transaction(op, lambda skip, chunk=chunk: chunk(skip_locked=skip))
         if result is None or isinstance(result, Stop):
             return result
@@ -189,6 +227,8 @@ def _execute_chunks(op, act, scope, publisher, should_stop) -> Stop | None:
         after = result.last_id
         seconds = time.monotonic() - started
         sizer.measured(items=result.processed, seconds=seconds)
+        if throttle is not None:
+            throttle.wait(result.processed)
         logger.debug(
             "operation %s: %d items in %.3f s, next chunk %d",
             op.pk,
@@ -196,6 +236,30 @@ def _execute_chunks(op, act, scope, publisher, should_stop) -> Stop | None:
             seconds,
             sizer.size,
         )
+
+
+def _execute_large(
+    op: BulkOperation,
+    act: BulkAction,
+    scope: QuerySet[Session],
+    should_stop: Callable[[], bool] | None,
+) -> Stop | bool:
+    """This worker's share of a large operation (``engine.large.workers``): slices
+    until none is free or a stop; then, when it is the last worker on it, the
+    operation's end. Return True when this worker ended it (``op`` is the row as it
+    ended), False when another one does, ``Stop.SHUTDOWN`` when it was left to resume."""
+    worker = worker_token()
+    publisher = _Publisher(op, act)
+
+    def run_chunks(chunks, *, after: str, throttle: Throttle) -> Stop | None:
+        return _execute_chunks(
+            op, publisher, should_stop, chunks, after=after, throttle=throttle, lock=False
+        )
+
+    stop = execute_large(op, act, scope, worker=worker, run_chunks=run_chunks)
+    if stop is Stop.SHUTDOWN:
+        return stop
+    return large_conclude(op, act, stop, worker=worker)
 
 
 # --- finishing --------------------------------------------------------------------------------
@@ -239,15 +303,23 @@ def operation_execute(
     act = get_action(op.action)(user=op.user, params=op.params)
     scope = sessions_in_scope_by_id(user=op.user, action=act)
     try:
-        act.begin(op)
-        if act.atomic:
-            stop = execute_atomic(op, act, scope, should_stop)
+        if op.is_large:
+            ended = _execute_large(op, act, scope, should_stop)
+            if ended is not True:
+                if ended is Stop.SHUTDOWN:
+                    logger.info("operation %s: slice left to resume after shutdown", op.pk)
+                return op
         else:
-            stop = _execute_chunks(op, act, scope, _Publisher(op, act), should_stop)
-        if stop is Stop.SHUTDOWN:
-            logger.info("operation %s left to resume after worker shutdown", op.pk)
-            return op
-        conclude(op, act, stop)
+            act.begin(op)
+            if act.atomic:
+                stop = execute_atomic(op, act, scope, should_stop)
+            else:
+                steps = _PendingItems(op, act, scope)
+                stop = _execute_chunks(op, _Publisher(op, act), should_stop, steps)
+            if stop is Stop.SHUTDOWN:
+                logger.info("operation %s left to resume after worker shutdown", op.pk)
+                return op
+            conclude(op, act, stop)
     except (OperationalError, InterfaceError):
         # The connection failed (restart, killed backend, failover): the chunk in
         # progress rolled back, committed ones stand. Leave the operation running: the

@@ -32,10 +32,12 @@ from bulkops.engine.drift import (
 from bulkops.engine.eligibility import Partition, action_build, partition, selection_rows
 from bulkops.engine.inline import operation_run_inline, runs_inline
 from bulkops.engine.inputs import clean_max_failures
+from bulkops.engine.large.scope import LargeSelection
+from bulkops.engine.large.start import large_insert, large_total
 from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
-from bulkops.engine.selection import Selection, selection_resolve
+from bulkops.engine.selection import ItemsOf, Selection, selection_target
 from bulkops.exceptions import IdempotencyConflict, OperationConflict, TooManyActiveOperations
 from bulkops.models import (
     MAX_REASON_LENGTH,
@@ -160,7 +162,9 @@ def operation_create(
 ) -> Started:
     """Start an operation: create it and one pending item per targeted id in one
     transaction with its task (or, at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions,
-    run it to its end there: ``engine.inline``) and return ``Started``.
+    run it to its end there: ``engine.inline``; past the action's cap, for a user who
+    may run large operations, its selection and slices: ``engine.large``) and return
+    ``Started``.
 
     ``rate_scope``: the budget the request counts against (an action type, ``retry``,
     ``undo``; every interface names one; None: not limited — the engine's own callers),
@@ -230,11 +234,14 @@ def _create_or_replay(request: _Request) -> Started:
             return replay
         if scope:
             rate_limit_check(user=op.user, scope=scope)
-        ids = selection_resolve(user=op.user, action=act, selection=request.selection)
-        ids = _checked_selection(request, ids)
+        target = selection_target(user=op.user, action=act, selection=request.selection)
+        if isinstance(target, LargeSelection):
+            op.total = _large_total(request, target)
+        else:
+            target = _checked_selection(request, target)
+            op.total = len(target)
         _check_active_cap(op.user)
-        op.total = len(ids)
-        op = _insert(op, ids, act)
+        op = _insert(op, target, act)
         if scope:
             rate_limit_count(user=op.user, scope=scope)
     return Started(op, replayed=False)
@@ -253,6 +260,26 @@ def _checked_selection(request: _Request, ids: list[str]) -> list[str]:
     if request.eligible_only:
         ids = _leave_out_previewed(request.op, part)
     return ids
+
+
+def _large_total(request: _Request, target: LargeSelection) -> int:
+    """A large selection's size, counted once (from the drift check's counts when the
+    request carries validate's token); ``eligible_only`` is refused."""
+    _refuse_eligible_only(request.eligible_only)
+    token = request.selection_token
+    expected = selection_token_verify(token=token, action=request.act) if token else None
+    return large_total(action=request.act, selection=target, expected=expected)
+
+
+def _refuse_eligible_only(eligible_only: bool) -> None:
+    """A large operation has no previewed list to leave out (validate's are samples)."""
+    if eligible_only:
+        raise ValidationError(
+            {
+                "non_field_errors": "Running on the eligible sessions only is for selections "
+                "within the per-operation cap; past it, run the operation on all of them."
+            }
+        )
 
 
 #: Ids kept per reason in ``BulkOperation.excluded`` (the counts are complete).
@@ -280,11 +307,17 @@ def _leave_out_previewed(op: BulkOperation, part: Partition) -> list[str]:
     return part.eligible
 
 
-def _insert(op: BulkOperation, ids: list[str], act: BulkAction) -> BulkOperation:
-    """Write the operation and its items; queue its task, or run it here when it is
-    small enough (then return it as it finished)."""
+def _insert(
+    op: BulkOperation, target: list[str] | LargeSelection, act: BulkAction
+) -> BulkOperation:
+    """Write the operation and its items (a large one: its selection and slices, a task
+    per slice); queue its task(s), or run it here when it is small enough (then return
+    it as it finished)."""
+    if isinstance(target, LargeSelection):
+        enqueue_operation(op.id, tasks=large_insert(op, target, action=act))
+        return op
     op.save(force_insert=True)
-    _create_items(op, ids)
+    _create_items(op, target)
     if runs_inline(op, act):
         return operation_run_inline(operation=op)
     enqueue_operation(op.id)
@@ -336,11 +369,11 @@ def operation_retry(
     refusal = retry_refusal(operation)
     if refusal:
         raise OperationConflict(refusal)
-    failed_ids = list(retryable_items(operation).values_list("session_id", flat=True))
+    failed = ItemsOf(operation.pk, ItemOutcome.FAILED, exclude_reasons=(reasons.NOT_FOUND,))
     return operation_create(
         user=user,
         action=operation.action,
-        selection=Selection(session_ids=failed_ids),
+        selection=Selection(items_of=failed),
         params=operation.params,
         source=source or operation.source,
         reason=f"Retry of {operation.id}",

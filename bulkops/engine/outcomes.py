@@ -28,12 +28,21 @@ def final_status(op: BulkOperation) -> str:
 
 
 def close_remaining(op: BulkOperation, *, outcome: str, reason: str) -> int:
-    """End every still-pending item of ``op`` with ``outcome``/``reason``; count them."""
+    """End every still-pending item of ``op`` with ``outcome``/``reason``; count them.
+    A large operation has no item for the sessions its run did not reach: they are
+    counted (``total - processed``) under ``outcome``'s counter, without items."""
+    counter = "cancelled" if outcome == ItemOutcome.CANCELLED else "failed"
+    if op.is_large:
+        total, processed = BulkOperation.objects.values_list("total", "processed").get(pk=op.pk)
+        n = max(total - processed, 0)
+        BulkOperation.objects.filter(pk=op.pk).update(
+            processed=F("processed") + n, **{counter: F(counter) + n}
+        )
+        return n
     n = BulkOperationItem.objects.filter(operation=op, outcome=ItemOutcome.PENDING).update(
         outcome=outcome, reason=reason, message=reasons.message_for(reason)
     )
     if n:
-        counter = "cancelled" if outcome == ItemOutcome.CANCELLED else "failed"
         BulkOperation.objects.filter(pk=op.pk).update(
             processed=F("processed") + n, **{counter: F(counter) + n}
         )

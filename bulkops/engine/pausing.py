@@ -95,7 +95,9 @@ def operation_resume(*, operation: BulkOperation) -> BulkOperation:
             version=F("version") + 1,
         )
         if not task_alive(op.pk, claimed_since=now):
-            enqueue_operation(op.pk)
+            # A large operation's unfinished slices run at once again.
+            slices = op.slices.filter(done=False).count() if op.is_large else 1
+            enqueue_operation(op.pk, tasks=slices)
         op.refresh_from_db()
         transaction.on_commit(lambda: events.publish_operation(op, "bulk_operation_resumed"))
     return op

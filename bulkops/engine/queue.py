@@ -67,9 +67,11 @@ def wake_workers(sender, task_result, **kwargs) -> None:
             cursor.execute("SELECT pg_notify(%s, '')", [WAKEUP_CHANNEL])
 
 
-def enqueue_operation(operation_id: str) -> None:
-    """Queue the operation's task (in the caller's transaction: it commits with it)."""
-    run_bulk_operation.enqueue(operation_id=operation_id)
+def enqueue_operation(operation_id: str, *, tasks: int = 1) -> None:
+    """Queue the operation's task (in the caller's transaction: it commits with it);
+    ``tasks`` of them for a large operation's slices, which run at once."""
+    for _ in range(max(1, tasks)):
+        run_bulk_operation.enqueue(operation_id=operation_id)
 
 
 def operation_tasks(operation_id: str) -> QuerySet[DBTaskResult]:

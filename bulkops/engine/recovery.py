@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bulkops.conf import bulkops_settings
+from bulkops.engine.large.workers import is_live
 from bulkops.engine.queue import enqueue_operation, mark_lost, task_alive
 from bulkops.models import BulkOperation, OperationStatus
 
@@ -96,8 +97,10 @@ def operation_hand_off(*, operation_id: str) -> bool:
         )
         if op is None:
             return False
+        # A large operation's other workers may still run it: then it lost no attempt.
+        given_back = 0 if op.is_large and is_live(op) else 1
         BulkOperation.objects.filter(pk=op.pk).update(
-            attempts=max(op.attempts - 1, 0), heartbeat_at=timezone.now()
+            attempts=max(op.attempts - given_back, 0), heartbeat_at=timezone.now()
         )
         enqueue_operation(op.pk)
     logger.info("operation %s handed off to the next worker", operation_id)

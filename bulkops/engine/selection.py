@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters.constants import EMPTY_VALUES
 
+from bulkops.conf import bulkops_settings
 from bulkops.engine.inputs import (
     FILTER_KEYS,
     MAX_OWNER_ID,
@@ -31,7 +32,15 @@ from bulkops.engine.inputs import (
     parse_moment,
     unknown_filter_keys,
 )
-from bulkops.models import SESSION_ID_REGEX, Session, SessionStatus
+from bulkops.engine.large.scope import LargeSelection, large_refusal, may_run_large
+from bulkops.models import (
+    SESSION_ID_REGEX,
+    BulkOperation,
+    BulkOperationItem,
+    ItemOutcome,
+    Session,
+    SessionStatus,
+)
 from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
 
 if TYPE_CHECKING:
@@ -44,11 +53,40 @@ BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
 
 
 @dataclass(frozen=True)
+class ItemsOf:
+    """The items of an earlier operation with one outcome, in session-id order: what a
+    retry (failed) or an undo (succeeded) acts on. Engine callers only, never a client."""
+
+    operation_id: str
+    outcome: str
+    exclude_reasons: tuple[str, ...] = ()
+
+    def items(self) -> QuerySet[BulkOperationItem]:
+        qs = BulkOperationItem.objects.filter(operation_id=self.operation_id, outcome=self.outcome)
+        if self.exclude_reasons:
+            qs = qs.exclude(reason__in=self.exclude_reasons)
+        return qs.order_by("session_id")
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "items_of": self.operation_id,
+            "outcome": self.outcome,
+            "exclude_reasons": list(self.exclude_reasons),
+        }
+
+    @classmethod
+    def of_spec(cls, spec: dict[str, Any]) -> ItemsOf:
+        return cls(spec["items_of"], spec["outcome"], tuple(spec.get("exclude_reasons", ())))
+
+
+@dataclass(frozen=True)
 class Selection:
-    """Exactly one of an explicit id list or a filter ("select all that match")."""
+    """Exactly one of an explicit id list, a filter ("select all that match") or, for
+    the engine's own callers, the items of an earlier operation."""
 
     session_ids: list[str] | None = None
     filter: dict[str, Any] | None = None
+    items_of: ItemsOf | None = None
 
 
 # --- ids ------------------------------------------------------------------------------------
@@ -249,30 +287,97 @@ def matched_count(queryset: QuerySet[Session], cap: int) -> str:
     return f"more than {limit}" if count > limit else str(count)
 
 
+def _too_many(queryset: QuerySet[Session], action: BulkAction, cap: int) -> ValidationError:
+    return ValidationError(
+        {
+            "filter": f"The filter matches {matched_count(queryset, cap)} sessions; the cap "
+            f"for {action.action_type} is {cap}. Narrow the filter."
+        },
+        code="too_many",
+    )
+
+
+def selection_target(
+    *, user: AbstractBaseUser, action: BulkAction, selection: Selection, allow_empty: bool = False
+) -> list[str] | LargeSelection:
+    """As ``selection_resolve``, except that a filter past the action's cap, sent by a
+    user who ``may_run_large``, is a ``LargeSelection`` instead of a 400 (its size is
+    checked against ``BULKOPS_MAX_LARGE_OPERATION_SESSIONS`` once it is counted:
+    ``large_cap_check``). Raise ValidationError when such a selection cannot run large
+    (SQLite, ``atomic``)."""
+    return _resolve(
+        user=user, action=action, selection=selection, allow_empty=allow_empty, large=True
+    )
+
+
 def selection_resolve(
     *, user: AbstractBaseUser, action: BulkAction, selection: Selection, allow_empty: bool = False
 ) -> list[str]:
     """Return the targeted session ids (order kept for id lists, id order for filters);
     raise ValidationError when the selection is malformed, over the action's cap, or a
     filter that matches nothing (unless ``allow_empty``: validate's question)."""
-    has_ids = selection.session_ids is not None
-    if has_ids == (selection.filter is not None):
+    ids = _resolve(
+        user=user, action=action, selection=selection, allow_empty=allow_empty, large=False
+    )
+    assert isinstance(ids, list)
+    return ids
+
+
+def _resolve(
+    *,
+    user: AbstractBaseUser,
+    action: BulkAction,
+    selection: Selection,
+    allow_empty: bool,
+    large: bool,
+) -> list[str] | LargeSelection:
+    given = (selection.session_ids, selection.filter, selection.items_of)
+    if sum(part is not None for part in given) != 1:
         raise ValidationError(
             {"non_field_errors": "Give exactly one of 'session_ids' or 'filter'."}
         )
     cap = action.max_sessions
-    if has_ids:
+    if selection.session_ids is not None:
         return clean_session_ids(selection.session_ids, cap=cap)
+    if selection.items_of is not None:
+        return _resolve_items(user=user, action=action, items_of=selection.items_of, large=large)
     qs = selection_queryset(user=user, action=action, filters=selection.filter)
     ids = list(qs.order_by("id").values_list("id", flat=True)[: cap + 1])
     if len(ids) > cap:
-        raise ValidationError(
-            {
-                "filter": f"The filter matches {matched_count(qs, cap)} sessions; the cap "
-                f"for {action.action_type} is {cap}. Narrow the filter."
-            },
-            code="too_many",
-        )
+        if not (large and may_run_large(user)):
+            raise _too_many(qs, action, cap)
+        large_refusal(action, cap)
+        return LargeSelection(spec={"filter": dict(selection.filter or {})}, rows=qs)
     if not ids and not allow_empty:
         raise ValidationError({"filter": "No sessions match the filter."}, code="empty")
     return ids
+
+
+def _resolve_items(
+    *, user: AbstractBaseUser, action: BulkAction, items_of: ItemsOf, large: bool
+) -> list[str] | LargeSelection:
+    """The session ids of ``items_of`` — or, when they are the items of a large
+    operation and more than ``BULKOPS_MAX_SESSIONS_PER_OPERATION``, a large selection
+    of them (for a user who may run one)."""
+    source = BulkOperation.objects.filter(pk=items_of.operation_id).only("selection", "succeeded")
+    source = source.first()
+    source_is_large = source is not None and source.is_large
+    cap = bulkops_settings.MAX_SESSIONS_PER_OPERATION if source_is_large else action.max_sessions
+    items = items_of.items()
+    ids = list(items.values_list("session_id", flat=True)[: cap + 1])
+    if len(ids) <= cap or not source_is_large:
+        return ids
+    if not (large and may_run_large(user)):
+        raise ValidationError(
+            {
+                "non_field_errors": f"More than {cap} sessions: past the cap this runs as "
+                "a large operation, which needs the bulkops.run_large_operation permission."
+            },
+            code="too_many",
+        )
+    large_refusal(action, cap)
+    # Every succeeded session has its item: the counter is their count.
+    known = items_of.outcome == ItemOutcome.SUCCEEDED and not items_of.exclude_reasons
+    return LargeSelection(
+        spec=items_of.spec(), rows=items, count=source.succeeded if known else None
+    )

@@ -65,11 +65,19 @@ def stop_reason(
         return Stop.PAUSED
     if fresh["started_at"]:
         running = (timezone.now() - fresh["started_at"]).total_seconds() - fresh["paused_seconds"]
-        if running > bulkops_settings.OPERATION_TIMEOUT_SECONDS:
+        if running > timeout_seconds(op):
             return Stop.TIMEOUT
     if should_stop is not None and should_stop():
         return Stop.SHUTDOWN
     return None
+
+
+def timeout_seconds(op: BulkOperation) -> float:
+    """The running time after which ``op`` stops: ``BULKOPS_OPERATION_TIMEOUT_SECONDS``,
+    or ``BULKOPS_LARGE_OPERATION_TIMEOUT_SECONDS`` for a large operation."""
+    if op.is_large:
+        return bulkops_settings.LARGE_OPERATION_TIMEOUT_SECONDS
+    return bulkops_settings.OPERATION_TIMEOUT_SECONDS
 
 
 def over_threshold(op: BulkOperation, failed: int) -> bool:
@@ -90,7 +98,7 @@ def _cancelled_error(op: BulkOperation) -> str:
 
 
 def _timeout_error(op: BulkOperation) -> str:
-    seconds = bulkops_settings.OPERATION_TIMEOUT_SECONDS
+    seconds = timeout_seconds(op)
     return f"timeout: stopped after {seconds} s." + _nothing_changed(op)
 
 

@@ -24,7 +24,7 @@ from bulkops.engine.operations import (
     operation_replay,
     request_fingerprint,
 )
-from bulkops.engine.selection import Selection
+from bulkops.engine.selection import ItemsOf, Selection
 from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
 
@@ -112,15 +112,10 @@ def operation_undo(
         refusal = undo_refusal(locked)
         if refusal:
             raise OperationConflict(refusal)
-        ids = list(
-            locked.items.filter(outcome=ItemOutcome.SUCCEEDED)
-            .order_by("session_id")
-            .values_list("session_id", flat=True)
-        )
         return operation_create(
             user=user,
             action=UNDO,
-            selection=Selection(session_ids=ids),
+            selection=Selection(items_of=ItemsOf(locked.pk, ItemOutcome.SUCCEEDED)),
             params={"undoes": locked.pk},
             source=source,
             reason=f"Undo of {locked.pk}",

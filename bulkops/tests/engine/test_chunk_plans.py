@@ -140,7 +140,8 @@ def _chunk_plans(owner, action: str, size: int, params: dict) -> list[tuple[str,
 def run_one_chunk(op, act, scope, size):
     """A plain operation's chunk as the executor runs it: lock the operation's row and
     read whether to stop, run the chunk, record it."""
-    return executor._chunk(op, act, scope, None, size=size, after="", skip_locked=False)
+    step = executor._PendingItems(op, act, scope)
+    return executor._chunk(op, None, step, size=size, after="", skip_locked=False)
 
 
 @pytest.mark.parametrize("size", [100, 1000, 5000])

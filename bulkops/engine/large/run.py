@@ -1,0 +1,259 @@
+"""A large operation's run (DESIGN §9): its selection resolved slice by slice over the
+primary key, in the same time-boxed chunks as every operation.
+
+A large operation has no items when it is created. Its ``selection`` — a filter, or the
+items of an earlier operation (a retry's, an undo's) — is resolved by the worker in
+session-id order, a keyset walk: each chunk takes the next sessions past its slice's
+``cursor``. A chunk, in one transaction:
+
+1. reads the next ids (a filter: the matching ids within the next *window* of the
+   primary key, so a chunk never scans far for sparse matches — its width follows the
+   share of matching rows seen so far);
+2. locks, re-checks and applies them as every chunk does (``chunks.apply_chunk``); for
+   a filter the locking statement applies the filter again, so a session that stopped
+   matching since step 1 is left alone (no item: it is not part of the operation);
+3. writes their items with their outcomes (one ``INSERT``), the counters, and the
+   slice's new cursor.
+
+So what is acted on is what matches when its chunk runs. The cursor commits with the
+chunk's changes, or rolls back with them: a resumed run (after a crash, a pause, a
+hand-off) starts right after the last committed chunk and acts on no session twice.
+Sessions created after the operation (``created_at`` later than its creation) are not
+selected; a session that starts matching the filter before the walk reaches it is.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import F, QuerySet
+from django.db.models.functions import Greatest
+from django.utils.dateparse import parse_datetime
+
+from bulkops.actions import reasons
+from bulkops.actions.base import BulkAction
+from bulkops.engine.chunks import apply_chunk
+from bulkops.engine.eligibility import Partition
+from bulkops.engine.outcomes import update_and_reload
+from bulkops.engine.selection import ItemsOf, selection_queryset
+from bulkops.models import (
+    BulkOperation,
+    BulkOperationItem,
+    ItemOutcome,
+    OperationSlice,
+    OperationStatus,
+    Session,
+)
+
+#: The most primary-key entries a filter's window spans (a sparse filter): an
+#: index-only walk of this many keys takes a few tens of milliseconds.
+MAX_WINDOW = 100_000
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The next sessions of a slice: ``ids`` to act on, where the cursor moves once they
+    are done, and whether the slice then has nothing left."""
+
+    ids: list[str]
+    cursor: str
+    last: bool
+
+
+def _in_key_order() -> None:
+    """The next keyset read walks its index in key order (``SET LOCAL enable_sort =
+    off``, until ``_any_order``): whatever the planner statistics say — an operation's
+    items were all written since the last ANALYZE — a plan that collects every row past
+    the cursor and sorts them would make each chunk as slow as the whole walk."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', 'off', true)")
+
+
+def _any_order() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', 'on', true)")
+
+
+def _keys(qs: QuerySet, key: str, size: int, *, skip: int = 0) -> list[str]:
+    """``size`` values of ``key`` in ``qs`` (ordered by it) after the first ``skip``,
+    read in key order."""
+    _in_key_order()
+    keys = list(qs.values_list(key, flat=True)[skip : skip + size])
+    _any_order()
+    return keys
+
+
+def _past(qs: QuerySet, key: str, *, after: str, through: str) -> QuerySet:
+    if after:
+        qs = qs.filter(**{f"{key}__gt": after})
+    if through:
+        qs = qs.filter(**{f"{key}__lte": through})
+    return qs.order_by(key)
+
+
+class FilterSource:
+    """The sessions a filter matches, walked by primary key in windows."""
+
+    #: An id that no longer matches when its chunk locks it is not part of the
+    #: operation: it gets no item (not ``not_found``).
+    drops_missing = True
+
+    def __init__(self, op: BulkOperation, act: BulkAction) -> None:
+        spec = op.selection or {}
+        matching = selection_queryset(user=op.user, action=act, filters=spec["filter"])
+        until = parse_datetime(spec.get("created_until", ""))
+        self.lock_scope = matching.filter(created_at__lte=until) if until else matching
+        self.ratio = 1.0  # the share of a window's rows that matched, as last seen
+
+    def _window_end(self, *, after: str, through: str, width: int) -> str | None:
+        """The ``width``-th session id past ``after`` (None: fewer are left)."""
+        ids = _past(Session.objects.all(), "pk", after=after, through=through)
+        return next(iter(_keys(ids, "pk", 1, skip=width - 1)), None)
+
+    def next_batch(self, *, after: str, through: str, size: int) -> Batch:
+        width = min(max(int(size / self.ratio), size), max(MAX_WINDOW, size))
+        end = self._window_end(after=after, through=through, width=width)
+        rows = _past(self.lock_scope, "pk", after=after, through=end or through)
+        ids = _keys(rows, "pk", size)
+        if len(ids) == size:
+            return Batch(ids, ids[-1], last=False)
+        if end is not None:
+            self.ratio = max(len(ids), 1) / width / 2  # none found: twice as wide
+            return Batch(ids, end, last=False)
+        return Batch(ids, ids[-1] if ids else after, last=True)
+
+
+class ItemsSource:
+    """The items of an earlier operation with one outcome, walked by session id."""
+
+    drops_missing = False
+
+    def __init__(self, op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> None:
+        self.items = ItemsOf.of_spec(op.selection or {}).items()
+        self.lock_scope = scope
+
+    def next_batch(self, *, after: str, through: str, size: int) -> Batch:
+        rows = _past(self.items, "session_id", after=after, through=through)
+        ids = _keys(rows, "session_id", size)
+        return Batch(ids, ids[-1] if ids else after, last=len(ids) < size)
+
+
+def source_for(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]):
+    if "filter" in (op.selection or {}):
+        return FilterSource(op, act)
+    return ItemsSource(op, act, scope)
+
+
+# --- recording --------------------------------------------------------------------------------
+def _item_rows(part: Partition) -> list[tuple[str, str, str, str]]:
+    """(session_id, outcome, reason, previous_status) of every id of the chunk."""
+    rows = [
+        (sid, ItemOutcome.SUCCEEDED, "", previous)
+        for previous, sids in part.eligible_by_status.items()
+        for sid in sids
+    ]
+    rows += [(sid, ItemOutcome.SKIPPED, r, "") for r, sids in part.skipped.items() for sid in sids]
+    rows += [(sid, ItemOutcome.FAILED, r, "") for r, sids in part.failed.items() for sid in sids]
+    return rows
+
+
+def insert_items(op: BulkOperation, part: Partition) -> None:
+    """The chunk's items with their outcomes, in one ``INSERT … SELECT unnest(…)``."""
+    rows = _item_rows(part)
+    if not rows:
+        return
+    sids, outcomes, codes, previous = (list(column) for column in zip(*rows, strict=True))
+    messages = [reasons.message_for(code) if code else "" for code in codes]
+    table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
+            "previous_status) SELECT %s, t.* FROM unnest(%s::text[], %s::text[], %s::text[], "
+            "%s::text[], %s::text[]) AS t",
+            [op.pk, sids, outcomes, codes, messages, previous],
+        )
+
+
+class LostClaim(Exception):
+    """Another worker took the slice over (this one stalled past the stale threshold):
+    the chunk in progress rolls back."""
+
+
+def hold(piece: OperationSlice, *, worker: str) -> None:
+    """In a chunk's transaction: lock the slice's row; raise LostClaim when it is no
+    longer ``worker``'s."""
+    held = OperationSlice.objects.select_for_update().filter(pk=piece.pk, claimed_by=worker)
+    if not held.exists():
+        raise LostClaim(f"slice {piece.number} of {piece.operation_id} was taken over")
+
+
+# --- one slice's chunks -----------------------------------------------------------------------
+class SliceChunks:
+    """The chunks of one slice claimed by ``worker``, as the executor's loop runs them:
+    ``cursor`` is where the slice stands (the loop passes it back as ``after``)."""
+
+    def __init__(
+        self, op: BulkOperation, act: BulkAction, source, piece: OperationSlice, *, worker: str
+    ) -> None:
+        self.op, self.act, self.source, self.slice = op, act, source, piece
+        self.worker = worker
+        self.cursor = piece.cursor or piece.after
+
+    def __call__(
+        self, *, size: int, after: str, now: datetime.datetime, skip_locked: bool
+    ) -> Partition:
+        """One chunk in the caller's transaction, holding the slice: act on the next
+        sessions past ``after``, record their items and counters (``op`` reloaded with
+        every worker's), move the slice's cursor and heartbeat."""
+        hold(self.slice, worker=self.worker)
+        batch = self.source.next_batch(after=after, through=self.slice.through, size=size)
+        if batch.ids:
+            part = apply_chunk(
+                self.op, self.act, self.source.lock_scope, ids=batch.ids, now=now,
+                skip_locked=skip_locked,
+            )  # fmt: skip
+            if self.source.drops_missing:
+                part.failed.pop(reasons.NOT_FOUND, None)
+        else:
+            part = Partition()
+        part.last, part.last_id = batch.last, batch.cursor
+        insert_items(self.op, part)
+        record_shared(self.op, part, now)
+        OperationSlice.objects.filter(pk=self.slice.pk).update(
+            cursor=batch.cursor, done=batch.last, heartbeat_at=now
+        )
+        return part
+
+
+def record_shared(op: BulkOperation, part: Partition, now: datetime.datetime) -> None:
+    """Add a chunk to the counters that every worker of ``op`` adds to (``total`` at
+    least ``processed``), and load the row as it then is into ``op``."""
+    n = part.processed
+    update_and_reload(
+        op,
+        processed=F("processed") + n,
+        succeeded=F("succeeded") + len(part.eligible),
+        skipped=F("skipped") + part.skipped_count,
+        failed=F("failed") + part.failed_count,
+        total=Greatest(F("total"), F("processed") + n),
+        version=F("version") + 1,
+        heartbeat_at=now,
+    )
+
+
+def large_finished(op: BulkOperation) -> None:
+    """Every slice is done: ``total`` becomes the number of sessions the run acted on
+    (it was the count at creation; sessions may have stopped or started matching)."""
+    BulkOperation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+        total=F("processed")
+    )
+    op.total = op.processed
+
+
+def large_restart(op: BulkOperation) -> None:
+    """A read-only large operation (export) resumed after a crash starts over: its
+    items go and its slices walk again from their start."""
+    BulkOperationItem.objects.filter(operation=op).delete()
+    OperationSlice.objects.filter(operation=op).update(cursor="", done=False)
