@@ -160,11 +160,9 @@ def operation_create(
     eligible_only: bool = False,
     rate_scope: str | None = None,
 ) -> Started:
-    """Start an operation: create it and one pending item per targeted id in one
-    transaction with its task (or, at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions,
-    run it to its end there: ``engine.inline``; past the action's cap, for a user who
-    may run large operations, its selection and slices: ``engine.large``) and return
-    ``Started``.
+    """Start an operation: create it, one pending item per id (a large one: its
+    selection and slices, ``engine.large``) and its task in one transaction (or run it
+    there: ``engine.inline``, at most ``BULKOPS_INLINE_MAX_SESSIONS``); ``Started``.
 
     ``rate_scope``: the budget the request counts against (an action type, ``retry``,
     ``undo``; every interface names one; None: not limited — the engine's own callers),
