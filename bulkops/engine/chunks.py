@@ -161,13 +161,16 @@ def apply_chunk(
     ids: list[str],
     now: datetime.datetime,
     skip_locked: bool = False,
+    checkpoint: bool = True,
 ) -> Partition:
     """Lock the sessions of ``ids`` that are in ``scope``, re-check them and apply the
     action to the eligible, in the caller's transaction; return their partition (an id
     ``scope`` does not hold is ``not_found``, or ``locked`` when another transaction
-    holds it and ``skip_locked``)."""
+    holds it and ``skip_locked``). ``checkpoint``: the transaction commits without
+    waiting for the WAL flush (``_lock_timeout``); False when its commit answers a
+    request (an inline run)."""
     plan = sql_plan(act, now)
-    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=True)
+    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=checkpoint)
     if plan is not None:
         return _apply_in_sql(act, plan, scope, ids, skip_locked)
     return _apply_in_python(op, act, scope, ids, skip_locked, now)

@@ -56,7 +56,7 @@ from bulkops.selectors import sessions_in_scope_by_id
 logger = logging.getLogger("bulkops.engine")
 
 
-class _Publisher:
+class Publisher:
     """Publishes after each committed chunk, coalescing progress to ~10 events/s."""
 
     MIN_INTERVAL = 0.1
@@ -200,7 +200,7 @@ def _chunk(
 
 def _execute_chunks(
     op: BulkOperation,
-    publisher: _Publisher,
+    publisher: Publisher,
     should_stop: Callable[[], bool] | None,
     step: ChunkStep,
     *,
@@ -249,7 +249,7 @@ def _execute_large(
     operation's end. Return True when this worker ended it (``op`` is the row as it
     ended), False when another one does, ``Stop.SHUTDOWN`` when it was left to resume."""
     worker = worker_token()
-    publisher = _Publisher(op, act)
+    publisher = Publisher(op, act)
 
     def run_chunks(chunks, *, after: str, throttle: Throttle) -> Stop | None:
         return _execute_chunks(
@@ -315,7 +315,7 @@ def operation_execute(
                 stop = execute_atomic(op, act, scope, should_stop)
             else:
                 steps = _PendingItems(op, act, scope)
-                stop = _execute_chunks(op, _Publisher(op, act), should_stop, steps)
+                stop = _execute_chunks(op, Publisher(op, act), should_stop, steps)
             if stop is Stop.SHUTDOWN:
                 logger.info("operation %s left to resume after worker shutdown", op.pk)
                 return op

@@ -1,63 +1,146 @@
 """Small operations run inside the request that starts them.
 
-An operation of at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions is run to its end by
-``operation_execute`` in the transaction that creates it, instead of being queued: no
-queue row, no wake-up, no worker pick-up, and the answer to the request (the API's
-202, the admin's redirect, the ``bulk`` command's line) already carries the final
-status. It is the same operation a worker would run — the same rows, items,
-outcomes, chunk statements and rules (the rate limit, the active cap, idempotency and
-the drift token are checked before, under the user's lock) — and its events go out
-once the request's transaction has committed, never before.
+An operation of at most ``BULKOPS_INLINE_MAX_SESSIONS`` sessions is run to its end in
+the transaction that creates it, instead of being queued: no queue row, no wake-up,
+no worker pick-up, and the answer to the request (the API's 202, the admin's
+redirect, the ``bulk`` command's line) already carries the final status. It is the
+same operation a worker would run — the same rows, items, outcomes, chunk statements
+and rules (the rate limit, the active cap, idempotency and the drift token are
+checked before, under the user's lock) — and its events (started, progress,
+completed) go out once the request's transaction has committed, never before.
+
+The run is short because nobody else can see the operation until that commit: no
+worker can claim it, no cancel or pause can reach it, so the claim (the row's lock
+and ``running`` update), the re-reads of its status between chunks and each chunk's
+savepoint are left out. Its counters and status are kept in memory and written once,
+at the end, with its final status (about half the round trips of a worker's run of
+the same operation: ``tests/engine/test_inline_statements.py`` counts them).
 
 What runs inline, and what does not:
 
-* an **atomic** operation does (its one transaction is the request's);
+* an **atomic** operation does (its one transaction is the request's), through the
+  worker's own path (``operation_execute``);
 * an **undo** or a **retry** does (they are operations like any other);
 * an **export** does not: it writes a file, which belongs to a worker (a file written
   by a request whose transaction then rolls back would outlive its operation);
 * an operation whose inline run hits a database error (a deadlock, a serialisation
-  failure) is not lost: the run is rolled back to before it started and the
-  operation is queued as usual.
+  failure, a session row held past ``BULKOPS_LOCK_TIMEOUT``) is not lost: the run is
+  rolled back to before it started and the operation is queued as usual; a worker
+  then runs it (and fails rows still held ``locked``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import time
 
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from bulkops import events
+from bulkops.actions import get_action
 from bulkops.conf import bulkops_settings
-from bulkops.engine.executor import operation_execute
+from bulkops.engine.chunks import ChunkSizer, apply_chunk
+from bulkops.engine.executor import FINAL_EVENTS, Publisher, operation_execute
+from bulkops.engine.outcomes import final_status, record_items, update_and_reload
 from bulkops.engine.queue import enqueue_operation
-
-if TYPE_CHECKING:
-    from bulkops.actions.base import BulkAction
-    from bulkops.models import BulkOperation
+from bulkops.engine.stopping import Stop, conclude, over_threshold
+from bulkops.models import BulkOperation, OperationStatus
+from bulkops.selectors import sessions_in_scope_by_id
 
 logger = logging.getLogger("bulkops.engine")
 
 
-def runs_inline(op: BulkOperation, act: BulkAction) -> bool:
+def runs_inline(op: BulkOperation, act) -> bool:
     """Whether ``op`` (its ``total`` counted) runs in the request that starts it."""
     return 0 < op.total <= bulkops_settings.INLINE_MAX_SESSIONS and not act.produces_file
 
 
-def operation_run_inline(*, operation: BulkOperation) -> BulkOperation:
-    """Run ``operation`` (just created, in the caller's transaction) to its end in that
-    transaction, its events held until the transaction commits; return it finished.
-    On a database error the run is rolled back (a savepoint) and the operation queued."""
+def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) -> BulkOperation:
+    """Run ``operation`` (just created with one pending item per id of
+    ``session_ids``, in the caller's transaction) to its end in that transaction, its
+    events held until the transaction commits; return it finished. On a database
+    error the run is rolled back (a savepoint) and the operation queued."""
     try:
+        if not operation.params.get("atomic"):
+            try:
+                with events.after_commit(), transaction.atomic():
+                    return _run(operation, sorted(session_ids))
+            except DatabaseError:
+                raise
+            except Exception:
+                # A hook's error: nothing of this run stays (the savepoint), and the
+                # worker's path runs it again to end it as it ends any run that fails.
+                logger.info("operation %s: the inline run raised; ending it as a worker does",
+                            operation.pk, exc_info=True)  # fmt: skip
         with events.after_commit(), transaction.atomic():
             done = operation_execute(operation_id=operation.pk)
+            _durable_commit()
+            return done
     except DatabaseError:
         logger.warning("operation %s: the inline run failed; queued instead", operation.pk,
                        exc_info=True)  # fmt: skip
         enqueue_operation(operation.pk)
+        operation.refresh_from_db()  # as it was created: pending
         return operation
-    _durable_commit()
-    return done
+
+
+def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
+    """The run of a plain (not atomic) operation nobody else sees yet: its chunks over
+    ``ids`` (in id order, as a worker takes them), the items' outcomes written per
+    chunk, the counters kept on ``op`` and written with the final status."""
+    act = get_action(op.action)(user=op.user, params=op.params)
+    scope = sessions_in_scope_by_id(user=op.user, action=act)
+    now = timezone.now()
+    # What a worker's claim writes, kept on ``op`` until the one write at the end.
+    vars(op).update(status=OperationStatus.RUNNING, attempts=1, started_at=now,
+                    heartbeat_at=now, version=op.version + 1)  # fmt: skip
+    events.publish_operation(op, "bulk_operation_started")
+    act.begin(op)
+    publisher, sizer = Publisher(op, act), ChunkSizer()
+    while ids:
+        started, now = time.monotonic(), timezone.now()
+        chunk, ids = ids[: sizer.size], ids[sizer.size :]
+        part = apply_chunk(op, act, scope, ids=chunk, now=now, checkpoint=False)
+        part.last, part.last_id = not ids, chunk[-1]
+        record_items(op, part)
+        _count(op, part, now)
+        publisher.chunk(part)
+        if over_threshold(op, op.failed):
+            # A rare ending: the row takes what ``op`` holds, then ends as a worker's.
+            _write(op)
+            conclude(op, act, Stop.FAILURE_THRESHOLD)
+            break
+        sizer.measured(items=part.processed, seconds=time.monotonic() - started)
+    else:
+        act.finish(op)
+        now = timezone.now()
+        _write(op, status=final_status(op), finished_at=now, heartbeat_at=now,
+               version=op.version + 1)  # fmt: skip
+    events.publish_operation(op, FINAL_EVENTS[op.status])
+    return op
+
+
+def _count(op: BulkOperation, part, now) -> None:
+    """Add the chunk's outcomes to the counters on ``op``, as a worker's chunk adds
+    them to the row (``outcomes.record_counters``), and bump its version."""
+    op.processed += part.processed
+    op.succeeded += len(part.eligible)
+    op.skipped += part.skipped_count
+    op.failed += part.failed_count
+    op.version += 1
+    op.heartbeat_at = now
+
+
+#: What the inline run keeps on the operation until it writes the row.
+_KEPT = ("status", "attempts", "started_at", "heartbeat_at", "version",
+         "processed", "succeeded", "skipped", "failed")  # fmt: skip
+
+
+def _write(op: BulkOperation, **values) -> None:
+    """Write what the run kept on ``op`` (and ``values``) to its row in one statement,
+    and load the row as it then is into ``op``."""
+    update_and_reload(op, **{**{name: getattr(op, name) for name in _KEPT}, **values})
 
 
 def _durable_commit() -> None:

@@ -317,7 +317,7 @@ def _insert(
     op.save(force_insert=True)
     _create_items(op, target)
     if runs_inline(op, act):
-        return operation_run_inline(operation=op)
+        return operation_run_inline(operation=op, session_ids=target)
     enqueue_operation(op.id)
     return op
 

@@ -39,7 +39,7 @@ def twenty_sessions(owner, make_session, settings):
 def test_progress_is_coalesced_but_started_and_final_are_never_dropped(
     owner, twenty_sessions, published, monkeypatch
 ):
-    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 3600)
+    monkeypatch.setattr(executor.Publisher, "MIN_INTERVAL", 3600)
     op = execute(owner, "close", twenty_sessions)
     run = published
     assert kinds(run)[0] == "bulk_operation_started"
@@ -57,7 +57,7 @@ def test_progress_is_coalesced_but_started_and_final_are_never_dropped(
 def test_at_most_one_progress_event_per_committed_chunk(
     owner, twenty_sessions, published, monkeypatch
 ):
-    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 0)
+    monkeypatch.setattr(executor.Publisher, "MIN_INTERVAL", 0)
     op = execute(owner, "close", twenty_sessions)
     progress = [e for e in published if e["type"] == "bulk_operation_progress"]
     assert len(progress) == 10
@@ -203,7 +203,7 @@ def test_each_event_is_sent_once_to_its_users_group_only(owner, twenty_sessions,
         await original(group, message)
 
     monkeypatch.setattr(layer, "group_send", counting)
-    monkeypatch.setattr(executor._Publisher, "MIN_INTERVAL", 0)
+    monkeypatch.setattr(executor.Publisher, "MIN_INTERVAL", 0)
     execute(owner, "close", twenty_sessions)
     assert {group for group, _ in sent} == {events.user_group(owner.pk)}
     counts = {kind: [k for _, k in sent].count(kind) for _, kind in sent}

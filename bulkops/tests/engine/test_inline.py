@@ -11,7 +11,8 @@ from channels.layers import InMemoryChannelLayer
 from django.db import OperationalError
 
 from bulkops import events
-from bulkops.engine import Selection, inline, operation_create, operation_undo
+from bulkops.engine import Selection, executor, inline, operation_create, operation_undo
+from bulkops.engine.chunks import FIRST_CHUNK
 from bulkops.engine.queue import operation_tasks
 from bulkops.models import BulkOperation, Session
 from bulkops.tests.support.helpers import assert_counters_add_up, outcomes, run_worker
@@ -132,24 +133,27 @@ def test_events_are_sent_only_once_the_transaction_has_committed(
     assert layer.sent[1]["session_ids"] == [sid]
 
 
+@pytest.mark.parametrize("atomic", [False, True], ids=["plain", "atomic"])
 def test_a_database_error_in_the_inline_run_rolls_it_back_and_queues_the_operation(
-    owner, make_session, monkeypatch, django_capture_on_commit_callbacks
+    owner, make_session, monkeypatch, django_capture_on_commit_callbacks, atomic
 ):
     """Say the run met a deadlock after its chunk: nothing it did stays (the session
     is untouched, the operation pending, no event goes out) and a worker runs it."""
     layer = RecordingLayer()
     monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
     sid = make_session(owner).pk
-    real = inline.operation_execute
+    # A plain operation's run applies its chunks itself; an atomic one's is the worker's.
+    name = "operation_execute" if atomic else "apply_chunk"
+    real = getattr(inline, name)
 
-    def execute_then_deadlock(**kwargs):
-        real(**kwargs)
+    def run_then_deadlock(*args, **kwargs):
+        real(*args, **kwargs)
         raise OperationalError("deadlock detected")
 
-    with mock.patch.object(inline, "operation_execute", execute_then_deadlock):
+    with mock.patch.object(inline, name, run_then_deadlock):
         with django_capture_on_commit_callbacks(execute=True):
-            op = close(owner, [sid]).operation
-    assert op.status == "pending"
+            op = close(owner, [sid], **({"atomic": True} if atomic else {})).operation
+    assert (op.status, op.version, op.started_at) == ("pending", 0, None)
     assert BulkOperation.objects.get(pk=op.pk).status == "pending"
     assert Session.objects.get(pk=sid).status == "active"
     assert op.items.get().outcome == "pending"
@@ -159,3 +163,69 @@ def test_a_database_error_in_the_inline_run_rolls_it_back_and_queues_the_operati
     op.refresh_from_db()
     assert op.status == "completed"
     assert Session.objects.get(pk=sid).status == "closed"
+
+
+def test_a_hooks_error_ends_the_operation_failed_as_a_workers_run_does(
+    owner, make_session, monkeypatch
+):
+    """The inline run is rolled back and the worker's path ends the operation: here
+    (``begin`` raised) its items fail ``internal_error`` and the error says why."""
+    sid = make_session(owner).pk
+    from bulkops.actions.close import CloseAction
+
+    def broken(self, operation):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(CloseAction, "begin", broken, raising=False)
+    op = close(owner, [sid]).operation
+    assert op.status == "failed" and "disk on fire" in op.error
+    assert outcomes(op) == {sid: ("failed", "internal_error")}
+    assert Session.objects.get(pk=sid).status == "active"
+    assert not operation_tasks(op.pk).exists()
+
+
+def test_the_failure_threshold_ends_an_inline_run_as_it_ends_a_workers(
+    owner, make_session, settings
+):
+    def threshold_close(ids):
+        return operation_create(
+            user=owner, action="close", selection=Selection(session_ids=ids), max_failures=0
+        ).operation
+
+    inline_op = threshold_close(["nope", make_session(owner).pk])
+    settings.BULKOPS_INLINE_MAX_SESSIONS = 0
+    queued = threshold_close(["nope", make_session(owner).pk])
+    run_worker()
+    queued.refresh_from_db()
+    row = BulkOperation.objects.get(pk=inline_op.pk)
+    ended = ("status", "error", "processed", "succeeded", "failed", "version", "attempts")
+    assert [getattr(row, f) for f in ended] == [getattr(queued, f) for f in ended]
+    assert [getattr(inline_op, f) for f in ended] == [getattr(row, f) for f in ended]
+    assert row.status == "failed" and row.error.startswith("Stopped at the failure threshold")
+    assert_counters_add_up(row)
+
+
+def test_an_inline_run_of_several_chunks_sends_the_events_a_workers_run_sends(
+    owner, make_session, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    """Started, each chunk's sessions and progress (coalesced as a worker's), the
+    final event last, carrying the row's last version."""
+    settings.BULKOPS_INLINE_MAX_SESSIONS = 30
+    monkeypatch.setattr(executor.Publisher, "MIN_INTERVAL", 0)
+    layer = RecordingLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    ids = sorted(make_session(owner).pk for _ in range(25))
+    with django_capture_on_commit_callbacks(execute=True):
+        op = close(owner, ids).operation
+    assert [e["type"] for e in layer.sent] == [
+        "bulk_operation_started",
+        "sessions_updated",
+        "bulk_operation_progress",
+        "sessions_updated",
+        "bulk_operation_completed",
+    ]
+    assert layer.sent[1]["session_ids"] + layer.sent[3]["session_ids"] == ids
+    assert (layer.sent[2]["processed"], layer.sent[-1]["processed"]) == (FIRST_CHUNK, 25)
+    versions = [e["version"] for e in layer.sent if "version" in e]
+    assert versions == sorted(versions) and versions[-1] == op.version
+    assert BulkOperation.objects.get(pk=op.pk).version == op.version == 4

@@ -149,21 +149,21 @@ def test_graceful_stop_finishes_the_chunk_and_hands_off(owner, make_session, set
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=ids)
     ).operation
-    original = executor._Publisher.chunk
+    original = executor.Publisher.chunk
     worker = make_worker()
 
     def chunk_then_sigterm(self, part):
         original(self, part)
         worker.stopping.set()
 
-    monkeypatch.setattr(executor._Publisher, "chunk", chunk_then_sigterm)
+    monkeypatch.setattr(executor.Publisher, "chunk", chunk_then_sigterm)
     task = DBTaskResult.objects.ready().get()
     task.claim(worker.worker_id)
     worker.run_task(task)
     op.refresh_from_db()
     assert (op.status, op.processed, op.attempts) == ("running", 2, 0)
     assert task_rows(op) == {TaskResultStatus.SUCCESSFUL: 1, TaskResultStatus.READY: 1}
-    monkeypatch.setattr(executor._Publisher, "chunk", original)
+    monkeypatch.setattr(executor.Publisher, "chunk", original)
     run_worker()
     op.refresh_from_db()
     assert (op.status, op.succeeded, op.attempts) == ("completed", 6, 1)
