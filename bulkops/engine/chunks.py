@@ -70,14 +70,39 @@ class ChunkSizer:
         self.size = max(1, min(fitting, self.size * MAX_GROWTH, self.maximum))
 
 
-def next_ids(op: BulkOperation, *, size: int, after: str = "") -> list[str]:
+def next_ids(
+    op: BulkOperation, *, size: int, after: str = "", configure: bool = False
+) -> list[str]:
     """The next ``size`` pending items of ``op`` in id order, past ``after`` (the last
     id of this run's previous chunk: every item up to it has its outcome, so the scan
-    of the operation's items starts there instead of passing them again)."""
+    of the operation's items starts there instead of passing them again).
+
+    ``configure`` (PostgreSQL): the same statement sets the chunk's transaction up as
+    ``_lock_timeout`` does (the lock timeout, the commit without the WAL flush): one
+    round trip fewer per chunk (also when none is pending: harmless)."""
     items = BulkOperationItem.objects.filter(operation=op, outcome=ItemOutcome.PENDING)
     if after:
         items = items.filter(session_id__gt=after)
-    return list(items.order_by("session_id").values_list("session_id", flat=True)[:size])
+    ids = items.order_by("session_id").values_list("session_id", flat=True)[:size]
+    if not (configure and is_postgresql()):
+        return list(ids)
+    sql, params = ids.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT ARRAY({sql}), {_CHUNK_SETTINGS}",
+            [*params, _timeout(bulkops_settings.LOCK_TIMEOUT)],
+        )
+        return list(cursor.fetchone()[0])
+
+
+#: A chunk's transaction settings (``_lock_timeout``), as a select list.
+_CHUNK_SETTINGS = (
+    "set_config('lock_timeout', %s, true), set_config('synchronous_commit', 'off', true)"
+)
+
+
+def _timeout(seconds: float | None) -> str:
+    return f"{int((seconds or 0) * 1000)}ms"
 
 
 def _lock_timeout(seconds: float | None, *, chunk: bool = False) -> None:
@@ -90,12 +115,9 @@ def _lock_timeout(seconds: float | None, *, chunk: bool = False) -> None:
     not wait for the WAL flush. The final commit (finalise) does wait, and flushing it
     flushes every earlier chunk too (WAL is written in order)."""
     if is_postgresql():
-        sync = ", set_config('synchronous_commit', 'off', true)" if chunk else ""
+        settings = _CHUNK_SETTINGS if chunk else "set_config('lock_timeout', %s, true)"
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT set_config('lock_timeout', %s, true){sync}",
-                [f"{int((seconds or 0) * 1000)}ms"],
-            )
+            cursor.execute(f"SELECT {settings}", [_timeout(seconds)])
 
 
 def _held_by_others(scope: QuerySet[Session], ids: list[str], rows: dict) -> set[str]:
@@ -144,10 +166,10 @@ def run_chunk(
     another transaction holds fail ``locked``), re-check and apply (stamped ``now``).
     Return the partition (the caller records it), or None when no item is pending past
     ``after``."""
-    ids = next_ids(op, size=size, after=after)
+    ids = next_ids(op, size=size, after=after, configure=True)
     if not ids:
         return None
-    part = apply_chunk(op, act, scope, ids=ids, now=now, skip_locked=skip_locked)
+    part = apply_chunk(op, act, scope, ids=ids, now=now, skip_locked=skip_locked, configured=True)
     part.last = len(ids) < size
     part.last_id = ids[-1]
     return part
@@ -162,15 +184,18 @@ def apply_chunk(
     now: datetime.datetime,
     skip_locked: bool = False,
     checkpoint: bool = True,
+    configured: bool = False,
 ) -> Partition:
     """Lock the sessions of ``ids`` that are in ``scope``, re-check them and apply the
     action to the eligible, in the caller's transaction; return their partition (an id
     ``scope`` does not hold is ``not_found``, or ``locked`` when another transaction
     holds it and ``skip_locked``). ``checkpoint``: the transaction commits without
     waiting for the WAL flush (``_lock_timeout``); False when its commit answers a
-    request (an inline run)."""
+    request (an inline run). ``configured``: ``next_ids(configure=True)`` set the
+    transaction up already."""
     plan = sql_plan(act, now)
-    _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=checkpoint)
+    if not configured:
+        _lock_timeout(bulkops_settings.LOCK_TIMEOUT, chunk=checkpoint)
     if plan is not None:
         return _apply_in_sql(act, plan, scope, ids, skip_locked)
     return _apply_in_python(op, act, scope, ids, skip_locked, now)

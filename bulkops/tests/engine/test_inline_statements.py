@@ -6,9 +6,10 @@ Starting a one-session close and running it in the request is, besides the reque
 own transaction: the user's lock, the active-operation count, the operation's and its
 items' inserts; then, under one savepoint (the fall-back to the queue on a database
 error), the lock timeout, the chunk's one statement, the items' outcomes and the
-operation's one final write. A worker's run of the same operation adds its claim
-(lock and ``running`` update), a status re-read per chunk and at the end, a savepoint
-per step and a counters write: 25 statements where this takes 12."""
+operation's one final write. Run through the worker's path in the same transaction,
+as it was before, the same operation took 25: its claim (lock and ``running``
+update), a status re-read per chunk and at the end, a savepoint per step, a counters
+write and the commit mode set and reset."""
 
 from __future__ import annotations
 
