@@ -102,7 +102,14 @@ def test_sigkilled_worker_is_recovered_by_the_reaper_and_every_session_archived_
 
 
 def test_sigterm_finishes_the_chunk_and_hands_the_operation_to_the_next_worker(world):
-    db, procs = world(postgres=using_postgres(), redis=using_redis(), BULKOPS_CHUNK_SIZE="10")
+    # Chunks of exactly 10 (not time-boxed: on a loaded machine the sizer takes fewer),
+    # so a processed count that is a multiple of 10 shows the chunk in progress finished.
+    db, procs = world(
+        postgres=using_postgres(),
+        redis=using_redis(),
+        BULKOPS_CHUNK_SIZE="10",
+        BULKOPS_CHUNK_SECONDS="0",
+    )
     seed(procs, sessions=1000, size=SIZE)
     first = procs.worker("worker-first")
     out = procs.run("bulk", "archive", "--user", "alice", "--filter", "status=active")
