@@ -149,6 +149,10 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
             "DB_CONN_MAX_AGE keeps connections open per thread, the pool (DB_POOL) per "
             "process: set DB_POOL=0 to use DB_CONN_MAX_AGE."
         )
+    # A pooled connection is checked (an empty query) as it is taken: one that died
+    # while it sat in the pool (a database restart, a terminated backend) is replaced
+    # there instead of failing the request or the worker's next task.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DB_POOL_MIN_SIZE", 1),
         "max_size": env_int("DB_POOL_MAX_SIZE", 10),
