@@ -279,7 +279,9 @@ def operation_errors(*, operation: BulkOperation, limit: int = MAX_ERRORS_IN_REP
 
 # --- read by the HTTP API ------------------------------------------------------------------
 #: A download name as export writes it: ``session_export_YYYYMMDD_<operation id>.csv|json``.
-EXPORT_FILENAME_RE = re.compile(r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json)")
+EXPORT_FILENAME_RE = re.compile(
+    r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json|csv\.gz|jsonl\.gz)"
+)
 
 
 def operation_items(*, operation: BulkOperation, outcome: str | None = None):
