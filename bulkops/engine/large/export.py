@@ -29,7 +29,7 @@ from bulkops.actions.base import BulkAction
 from bulkops.actions.export import FORMULA_PREFIXES, export_dir, export_path
 from bulkops.actions.sql import AnyOf
 from bulkops.engine.eligibility import Partition
-from bulkops.engine.large.run import SliceChunks, hold, insert_items, record_shared
+from bulkops.engine.large.run import SliceChunks, hold
 from bulkops.exceptions import ExportFileError
 from bulkops.models import BulkOperation, ExportFormat, OperationSlice, Session
 
@@ -194,13 +194,7 @@ class ExportChunks(SliceChunks):
                 part.eligible.append(sid)
                 part.eligible_by_status[status].append(sid)
         self.act.write(self.op, part.eligible, after=after)
-        part.last, part.last_id = batch.last, batch.cursor
-        insert_items(self.op, part)
-        record_shared(self.op, part, now)
-        OperationSlice.objects.filter(pk=self.slice.pk).update(
-            cursor=batch.cursor, done=batch.last, heartbeat_at=now
-        )
-        return part
+        return self.record(part, batch, now)
 
 
 def chunks_for(
