@@ -26,10 +26,11 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
 from django.db import connections
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationNotFound
 from bulkops.models import (
     ACTIVE_OPERATION_STATUSES,
@@ -278,7 +279,9 @@ def operation_errors(*, operation: BulkOperation, limit: int = MAX_ERRORS_IN_REP
 
 # --- read by the HTTP API ------------------------------------------------------------------
 #: A download name as export writes it: ``session_export_YYYYMMDD_<operation id>.csv|json``.
-EXPORT_FILENAME_RE = re.compile(r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json)")
+EXPORT_FILENAME_RE = re.compile(
+    r"session_export_(\d{8})_(op-[0-9a-f]{32})\.(csv|json|csv\.gz|jsonl\.gz)"
+)
 
 
 def operation_items(*, operation: BulkOperation, outcome: str | None = None):
@@ -368,3 +371,29 @@ class LookaheadPage(Page):
 
     def has_next(self) -> bool:
         return self.more
+
+
+@dataclass(frozen=True)
+class SliceTally:
+    """A large operation's slices: how many there are, how many a worker holds and beats
+    on right now, and how many are done."""
+
+    total: int
+    running: int
+    done: int
+
+
+def operation_slices(*, operation: BulkOperation) -> SliceTally | None:
+    """The slice tally of a large operation (one query); None for any other operation.
+    A slice runs while a worker's claim on it beats within
+    ``BULKOPS_STALE_AFTER_SECONDS`` (a killed worker's slice stops counting then)."""
+    if not operation.is_large:
+        return None
+    fresh = timezone.now() - datetime.timedelta(seconds=bulkops_settings.STALE_AFTER_SECONDS)
+    # Aliases apart from the field names (``done`` is a field: an alias may not shadow it).
+    counts = operation.slices.aggregate(
+        n_total=Count("pk"),
+        n_done=Count("pk", filter=Q(done=True)),
+        n_running=Count("pk", filter=Q(done=False, heartbeat_at__gte=fresh) & ~Q(claimed_by="")),
+    )
+    return SliceTally(total=counts["n_total"], running=counts["n_running"], done=counts["n_done"])

@@ -137,14 +137,16 @@ class BulkRequest:
     def confirmed(self) -> bool:
         return bool(self.request.POST.get("post")) and self.form.is_valid()
 
-    def start(self, selection: Selection) -> HttpResponseRedirect:
+    def start(self, selection: Selection, *, large: bool) -> HttpResponseRedirect:
         """Second pass: start the operation (or find the one this page already
         started) and go to its progress page. The page's ``selection_token`` makes
         ``operation_create`` refuse a selection that drifted since the page was shown
-        (SelectionConflict, SelectionTokenInvalid: nothing is created)."""
+        (SelectionConflict, SelectionTokenInvalid: nothing is created). A ``large``
+        selection (past the cap) runs on every matching session: the page showed
+        samples, not a list to leave out."""
         user, reason = self.request.user, self.form.audit_reason()
         max_failures = self.form.failure_threshold()
-        eligible_only = runs_on_eligible_only(self.request)
+        eligible_only = runs_on_eligible_only(self.request) and not large
         key = confirm_key(self.request)
         payload = {"selection": asdict(selection), "params": self.params, "reason": reason}
         if max_failures is not None:
@@ -207,9 +209,10 @@ def run_bulk_action(
     notice = refused = ""
     try:
         selection, count = changelist_selection(request, queryset, act)
+        large = count > act.max_sessions
         if bulk.confirmed():
             try:
-                return bulk.start(selection)
+                return bulk.start(selection, large=large)
             except (SelectionConflict, SelectionTokenInvalid) as exc:
                 # What the page showed no longer holds: show the new preview instead.
                 notice = drift_notice(exc)

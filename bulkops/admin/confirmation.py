@@ -21,6 +21,7 @@ from django.utils.translation import ngettext
 
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
+from bulkops.engine import SAMPLES_PER_REASON
 from bulkops.exceptions import SelectionDrift, SelectionTokenExpired
 from bulkops.ratelimits import rate_limit_left
 from bulkops.selectors import active_operations_count
@@ -115,6 +116,21 @@ def _grouped(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _counted_groups(data: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    """Past the cap, the reasons of ``kind`` (``skipped`` / ``ineligible``) with their
+    counts from SQL (``counts_by_reason``): the lists are samples, and every reason
+    counted has at least one sample, which says its kind."""
+    kinds = {item["reason"] for item in data[kind]}
+    return sorted(
+        (
+            {"reason": reason, "message": reasons.message_for(reason), "count": n}
+            for reason, n in data["counts_by_reason"].items()
+            if reason in kinds
+        ),
+        key=lambda group: -group["count"],
+    )
+
+
 def confirmation_context(
     request: HttpRequest,
     queryset: QuerySet[Session],
@@ -122,8 +138,13 @@ def confirmation_context(
     selection: Selection,
     count: int,
 ) -> dict[str, Any]:
-    """The partition as the template lists it: counts, reasons, the first rows of each."""
+    """The partition as the template lists it: counts, reasons, the first rows of each.
+    Past the cap (``lists_truncated``) the counts are validate's, from SQL, and the rows
+    are its samples (at most ``SAMPLES_PER_REASON`` a reason): never a table of every
+    matching session."""
     data = result.as_dict()
+    large = data["lists_truncated"]
+    group = _counted_groups if large else lambda data, kind: _grouped(data[kind])
     shown_skipped = data["skipped"][:LISTED_PER_PARTITION]
     shown_ineligible = data["ineligible"][:LISTED_PER_PARTITION]
     listed = [i["session_id"] for i in shown_skipped + shown_ineligible]
@@ -142,9 +163,11 @@ def confirmation_context(
         "eligible_rows": data["eligible"][:LISTED_PER_PARTITION],
         "skipped_rows": shown_skipped,
         "ineligible_rows": shown_ineligible,
-        "skipped_groups": _grouped(data["skipped"]),
-        "ineligible_groups": _grouped(data["ineligible"]),
+        "skipped_groups": group(data, "skipped"),
+        "ineligible_groups": group(data, "ineligible"),
         "listed_limit": LISTED_PER_PARTITION,
+        "large": large,
+        "samples_per_reason": SAMPLES_PER_REASON,
         "cascade": data.get("cascade"),
         "changelist_url": request.get_full_path(),
         "run_on_name": RUN_ON,

@@ -4,6 +4,7 @@ which have a confirmation page: ``followup``, ``undo``)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
@@ -28,7 +29,7 @@ from bulkops.engine import (
 from bulkops.exceptions import BulkOpsError
 from bulkops.models import BulkOperation, OperationStatus
 from bulkops.representations import operation_label, operation_representation, rate_per_second
-from bulkops.selectors import operations_for_admin
+from bulkops.selectors import operation_slices, operations_for_admin
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -102,6 +103,9 @@ def live_state(op: BulkOperation) -> dict[str, Any]:
     data["rate"] = rate_per_second(op) if timed else None
     # The contract's /api/download/<file> (same rules as the admin's own download view).
     data["download_link"] = data.get("download_url") if file_of(op) == "ready" else None
+    # A large operation's slices: how many workers are on it now (polled, not in events).
+    tally = operation_slices(operation=op)
+    data["slices"] = asdict(tally) if tally is not None else None
     return data
 
 

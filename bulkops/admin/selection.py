@@ -1,6 +1,10 @@
 """The session changelist's rows as a selection: ticked ids, or "select all N matching"
 sent as the changelist's filter when it maps exactly onto the one ``SessionFilterSet``,
-else the matching ids read server-side — never one POST field per row."""
+else the matching ids read server-side — never one POST field per row.
+
+Past the action's cap "select all N matching" is a large operation for a user who may
+run one (``bulkops.run_large_operation``): it is sent as the changelist's filter, which
+then must map exactly (no ids are read past the cap); everyone else keeps the cap."""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext as _
 
 from bulkops.admin.base import OwnerFilter, owner_problem
-from bulkops.engine import Selection, selection_queryset
+from bulkops.engine import Selection, may_run_large, selection_queryset
 from bulkops.selectors import count_at_most, user_may_act_on_others
 
 if TYPE_CHECKING:
@@ -137,20 +142,61 @@ def changelist_selection(
     # Bounded: "select all" over millions of rows must not count them.
     count = count_at_most(queryset, act.max_sessions)
     if count > act.max_sessions:
-        raise ValidationError(
-            _(
-                "More than %(cap)d sessions match the filter, and %(action)s takes at most "
-                "%(cap)d at once. Narrow the filter and try again."
-            )
-            % {"action": act.display_name.lower(), "cap": act.max_sessions}
-        )
+        return _past_the_cap(request, queryset, act)
     if not count:
         raise ValidationError(_("No sessions match the filter."))
-    filters = changelist_filter(request)
-    if filters is not None and not sees_every_session(request.user):
-        filters["owner"] = request.user.pk
+    filters = _changelist_filter_in_scope(request)
     if filters is not None:
         matched = selection_queryset(user=request.user, action=act, filters=filters)
         if matched.count() == count:
             return Selection(filter=filters), count
     return Selection(session_ids=_ids(queryset)), count
+
+
+def _changelist_filter_in_scope(request: HttpRequest) -> dict[str, Any] | None:
+    """``changelist_filter``, limited to the user's own sessions when the changelist
+    shows only theirs."""
+    filters = changelist_filter(request)
+    if filters is not None and not sees_every_session(request.user):
+        filters["owner"] = request.user.pk
+    return filters
+
+
+def _past_the_cap(
+    request: HttpRequest, queryset: QuerySet[Session], act: BulkAction
+) -> tuple[Selection, int]:
+    """ "Select all N matching" past the action's cap: the changelist's filter, as a large
+    selection, and the exact number of matching rows. Raise ValidationError for a user
+    who may not run large operations (the cap's message), or when the filter cannot say
+    exactly the rows the changelist matches."""
+    cap = act.max_sessions
+    # Large operations run on PostgreSQL only: elsewhere everyone keeps the cap.
+    if not (may_run_large(request.user) and connection.vendor == "postgresql"):
+        raise ValidationError(
+            _(
+                "More than %(cap)d sessions match the filter, and %(action)s takes at most "
+                "%(cap)d at once. Narrow the filter and try again."
+            )
+            % {"action": act.display_name.lower(), "cap": cap}
+        )
+    filters = _changelist_filter_in_scope(request)
+    count = queryset.order_by().count()
+    if filters is None or (
+        selection_queryset(user=request.user, action=act, filters=filters).count() != count
+    ):
+        raise ValidationError(
+            _(
+                "%(count)d sessions match, more than the %(cap)d %(action)s takes at once. "
+                "Past that, the selection is sent as a filter — status, deleted, owner, "
+                "created dates and a one-word search — and this changelist's filters cannot "
+                "all be said that way (or match sessions you may not %(verb)s). Use only "
+                "those filters, or narrow the selection to %(cap)d sessions."
+            )
+            % {
+                "count": count,
+                "cap": cap,
+                "action": act.display_name.lower(),
+                "verb": act.action_type,
+            }
+        )
+    return Selection(filter=filters), count

@@ -586,7 +586,12 @@ class IgnoreAcceptNegotiation(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+#: By the file name's last extension (a large export's is ``.csv.gz`` / ``.jsonl.gz``).
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "gz": "application/gzip",
+}
 
 
 @extend_schema(

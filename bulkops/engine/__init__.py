@@ -17,6 +17,8 @@ from bulkops.engine.inputs import (
     filter_from_text,
     parse_moment,
 )
+from bulkops.engine.large.counts import SAMPLES_PER_REASON
+from bulkops.engine.large.scope import LARGE_OPERATION_PERMISSION, may_run_large
 from bulkops.engine.operations import (
     Started,
     clean_reason,
@@ -46,10 +48,12 @@ from bulkops.engine.undo import operation_undo, undo_deadline, undo_refusal, und
 
 __all__ = [
     "FILTER_KEYS",
+    "LARGE_OPERATION_PERMISSION",
     "MAX_FAILURES",
     "MAX_FAILURES_LIMIT",
     "MAX_OWNER_LENGTH",
     "REPORT_FORMATS",
+    "SAMPLES_PER_REASON",
     "CleanupResult",
     "Partition",
     "Selection",
@@ -61,6 +65,7 @@ __all__ = [
     "clean_reason",
     "clean_session_ids",
     "filter_from_text",
+    "may_run_large",
     "operation_cancel",
     "operation_create",
     "operation_execute",

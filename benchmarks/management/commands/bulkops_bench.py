@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from benchmarks.large import LARGE_SIZES, LargeBench, render_large
 from benchmarks.load import LoadBench, LoadOptions, render_load
 from benchmarks.report import machine_facts, render_table
 from benchmarks.runner import Bench
@@ -90,9 +91,19 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", help="Write every figure to this file.")
         self.add_load_arguments(parser)
         self.add_table_size_arguments(parser)
+        self.add_large_arguments(parser)
         self.add_small_ops_arguments(parser)
         parser.add_argument(
             "--keep", action="store_true", help="Keep the benchmark owner and its rows."
+        )
+
+    def add_large_arguments(self, parser):
+        parser.add_argument(
+            "--large",
+            choices=list(LARGE_SIZES),
+            help="Instead of the actions: seed this PostgreSQL database to that many sessions "
+            "(once; kept) and time one large close (validate, create, run, raw UPDATE, stored "
+            "data, undo) and a large export, in this process. Use a database of your own.",
         )
 
     def add_table_size_arguments(self, parser):
@@ -176,6 +187,9 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         if opts["load"]:
             return self.handle_load(opts)
+        if opts.get("large"):
+            self.large(opts)
+            return
         if opts.get("table_size"):
             self.table_size(opts)
             return
@@ -208,6 +222,16 @@ class Command(BaseCommand):
         data = Bench(options, progress=self.draw).run()
         self.stderr.write("")
         self.write_report(render_table(data), data, opts["json_path"])
+
+    def large(self, opts) -> None:
+        bench = LargeBench(
+            size=LARGE_SIZES[opts["large"]], progress=lambda message: self.stderr.write(message)
+        )
+        try:
+            data = bench.run()
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from None
+        self.write_report(render_large(data), data, opts.get("json_path"))
 
     def table_size(self, opts) -> None:
         bench = TableSizeBench(

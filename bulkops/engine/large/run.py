@@ -218,6 +218,11 @@ class SliceChunks:
                 part.failed.pop(reasons.NOT_FOUND, None)
         else:
             part = Partition()
+        return self.record(part, batch, now)
+
+    def record(self, part: Partition, batch: Batch, now: datetime.datetime) -> Partition:
+        """The chunk's items, the counters and the slice's cursor and heartbeat; return
+        ``part`` marked with where the slice now stands."""
         part.last, part.last_id = batch.last, batch.cursor
         insert_items(self.op, part)
         record_shared(self.op, part, now)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from bulkops.conf import bulkops_settings
 from bulkops.engine.drift import SelectionSnapshot, snapshot_compare
 from bulkops.engine.large.counts import large_counts
+from bulkops.engine.large.export import large_export_name
 from bulkops.engine.large.scope import LargeSelection, large_cap_check
 from bulkops.engine.large.workers import slices_create
 from bulkops.engine.selection import filter_data
@@ -44,10 +45,12 @@ def large_total(
 def large_insert(op: BulkOperation, selection: LargeSelection, *, action: BulkAction) -> int:
     """Write the operation with its selection (a filter also keeps the moment it was
     created: sessions created later are not selected) and its slices; return how many
-    slices (one task each)."""
+    slices (one task each). An export's file is gzip (``engine.large.export``)."""
     spec = dict(selection.spec)
     if selection.filter is not None:
         spec["created_until"] = op.created_at.isoformat()
     op.selection = spec
+    if action.produces_file:
+        op.export_file = large_export_name(op.export_file, action.params["format"])
     op.save(force_insert=True)
     return slices_create(op, action)

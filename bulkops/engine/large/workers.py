@@ -32,8 +32,9 @@ from django.utils import timezone
 
 from bulkops.actions.base import BulkAction
 from bulkops.conf import bulkops_settings
+from bulkops.engine.large.export import chunks_for, large_file_action
 from bulkops.engine.large.pacing import Throttle
-from bulkops.engine.large.run import LostClaim, SliceChunks, large_finished, source_for
+from bulkops.engine.large.run import LostClaim, large_finished, source_for
 from bulkops.engine.stopping import STOP_FIELDS, Stop, conclude, stop_reason
 from bulkops.models import (
     FINISHED_OPERATION_STATUSES,
@@ -149,6 +150,7 @@ def execute_large(
     """Claim slices of ``op`` one after the other and run each one's chunks (with
     ``run_chunks``, the executor's loop) until none is free or a stop is asked for;
     return the stop. The action begins once this worker holds a slice."""
+    act = large_file_action(op, act)
     source = source_for(op, act, scope)
     slices = max(1, op.slices.count())
     throttle = Throttle(bulkops_settings.LARGE_MAX_ROWS_PER_SECOND / slices)
@@ -157,7 +159,7 @@ def execute_large(
         if not begun:
             act.begin(op)
             begun = True
-        chunks = SliceChunks(op, act, source, piece, worker=worker)
+        chunks = chunks_for(op, act, source, piece, worker=worker)
         try:
             stop = run_chunks(chunks, after=chunks.cursor, throttle=throttle)
         except LostClaim:
@@ -172,6 +174,7 @@ def large_conclude(op: BulkOperation, act: BulkAction, stop: Stop | None, *, wor
     """End ``op`` when ``worker`` is the last one on it: every slice done (``total``
     becomes what the run acted on), or the stop it saw — or that the operation's row
     asks for. Return whether it ended it (then ``op`` is the row as it ended)."""
+    act = large_file_action(op, act)
     with transaction.atomic():
         fresh = (
             BulkOperation.objects.select_for_update(no_key=True)

@@ -40,11 +40,13 @@ from bulkops.engine import (
 )
 from bulkops.engine.inputs import InputRule
 from bulkops.exceptions import BulkOpsError, error_text
+from bulkops.management.progress import ProgressDisplay
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
-from bulkops.representations import eta_seconds, progress_percent, rate_per_second
 from bulkops.selectors import operation_get_for_user
 
-BAR_WIDTH = 30
+#: ``--created-before D`` / ``--created-after D``: the filter keys that have an option of
+#: their own (``--filter created_before=D`` says the same).
+DATE_BOUNDS = ("created_before", "created_after")
 #: ``bulk pause|resume <operation id>``: any user's operation.
 CONTROLS = {"pause": operation_pause, "resume": operation_resume}
 #: ``bulk undo <operation id> --user U``: a new operation undoing a finished one.
@@ -162,6 +164,16 @@ def action_arguments(parser: argparse.ArgumentParser, action: type[BulkAction]) 
         help=f"Select all that match; KEY is one of {', '.join(FILTER_KEYS)} "
         "(status=active,closed for several; deleted=true|false).",
     )
+    for key in DATE_BOUNDS:
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=rule_argument(FILTER_KEYS[key]),
+            default=None,
+            metavar="DATE",
+            help=f"The filter's {key} (a filter of its own without --filter): "
+            f"{FILTER_KEYS[key].help}",
+        )
     for name, param in action.params_spec.items():
         flag, kwargs = param_option(name, param)
         parser.add_argument(flag, dest=name, **kwargs)
@@ -280,10 +292,20 @@ class Command(BaseCommand):
         self.stdout.write(f"Operation {op.pk}: {op.action} of {op.total} sessions ({op.status}).")
         return op
 
+    def date_bounds(self, action: str, opts: dict) -> dict[str, str]:
+        """``--created-before`` / ``--created-after`` as filter keys; refuse a command
+        line without a selection, or with date bounds beside ``--ids`` (usage errors)."""
+        bounds = {key: opts[key] for key in DATE_BOUNDS if opts.get(key) is not None}
+        if opts["ids"] and bounds:
+            flags = " ".join("--" + key.replace("_", "-") for key in bounds)
+            self.subcommands[action].error(f"argument {flags}: not allowed with argument --ids")
+        if not (opts["ids"] or opts["filter"] or bounds):
+            self.subcommands[action].error("one of the arguments --ids --filter is required")
+        return bounds
+
     def start(self, action: str, opts: dict) -> BulkOperation:
         """``bulk <action> --user U --ids …|--filter …``: create the operation."""
-        if not (opts["ids"] or opts["filter"]):
-            self.subcommands[action].error("one of the arguments --ids --filter is required")
+        bounds = self.date_bounds(action, opts)
         user = self.user(opts["user"])
         spec = get_action(action).params_spec
         params = {
@@ -294,7 +316,7 @@ class Command(BaseCommand):
             selection = (
                 Selection(session_ids=opts["ids"])
                 if opts["ids"]
-                else Selection(filter=filter_from_text(opts["filter"]))
+                else Selection(filter={**filter_from_text(opts["filter"] or []), **bounds})
             )
             op = operation_create(
                 user=user,
@@ -313,12 +335,13 @@ class Command(BaseCommand):
 
     def watch(self, op: BulkOperation, *, timeout: float) -> BulkOperation:
         started = time.monotonic()
+        display = ProgressDisplay(self.stdout, clock=time.monotonic)
         hinted = False
         while True:
             op.refresh_from_db()
-            self.draw(op)
-            if op.is_finished or op.status == OperationStatus.PAUSED:
-                self.stdout.write("")
+            ended = op.is_finished or op.status == OperationStatus.PAUSED
+            display.show(op, last=ended)
+            if ended:
                 return op
             waited = time.monotonic() - started
             if op.status == "pending" and waited > 10 and not hinted:
@@ -334,19 +357,6 @@ class Command(BaseCommand):
                 )
             time.sleep(0.1)
 
-    def draw(self, op: BulkOperation) -> None:
-        percent = progress_percent(op)
-        filled = percent * BAR_WIDTH // 100
-        rate = rate_per_second(op) or 0.0
-        eta = eta_seconds(op) or 0.0
-        line = (
-            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percent:5.1f}% "
-            f"{op.processed}/{op.total}  ok {op.succeeded}  skipped {op.skipped}  "
-            f"failed {op.failed}  {rate:,.0f}/s  ETA {eta:.1f}s  {op.status:<9}"
-        )
-        self.stdout.write(line, ending="")
-        self.stdout.flush()
-
     def summary(self, op: BulkOperation) -> None:
         self.stdout.write(
             f"{op.status}: {op.succeeded} succeeded, {op.skipped} skipped, {op.failed} failed, "
@@ -354,11 +364,13 @@ class Command(BaseCommand):
         )
         if op.error:
             self.stdout.write(f"Error: {op.error}")
-        reasons: dict[str, int] = {}
-        for reason in op.items.filter(outcome__in=["failed", "skipped"]).values_list(
-            "reason", flat=True
-        ):
-            reasons[reason] = reasons.get(reason, 0) + 1
+        # Counted in SQL: a large operation's items are millions.
+        reasons = dict(
+            op.items.filter(outcome__in=["failed", "skipped"])
+            .values_list("reason")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
         if reasons:
             self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
         failed = (

@@ -87,6 +87,8 @@
       const rate = timed ? op.processed / op.duration_seconds : 0;
       setText("rate", rate ? Math.round(rate).toLocaleString() + "/s" : "—");
       setText("duration", seconds(op.duration_seconds));
+      // A large operation's slices come with the polled state (events do not carry them).
+      if (op.slices) setText("slices", op.slices.running + " of " + op.slices.total);
       // Paused, pausing or resumed: the buttons change (Pause / Resume), so the
       // server-rendered actions are swapped in, as on the final state.
       const control = op.status + (op.pause_requested ? "+pausing" : "");

@@ -84,12 +84,13 @@ def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedPro
 
 
 @contextlib.contextmanager
-def live_server(tmp: Path, **extra_env: str):
-    """``manage.py serve --no-worker`` on a fresh SQLite file in ``tmp``, with the test
-    data; yields (base URL, env) — the env a worker process needs to share it."""
+def live_server(tmp: Path, *, database_url: str | None = None, **extra_env: str):
+    """``manage.py serve --no-worker`` on a fresh SQLite file in ``tmp`` (or the empty
+    database at ``database_url``), with the test data; yields (base URL, env) — the env
+    a worker process needs to share it."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DEBUG")}
     env.update(
-        DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}",
+        DATABASE_URL=database_url or f"sqlite:///{tmp / 'db.sqlite3'}",
         BULKOPS_EXPORT_DIR=str(tmp / "exports"),
         BULKOPS_CHUNK_SIZE="10",
         # Queued, so the pages show an operation waiting, then running (small ones

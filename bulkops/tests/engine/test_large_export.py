@@ -1,14 +1,21 @@
-"""A large export (PostgreSQL): one slice (it writes one file), every matching session
-written once, the file renamed into place when complete."""
+"""A large export (PostgreSQL; ``engine.large.export``): one slice (it writes one file),
+every matching session written once, the rows streamed out of the database with
+``COPY`` into a gzip file — ``.csv.gz`` (formula cells neutralised, the same cells as a
+small export's) or ``.jsonl.gz`` (one JSON object per line) — renamed into place when
+complete, and downloaded by its owner only, streamed with its ``Content-Length``."""
 
 from __future__ import annotations
 
 import csv
+import gzip
+import json
 
 import pytest
 
 from bulkops.actions.export import export_path
 from bulkops.engine import Selection, operation_create
+from bulkops.models import Session
+from bulkops.tests.support.api import token_client
 from bulkops.tests.support.helpers import run_worker
 from bulkops.tests.support.large import LARGE_PERMS, seed_sessions
 from bulkops.tests.support.processes import using_postgres
@@ -19,18 +26,108 @@ pytestmark = [
     pytest.mark.django_db,
 ]
 
+SIZE = 3000
+TRICKY = {
+    "large-0000001": ('=HYPERLINK("http://x")', {"note": "@risk", "line": "a\nb"}),
+    "large-0000002": ('+1, "quoted"\ttab', {"n": 1}),
+    "large-0000003": ("-2\r\nnext line", {"emoji": "✓"}),
+}
 
-def test_a_large_export_writes_every_matching_session_once(make_user, owner, settings):
+
+@pytest.fixture
+def staff(make_user, owner, settings, monkeypatch):
+    """3,000 sessions, exported in chunks of 700: five gzip members, one file."""
+    monkeypatch.setattr("bulkops.engine.large.export.EXPORT_CHUNK_ROWS", 700)
     settings.BULKOPS_MAX_EXPORT_SESSIONS = 100
-    seed_sessions(owner, 3000)
-    staff = make_user(staff=True, perms=LARGE_PERMS)
-    op = operation_create(user=staff, action="export", selection=Selection(filter={})).operation
+    settings.BULKOPS_CHUNK_SECONDS = 0
+    settings.BULKOPS_CHUNK_SIZE = 700
+    seed_sessions(owner, SIZE)
+    for sid, (title, metadata) in TRICKY.items():
+        Session.objects.filter(pk=sid).update(title=title, metadata=metadata)
+    return make_user(staff=True, perms=LARGE_PERMS)
+
+
+def export(user, fmt: str, **filters):
+    op = operation_create(
+        user=user, action="export", selection=Selection(filter=filters), params={"format": fmt}
+    ).operation
     assert op.is_large and op.slices.count() == 1
     run_worker()
     op.refresh_from_db()
-    assert (op.status, op.succeeded) == ("completed", 3000)
+    return op
+
+
+def small_export_rows(user, ids: list[str]) -> list[list[str]]:
+    op = operation_create(
+        user=user, action="export", selection=Selection(session_ids=ids), params={"format": "csv"}
+    ).operation
+    run_worker()
+    op.refresh_from_db()
     with open(export_path(op.export_file), newline="", encoding="utf-8") as fh:
+        return list(csv.reader(fh))
+
+
+def test_a_large_csv_export_is_gzip_with_every_session_once_and_the_small_exports_cells(staff):
+    op = export(staff, "csv")
+    assert (op.status, op.succeeded) == ("completed", SIZE)
+    assert op.export_file.endswith(".csv.gz")
+    assert not export_path(op.export_file + ".part").exists()
+    with gzip.open(export_path(op.export_file), "rt", newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0][:3] == ["id", "title", "status"]
+    assert rows[0] == ["id", "title", "status", "owner", "created_at", "updated_at", "metadata"]
     ids = [row[0] for row in rows[1:]]
-    assert len(ids) == len(set(ids)) == 3000
+    assert ids == sorted(ids) and len(set(ids)) == SIZE
+    # The same cells as the small export writes, formula neutralising included.
+    sample = [*TRICKY, "large-0000000", "large-0000009"]
+    small = {row[0]: row for row in small_export_rows(staff, sample)[1:]}
+    large = {row[0]: row for row in rows[1:] if row[0] in small}
+    assert large == small
+    assert large["large-0000001"][1] == '\'=HYPERLINK("http://x")'
+    assert large["large-0000002"][1] == '\'+1, "quoted"\ttab'
+    assert large["large-0000003"][1] == "'-2\r\nnext line"
+
+
+def test_a_large_json_export_is_json_lines_in_gzip(staff):
+    op = export(staff, "json", status="active")
+    assert op.export_file.endswith(".jsonl.gz")
+    with gzip.open(export_path(op.export_file), "rt", encoding="utf-8") as fh:
+        records = [json.loads(line) for line in fh]
+    assert len(records) == op.succeeded == Session.objects.filter(status="active").count()
+    by_id = {r["id"]: r for r in records}
+    assert list(by_id["large-0000001"]) == [
+        "id", "title", "status", "owner", "created_at", "updated_at", "metadata"
+    ]  # fmt: skip
+    assert by_id["large-0000001"]["title"] == '=HYPERLINK("http://x")'  # JSON: as it is
+    assert by_id["large-0000001"]["metadata"] == {"note": "@risk", "line": "a\nb"}
+    assert by_id["large-0000003"]["metadata"] == {"emoji": "✓"}
+    assert by_id["large-0000000"]["owner"] == "owner"
+
+
+def test_details_are_exported_too(staff):
+    op = operation_create(
+        user=staff,
+        action="export",
+        selection=Selection(filter={}),
+        params={"format": "json", "include_details": True},
+    ).operation
+    run_worker()
+    op.refresh_from_db()
+    with gzip.open(export_path(op.export_file), "rt", encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    assert first["content_size"] == 0 and first["exports_count"] == 0
+    assert first["closed_at"] is None and first["deleted_at"] is None
+
+
+def test_the_download_is_owner_only_streamed_with_its_length(staff, make_user):
+    op = export(staff, "csv")
+    path = export_path(op.export_file)
+    response = token_client(staff).get(f"/api/download/{op.export_file}")
+    assert response.status_code == 200 and response.streaming
+    assert response["Content-Type"] == "application/gzip"
+    assert int(response["Content-Length"]) == path.stat().st_size
+    assert op.export_file in response["Content-Disposition"]
+    body = b"".join(response.streaming_content)
+    assert body == path.read_bytes()
+    assert gzip.decompress(body).startswith(b"id,title,status")
+    stranger = make_user("stranger")
+    assert token_client(stranger).get(f"/api/download/{op.export_file}").status_code == 404
