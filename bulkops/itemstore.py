@@ -1,0 +1,286 @@
+"""An operation's items, however they are kept: read them here.
+
+A small operation keeps one ``BulkOperationItem`` per session. A large one keeps, per
+committed chunk, one ``OperationChunk`` — the sessions it applied the action to and the
+status each had before, as two arrays — and an item only for the sessions it skipped or
+failed (they carry a reason). That is about 17 bytes per succeeded session instead of
+about 300 (``docs/benchmarks.md``). Read back, both look the same: rows of
+``session_id, outcome, reason, message, previous_status`` in session-id order.
+
+The chunks of one operation cover disjoint id ranges, and each skipped or failed item
+lies within its chunk's range. So a position in the merged, ordered list is found from
+the chunks' counts alone (a few hundred small rows per million sessions), and only the
+chunks around it are unpacked: a page, a report piece, a batch of an undo reads a
+bounded range whatever the operation's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection
+from django.db.models import QuerySet
+
+from bulkops.actions.sql import AnyOf
+from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationChunk
+
+FIELDS = ("session_id", "outcome", "reason", "message", "previous_status")
+#: Rows per range read when streaming a whole operation (a report, a batch walk).
+STREAM_ROWS = 20_000
+
+
+def has_chunks(operation_id: str) -> bool:
+    return OperationChunk.objects.filter(operation_id=operation_id).exists()
+
+
+def is_compact(operation: BulkOperation) -> bool:
+    """Whether ``operation``'s succeeded sessions are kept in chunks (a large
+    operation that has committed a chunk), not as items."""
+    return bool(operation.is_large and has_chunks(operation.pk))
+
+
+@dataclass(frozen=True)
+class Span:
+    """One chunk as the index knows it: its range and its count of one outcome."""
+
+    first_id: str
+    last_id: str
+    count: int
+
+
+def _count_sql(outcome: str | None) -> str:
+    return {
+        None: "succeeded + skipped + failed",
+        ItemOutcome.SUCCEEDED: "succeeded",
+        ItemOutcome.SKIPPED: "skipped",
+        ItemOutcome.FAILED: "failed",
+    }.get(outcome, "0")
+
+
+def spans(operation_id: str, outcome: str | None) -> list[Span]:
+    """Every chunk of the operation in id order with its count of ``outcome`` (None:
+    every outcome); chunks with none of them are left out."""
+    table = connection.ops.quote_name(OperationChunk._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT first_id, last_id, {_count_sql(outcome)} FROM {table} "
+            "WHERE operation_id = %s ORDER BY first_id",
+            [operation_id],
+        )
+        return [Span(*row) for row in cursor.fetchall() if row[2]]
+
+
+def _range_sql(outcome: str | None) -> str:
+    """Rows of the chunks within ``[%s, %s]`` (a range from one chunk's start to
+    another's end) and the items within it, merged in id order (params: operation,
+    first, last — once per branch)."""
+    chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
+    items = connection.ops.quote_name(BulkOperationItem._meta.db_table)
+    branches = []
+    if outcome in (None, ItemOutcome.SUCCEEDED):
+        branches.append(
+            "SELECT u.sid, 'succeeded'::text AS outcome, ''::text AS reason, ''::text AS message, "
+            f"u.previous FROM {chunks} AS c CROSS JOIN LATERAL "
+            "unnest(c.session_ids, c.previous_statuses) AS u(sid, previous) "
+            "WHERE c.operation_id = %s AND c.first_id >= %s AND c.first_id <= %s "
+            "AND c.last_id <= %s"
+        )
+    if outcome != ItemOutcome.SUCCEEDED:
+        only = " AND outcome = %s" if outcome else ""
+        branches.append(
+            "SELECT session_id::text, outcome::text, reason::text, message::text, "
+            f"previous_status::text FROM {items} WHERE operation_id = %s "
+            f"AND session_id >= %s AND session_id <= %s{only}"
+        )
+    return f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS t ORDER BY 1"
+
+
+def _range_params(operation_id: str, outcome: str | None, first: str, last: str) -> list[Any]:
+    params: list[Any] = []
+    if outcome in (None, ItemOutcome.SUCCEEDED):
+        params += [operation_id, first, last, last]
+    if outcome != ItemOutcome.SUCCEEDED:
+        params += [operation_id, first, last, *([outcome] if outcome else [])]
+    return params
+
+
+def range_rows(
+    operation_id: str,
+    outcome: str | None,
+    first: str,
+    last: str,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> list[tuple[str, str, str, str, str]]:
+    """The rows (``FIELDS``) of the chunks within ``[first, last]`` (``first``: a chunk's
+    first id, ``last``: a chunk's last id), in id order, optionally a window of them."""
+    sql = _range_sql(outcome)
+    params = _range_params(operation_id, outcome, first, last)
+    if offset:
+        sql, params = f"{sql} OFFSET %s", [*params, offset]
+    if limit is not None:
+        sql, params = f"{sql} LIMIT %s", [*params, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def groups(found: list[Span], size: int) -> Iterator[tuple[str, str]]:
+    """``found`` cut into runs of consecutive chunks of about ``size`` rows: the
+    ``(first, last)`` ids of each run, for ``range_rows``."""
+    start, rows = 0, 0
+    for n, span in enumerate(found):
+        rows += span.count
+        if rows >= size or n == len(found) - 1:
+            yield found[start].first_id, span.last_id
+            start, rows = n + 1, 0
+
+
+class CompactItems:
+    """A compact operation's items of one outcome (None: all), as Django's paginator
+    reads a queryset: ``count()`` and slices of rows (dicts of ``FIELDS``)."""
+
+    def __init__(self, operation: BulkOperation, outcome: str | None) -> None:
+        self.operation_id, self.outcome = operation.pk, outcome
+        self._spans: list[Span] | None = None
+
+    @property
+    def index(self) -> list[Span]:
+        if self._spans is None:
+            self._spans = spans(self.operation_id, self.outcome)
+        return self._spans
+
+    def count(self) -> int:
+        return sum(span.count for span in self.index)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, window: slice) -> list[dict[str, str]]:
+        if not isinstance(window, slice) or window.step not in (None, 1):
+            raise TypeError("CompactItems takes plain slices")
+        start, stop, _ = window.indices(self.count())
+        if stop <= start:
+            return []
+        first = last = None
+        before = seen = 0
+        for span in self.index:
+            if first is None and seen + span.count > start:
+                first, before = span.first_id, seen
+            seen += span.count
+            if first is not None:
+                last = span.last_id
+                if seen >= stop:
+                    break
+        rows = range_rows(
+            self.operation_id,
+            self.outcome,
+            first,
+            last,
+            offset=start - before,
+            limit=stop - start,
+        )
+        return [dict(zip(FIELDS, row, strict=True)) for row in rows]
+
+
+def operation_items(
+    *, operation: BulkOperation, outcome: str | None = None
+) -> QuerySet[BulkOperationItem] | CompactItems:
+    """The operation's items in session-id order, optionally of one outcome: a
+    queryset, or for a compact operation a ``CompactItems`` (rows as dicts)."""
+    if is_compact(operation):
+        return CompactItems(operation, outcome)
+    qs = BulkOperationItem.objects.filter(operation=operation).order_by("session_id")
+    if outcome:
+        qs = qs.filter(outcome=outcome)
+    return qs
+
+
+def item_rows(
+    *, operation: BulkOperation, outcome: str | None, fields: tuple[str, ...], batch: int
+) -> Iterator[tuple[str, ...]]:
+    """Every item of ``operation`` (of ``outcome``) as a tuple of ``fields``, in
+    session-id order, read ``batch`` rows (a queryset) or about ``STREAM_ROWS`` rows
+    (chunks) per round trip: memory stays flat however many there are."""
+    if not is_compact(operation):
+        items = operation_items(operation=operation, outcome=outcome)
+        yield from items.values_list(*fields).iterator(chunk_size=batch)
+        return
+    picks = [FIELDS.index(f) for f in fields]
+    for first, last in groups(spans(operation.pk, outcome), STREAM_ROWS):
+        for row in range_rows(operation.pk, outcome, first, last):
+            yield tuple(row[i] for i in picks)
+
+
+def succeeded_ids(*, operation_id: str, limit: int) -> list[str]:
+    """The first ``limit`` sessions the operation applied its action to, in id order."""
+    found = spans(operation_id, ItemOutcome.SUCCEEDED)
+    if not found:
+        items = BulkOperationItem.objects.filter(
+            operation_id=operation_id, outcome=ItemOutcome.SUCCEEDED
+        ).order_by("session_id")
+        return list(items.values_list("session_id", flat=True)[:limit])
+    ids: list[str] = []
+    for first, last in groups(found, limit):
+        ids += [row[0] for row in range_rows(operation_id, ItemOutcome.SUCCEEDED, first, last)]
+        if len(ids) >= limit:
+            break
+    return ids[:limit]
+
+
+def succeeded_after(*, operation_id: str, after: str, through: str, size: int) -> list[str]:
+    """The next ``size`` sessions the operation applied its action to past ``after``
+    (up to ``through``; "": no bound), in id order. Only the chunks that can hold them
+    are unpacked: from the one whose range passes ``after``, as many as hold ``size``
+    (counted by their ``succeeded``, never by opening an array)."""
+    chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
+    sql = (
+        "WITH s AS (SELECT first_id, sum(succeeded) OVER w - first_value(succeeded) OVER w "
+        f"- succeeded AS between_ FROM {chunks} WHERE operation_id = %s AND last_id > %s "
+        "AND (%s = '' OR first_id <= %s) AND succeeded > 0 WINDOW w AS (ORDER BY first_id)) "
+        f"SELECT u.sid FROM {chunks} AS c CROSS JOIN LATERAL unnest(c.session_ids) AS u(sid) "
+        "WHERE c.operation_id = %s AND c.first_id IN (SELECT first_id FROM s WHERE between_ < %s) "
+        "AND u.sid > %s AND (%s = '' OR u.sid <= %s) ORDER BY 1 LIMIT %s"
+    )
+    params = [operation_id, after, through, through, operation_id, size, after, through, through]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, size])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def has_succeeded(operation: BulkOperation) -> bool:
+    """Whether any session of ``operation`` succeeded (was acted on)."""
+    if is_compact(operation):
+        return bool(spans(operation.pk, ItemOutcome.SUCCEEDED))
+    return operation.items.filter(outcome=ItemOutcome.SUCCEEDED).exists()
+
+
+def previous_statuses(*, operation_id: str, ids: list[str]) -> dict[str, str]:
+    """The status each of ``ids`` had just before ``operation_id`` acted on it (the
+    ones it succeeded on; the rest are absent)."""
+    if not ids:
+        return {}
+    found = dict(
+        BulkOperationItem.objects.filter(
+            AnyOf("session_id", ids), operation_id=operation_id, outcome=ItemOutcome.SUCCEEDED
+        ).values_list("session_id", "previous_status")
+    )
+    if connection.vendor != "postgresql":
+        return found
+    chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT u.sid, u.previous FROM {chunks} AS c CROSS JOIN LATERAL "
+            "unnest(c.session_ids, c.previous_statuses) AS u(sid, previous) "
+            "WHERE c.operation_id = %s AND u.sid = ANY(%s::text[]) "
+            # Only the chunks whose range meets the ids' (compared by the database's
+            # collation, as the ranges were written).
+            "AND c.first_id <= (SELECT max(x) FROM unnest(%s::text[]) AS x) "
+            "AND c.last_id >= (SELECT min(x) FROM unnest(%s::text[]) AS x)",
+            [operation_id, ids, ids, ids],
+        )
+        found.update(cursor.fetchall())
+    return found
