@@ -8,7 +8,6 @@ from collections import Counter
 from django.db import connection
 
 from bulkops.itemstore import item_rows
-
 from bulkops.models import BulkOperation, Session
 
 LARGE_PERMS = (
