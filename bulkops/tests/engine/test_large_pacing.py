@@ -6,10 +6,14 @@ pressure lasts) and take smaller chunks, which grow back once chunks run at pace
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from bulkops import events
 from bulkops.engine import Selection, operation_create
+from bulkops.engine.large import pacing
+from bulkops.engine.large import run as large_run
 from bulkops.engine.large.pacing import BackOff, Throttle
 from bulkops.models import Session
 from bulkops.tests.support.helpers import run_worker
@@ -153,3 +157,41 @@ def test_a_throttled_large_run_takes_chunks_within_the_rate(
     assert op.status == "completed" and op.succeeded == 2100
     assert sum(chunks) == 2100 and max(chunks) <= 1000
     assert not Session.objects.filter(status="active").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not using_postgres(), reason="large operations need PostgreSQL")
+@pytest.mark.django_db
+def test_a_large_run_backs_off_after_a_chunk_that_slowed_down_sharply(
+    make_user, owner, settings, monkeypatch
+):
+    settings.BULKOPS_MAX_SESSIONS_PER_OPERATION = 100
+    settings.BULKOPS_CHUNK_SECONDS = 0  # every chunk 200 sessions, unless backed off
+    settings.BULKOPS_CHUNK_SIZE = 200
+    settings.BULKOPS_LARGE_SLICES = 1
+    seed_sessions(owner, 3000)
+    clock = FakeClock()
+    monkeypatch.setattr(
+        pacing.BackOff,
+        "configured",
+        classmethod(lambda cls: BackOff(slowdown=0.25, pause=1.0, longest=10.0, sleep=clock.sleep)),
+    )
+    calls = []
+    real_apply = large_run.apply_chunk
+
+    def apply_slowly(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:
+            time.sleep(2.0)  # the sixth chunk waits on something: far below the median
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(large_run, "apply_chunk", apply_slowly)
+    staff = make_user(staff=True, perms=LARGE_PERMS)
+    op = operation_create(user=staff, action="close", selection=Selection(filter={})).operation
+    run_worker()
+    op.refresh_from_db()
+    assert op.processed == 3000 and not Session.objects.filter(status="active").exists()
+    sizes = [c.succeeded + c.skipped + c.failed for c in op.chunks.order_by("first_id")]
+    assert sizes[5] == 200 and sizes[6] <= 100  # the chunk after the slow one: halved
+    assert clock.slept and clock.slept[0] == 1.0
+    assert 200 in sizes[7:]  # grown back once chunks ran at pace again
