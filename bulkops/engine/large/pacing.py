@@ -8,8 +8,10 @@
 - **Back-off.** The database's own pressure, measured as batched background
   migrations measure it: each committed chunk's rate (sessions a second) is compared
   with the median of the run's recent chunks. A chunk slower than
-  ``BULKOPS_LARGE_BACKOFF_SLOWDOWN`` (0.25) of that median — it waited on locks, or the
-  database is busy — or one whose rows were found locked by others, makes the run wait
+  ``BULKOPS_LARGE_BACKOFF_SLOWDOWN`` (0.25) of that median — and longer than 4× (its
+  inverse) the median chunk, so that a small chunk's fixed costs do not count: it
+  waited on locks, or the database is busy — or one whose rows were found locked by
+  others, makes the run wait
   ``BULKOPS_LARGE_BACKOFF_SECONDS`` (1 s; doubled while the pressure lasts, at most
   ``BULKOPS_LARGE_BACKOFF_MAX_SECONDS``, 10 s) and halves the chunks that follow; each
   chunk at normal speed doubles them back. Slow chunks count toward the median too: a
@@ -87,6 +89,7 @@ class BackOff:
         self.slowdown, self.pause, self.longest = float(slowdown), float(pause), float(longest)
         self.clock, self.sleep = clock, sleep
         self.rates: deque[float] = deque(maxlen=RECENT_CHUNKS)
+        self.durations: deque[float] = deque(maxlen=RECENT_CHUNKS)
         #: The most sessions the next chunk takes (None: as the chunk sizer says).
         self.limit: int | None = None
         self.streak = 0  # consecutive chunks under pressure
@@ -107,12 +110,18 @@ class BackOff:
             self.limit = None
         return proposed if self.limit is None else max(1, self.limit)
 
-    def under_pressure(self, rate: float, *, locked: bool) -> bool:
+    def under_pressure(self, rows: int, seconds: float, *, locked: bool) -> bool:
+        """Locked rows; or a chunk that took more than ``1 / slowdown`` times what
+        the median rate gives for its rows *and* than the median chunk lasted. The
+        second test keeps a small chunk — slow per session, as a chunk's fixed costs
+        weigh more — from reading as pressure: else halving the chunks would look like
+        more pressure, and halve them again."""
         if locked:
             return True
         if len(self.rates) < MIN_CHUNKS:
             return False
-        return rate < self.slowdown * statistics.median(self.rates)
+        expected = max(rows / statistics.median(self.rates), statistics.median(self.durations))
+        return seconds * self.slowdown > expected
 
     def measured(self, *, rows: int, seconds: float, locked: bool = False) -> float:
         """A chunk of ``rows`` sessions committed in ``seconds`` (``locked``: some of its
@@ -120,9 +129,10 @@ class BackOff:
         next chunks; else let them grow back. Return the seconds waited."""
         if not self.slowdown or rows <= 0:
             return 0.0
-        rate = rows / max(seconds, 1e-6)
-        pressure = self.under_pressure(rate, locked=locked)
-        self.rates.append(rate)
+        seconds = max(seconds, 1e-6)
+        pressure = self.under_pressure(rows, seconds, locked=locked)
+        self.rates.append(rows / seconds)
+        self.durations.append(seconds)
         if not pressure:
             self.streak = 0
             if self.limit is not None:

@@ -108,6 +108,24 @@ def test_locked_rows_back_off_even_before_a_median_exists():
     assert pacing.size(320) == 40
 
 
+def test_small_chunks_slow_only_by_their_fixed_costs_are_not_pressure():
+    """Halved chunks are slower per session (a chunk's fixed costs weigh more): that
+    must not read as more pressure, or the chunks would shrink to nothing."""
+    clock = FakeClock()
+    pacing = backoff(clock)
+
+    def seconds(rows: int) -> float:  # 0.2 s a chunk, plus 40,000 sessions a second
+        return 0.2 + rows / 40_000
+
+    at_pace(pacing, 10, rows=5000, seconds=seconds(5000))
+    for _ in range(3):  # three chunks meet locked rows: 5000 → 625
+        pacing.measured(rows=pacing.size(5000), seconds=5.0, locked=True)
+    assert pacing.size(5000) == 625
+    for rows in (625, 1250, 2500):
+        assert pacing.measured(rows=rows, seconds=seconds(rows)) == 0.0
+    assert pacing.size(5000) == 5000 and clock.slept == [1.0, 2.0, 4.0]
+
+
 def test_a_lasting_change_of_pace_stops_being_pressure():
     """Costlier sessions further on (larger contents to archive, say): the slow chunks
     join the median, so the run backs off a few times, not for good."""
