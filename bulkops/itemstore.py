@@ -2,13 +2,14 @@
 
 A small operation keeps one ``BulkOperationItem`` per session. A large one keeps, per
 committed chunk, one ``OperationChunk`` — the sessions it applied the action to and the
-status each had before, as two arrays — and an item only for the sessions it skipped or
-failed (they carry a reason). That is about 17 bytes per succeeded session instead of
-about 300 (``docs/benchmarks.md``). Read back, both look the same: rows of
-``session_id, outcome, reason, message, previous_status`` in session-id order.
+status each had before, the sessions it skipped and their reason codes, as arrays (a
+skipped session's message is its reason's) — and an item only per failed session (what
+a retry takes). That is about 16 bytes per session instead of about 300
+(``docs/benchmarks.md``). Read back, both look the same: rows of ``session_id, outcome,
+reason, message, previous_status`` in session-id order.
 
-The chunks of one operation cover disjoint id ranges, and each skipped or failed item
-lies within its chunk's range. So a position in the merged, ordered list is found from
+The chunks of one operation cover disjoint id ranges, and each failed item lies within
+its chunk's range. So a position in the merged, ordered list is found from
 the chunks' counts alone (a few hundred small rows per million sessions), and only the
 chunks around it are unpacked: a page, a report piece, a batch of an undo reads a
 bounded range whatever the operation's size.
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
 
+from bulkops.actions import reasons
 from bulkops.actions.sql import AnyOf
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationChunk
 
@@ -48,6 +51,8 @@ class Span:
     first_id: str
     last_id: str
     count: int
+    #: Its sessions that are not in ``session_ids`` (skipped and failed).
+    others: int = 0
 
 
 def _count_sql(outcome: str | None) -> str:
@@ -65,45 +70,60 @@ def spans(operation_id: str, outcome: str | None) -> list[Span]:
     table = connection.ops.quote_name(OperationChunk._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT first_id, last_id, {_count_sql(outcome)} FROM {table} "
+            f"SELECT first_id, last_id, {_count_sql(outcome)}, skipped + failed FROM {table} "
             "WHERE operation_id = %s ORDER BY first_id",
             [operation_id],
         )
         return [Span(*row) for row in cursor.fetchall() if row[2]]
 
 
-def _range_sql(outcome: str | None) -> str:
-    """Rows of the chunks within ``[%s, %s]`` (a range from one chunk's start to
-    another's end) and the items within it, merged in id order (params: operation,
-    first, last — once per branch)."""
-    chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
-    items = connection.ops.quote_name(BulkOperationItem._meta.db_table)
-    branches = []
-    if outcome in (None, ItemOutcome.SUCCEEDED):
-        branches.append(
-            "SELECT u.sid, 'succeeded'::text AS outcome, ''::text AS reason, ''::text AS message, "
-            f"u.previous FROM {chunks} AS c CROSS JOIN LATERAL "
-            "unnest(c.session_ids, c.previous_statuses) AS u(sid, previous) "
-            "WHERE c.operation_id = %s AND c.first_id >= %s AND c.first_id <= %s "
-            "AND c.last_id <= %s"
-        )
-    if outcome != ItemOutcome.SUCCEEDED:
-        only = " AND outcome = %s" if outcome else ""
-        branches.append(
-            "SELECT session_id::text, outcome::text, reason::text, message::text, "
-            f"previous_status::text FROM {items} WHERE operation_id = %s "
-            f"AND session_id >= %s AND session_id <= %s{only}"
-        )
-    return f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS t ORDER BY 1"
+_SUCCEEDED_BRANCH = (
+    "SELECT u.sid, 'succeeded'::text AS outcome, ''::text AS reason, ''::text AS message, "
+    "u.previous FROM {chunks} AS c CROSS JOIN LATERAL "
+    "unnest(c.session_ids, c.previous_statuses) AS u(sid, previous) "
+    "WHERE c.operation_id = %s AND c.first_id >= %s AND c.first_id <= %s AND c.last_id <= %s"
+)
+_SKIPPED_BRANCH = (
+    "SELECT u.sid, 'skipped'::text, u.reason, ''::text, ''::text FROM {chunks} AS c "
+    "CROSS JOIN LATERAL unnest(c.skipped_ids, c.skipped_reasons) AS u(sid, reason) "
+    "WHERE c.operation_id = %s AND c.first_id >= %s AND c.first_id <= %s AND c.last_id <= %s"
+)
+_ITEMS_BRANCH = (
+    "SELECT session_id::text, outcome::text, reason::text, message::text, "
+    "previous_status::text FROM {items} WHERE operation_id = %s "
+    "AND session_id >= %s AND session_id <= %s"
+)
 
 
-def _range_params(operation_id: str, outcome: str | None, first: str, last: str) -> list[Any]:
+def _range_query(
+    operation_id: str, outcome: str | None, first: str, last: str
+) -> tuple[str, list[Any]]:
+    """The rows of the chunks within ``[first, last]`` (a range from one chunk's start
+    to another's end) and of the items within it, merged in id order."""
+    names = {
+        "chunks": connection.ops.quote_name(OperationChunk._meta.db_table),
+        "items": connection.ops.quote_name(BulkOperationItem._meta.db_table),
+    }
+    branches: list[str] = []
     params: list[Any] = []
     if outcome in (None, ItemOutcome.SUCCEEDED):
+        branches.append(_SUCCEEDED_BRANCH.format(**names))
         params += [operation_id, first, last, last]
-    if outcome != ItemOutcome.SUCCEEDED:
+    if outcome in (None, ItemOutcome.SKIPPED):
+        branches.append(_SKIPPED_BRANCH.format(**names))
+        params += [operation_id, first, last, last]
+    if outcome not in (ItemOutcome.SUCCEEDED, ItemOutcome.SKIPPED):
+        only = " AND outcome = %s" if outcome else ""
+        branches.append(_ITEMS_BRANCH.format(**names) + only)
         params += [operation_id, first, last, *([outcome] if outcome else [])]
-    return params
+    return f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS t ORDER BY 1", params
+
+
+def _with_message(row: tuple) -> tuple:
+    """A skipped session read from a chunk gets its reason's message, as an item has."""
+    if row[1] == ItemOutcome.SKIPPED and not row[3]:
+        return (row[0], row[1], row[2], reasons.message_for(row[2]), row[4])
+    return row
 
 
 def range_rows(
@@ -117,26 +137,43 @@ def range_rows(
 ) -> list[tuple[str, str, str, str, str]]:
     """The rows (``FIELDS``) of the chunks within ``[first, last]`` (``first``: a chunk's
     first id, ``last``: a chunk's last id), in id order, optionally a window of them."""
-    sql = _range_sql(outcome)
-    params = _range_params(operation_id, outcome, first, last)
+    sql, params = _range_query(operation_id, outcome, first, last)
     if offset:
         sql, params = f"{sql} OFFSET %s", [*params, offset]
     if limit is not None:
         sql, params = f"{sql} LIMIT %s", [*params, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return [_with_message(row) for row in cursor.fetchall()]
 
 
-def groups(found: list[Span], size: int) -> Iterator[tuple[str, str]]:
+def groups(found: list[Span], size: int) -> Iterator[tuple[str, str, bool]]:
     """``found`` cut into runs of consecutive chunks of about ``size`` rows: the
-    ``(first, last)`` ids of each run, for ``range_rows``."""
-    start, rows = 0, 0
+    ``(first, last)`` ids of each run, for ``range_rows``, and whether any of its
+    sessions is not in the chunks' ``session_ids`` (skipped or failed)."""
+    start, rows, items = 0, 0, 0
     for n, span in enumerate(found):
         rows += span.count
+        items += span.others
         if rows >= size or n == len(found) - 1:
-            yield found[start].first_id, span.last_id
-            start, rows = n + 1, 0
+            yield found[start].first_id, span.last_id, bool(items)
+            start, rows, items = n + 1, 0, 0
+
+
+def succeeded_rows(operation_id: str, first: str, last: str) -> Iterator[tuple[str, ...]]:
+    """The rows (``FIELDS``) of the succeeded sessions of the chunks within ``[first,
+    last]``, straight from their arrays: each is in id order and the chunks' ranges are
+    disjoint, so no sort is needed."""
+    table = connection.ops.quote_name(OperationChunk._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT session_ids, previous_statuses FROM {table} WHERE operation_id = %s "
+            "AND first_id >= %s AND first_id <= %s AND last_id <= %s ORDER BY first_id",
+            [operation_id, first, last, last],
+        )
+        for sids, previous in cursor.fetchall():
+            for sid, was in zip(sids, previous, strict=True):
+                yield (sid, ItemOutcome.SUCCEEDED.value, "", "", was)
 
 
 class CompactItems:
@@ -209,10 +246,19 @@ def item_rows(
         items = operation_items(operation=operation, outcome=outcome)
         yield from items.values_list(*fields).iterator(chunk_size=batch)
         return
-    picks = [FIELDS.index(f) for f in fields]
-    for first, last in groups(spans(operation.pk, outcome), STREAM_ROWS):
-        for row in range_rows(operation.pk, outcome, first, last):
-            yield tuple(row[i] for i in picks)
+    pick = itemgetter(*(FIELDS.index(f) for f in fields))
+    if len(fields) == 1:
+        pick = (lambda one: lambda row: (one(row),))(pick)
+    if outcome not in (None, ItemOutcome.SUCCEEDED, ItemOutcome.SKIPPED):  # items only
+        items = BulkOperationItem.objects.filter(operation=operation, outcome=outcome)
+        yield from items.order_by("session_id").values_list(*fields).iterator(chunk_size=batch)
+        return
+    for first, last, with_items in groups(spans(operation.pk, outcome), STREAM_ROWS):
+        if outcome == ItemOutcome.SKIPPED or (with_items and outcome is None):
+            rows = iter(range_rows(operation.pk, outcome, first, last))
+        else:
+            rows = succeeded_rows(operation.pk, first, last)
+        yield from map(pick, rows)
 
 
 def succeeded_ids(*, operation_id: str, limit: int) -> list[str]:
@@ -224,7 +270,7 @@ def succeeded_ids(*, operation_id: str, limit: int) -> list[str]:
         ).order_by("session_id")
         return list(items.values_list("session_id", flat=True)[:limit])
     ids: list[str] = []
-    for first, last in groups(found, limit):
+    for first, last, _ in groups(found, limit):
         ids += [row[0] for row in range_rows(operation_id, ItemOutcome.SUCCEEDED, first, last)]
         if len(ids) >= limit:
             break

@@ -302,11 +302,12 @@ class OperationChunk(models.Model):
     """What one committed chunk of a large operation did, without a row per session:
     the session id range it covered (``first_id`` … ``last_id``), the sessions the
     action was applied to (``session_ids``, in id order) with the status each had just
-    before (``previous_statuses``, same order: what undo restores), and how many it
-    applied, skipped and failed. Skipped and failed sessions keep a ``BulkOperationItem`` each,
-    with their reason; every such item lies within its chunk's range, and the ranges
-    of an operation's chunks never overlap (``bulkops.itemstore`` reads them back as
-    items)."""
+    before (``previous_statuses``, same order: what undo restores), the sessions it
+    skipped with their reasons (two arrays as well: a handful of reason codes), and how
+    many it applied, skipped and failed. Failed sessions keep a ``BulkOperationItem``
+    each (what a retry takes); every such item lies within its chunk's range, and the
+    ranges of an operation's chunks never overlap (``bulkops.itemstore`` reads them
+    back as items)."""
 
     operation = models.ForeignKey(
         BulkOperation, on_delete=models.CASCADE, related_name="chunks", db_index=False
@@ -315,6 +316,9 @@ class OperationChunk(models.Model):
     last_id = models.CharField(max_length=64)
     session_ids = ArrayField(models.TextField(), default=list)
     previous_statuses = ArrayField(models.TextField(), default=list)
+    #: The sessions it skipped (already in the target state) and each one's reason.
+    skipped_ids = ArrayField(models.TextField(), default=list)
+    skipped_reasons = ArrayField(models.TextField(), default=list)
     #: How many ``session_ids`` holds (read without unpacking the array).
     succeeded = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)

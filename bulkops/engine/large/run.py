@@ -13,7 +13,8 @@ session-id order, a keyset walk: each chunk takes the next sessions past its sli
    a filter the locking statement applies the filter again, so a session that stopped
    matching since step 1 is left alone (no item: it is not part of the operation);
 3. writes what it did compactly — one ``OperationChunk`` row (the sessions it acted on
-   and their previous statuses as arrays) and an item per skipped or failed session
+   and their previous statuses, the ones it skipped and why, as arrays) and an item
+   per failed session
    (``bulkops.itemstore`` reads them back as items) — the counters, and the slice's
    new cursor.
 
@@ -159,50 +160,57 @@ def source_for(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]):
 
 
 # --- recording --------------------------------------------------------------------------------
-def _item_rows(part: Partition) -> list[tuple[str, str, str, str]]:
-    """(session_id, outcome, reason, previous_status) of the chunk's skipped and failed
-    sessions: they keep an item each, with their reason."""
-    rows = [(sid, ItemOutcome.SKIPPED, r, "") for r, sids in part.skipped.items() for sid in sids]
-    rows += [(sid, ItemOutcome.FAILED, r, "") for r, sids in part.failed.items() for sid in sids]
-    return rows
-
-
 def insert_items(op: BulkOperation, part: Partition) -> None:
-    """The chunk's skipped and failed items, in one ``INSERT … SELECT unnest(…)``."""
-    rows = _item_rows(part)
+    """The chunk's failed items (what a retry takes), in one ``INSERT … SELECT unnest``."""
+    rows = [(sid, r) for r, sids in part.failed.items() for sid in sids]
     if not rows:
         return
-    sids, outcomes, codes, previous = (list(column) for column in zip(*rows, strict=True))
-    messages = [reasons.message_for(code) if code else "" for code in codes]
+    sids, codes = (list(column) for column in zip(*rows, strict=True))
+    messages = [reasons.message_for(code) for code in codes]
     table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
-            "previous_status) SELECT %s, t.* FROM unnest(%s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[]) AS t",
-            [op.pk, sids, outcomes, codes, messages, previous],
+            "previous_status) SELECT %s, t.sid, %s, t.reason, t.message, '' "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(sid, reason, message)",
+            [op.pk, ItemOutcome.FAILED.value, sids, codes, messages],
         )
+
+
+def _pairs(groups: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """``{key: ids}`` as two parallel lists: the ids, and each one's key."""
+    pairs = [(sid, key) for key, sids in groups.items() for sid in sids]
+    return [sid for sid, _ in pairs], [key for _, key in pairs]
+
+
+#: Two parallel text arrays as one array per column, sorted by the first by the
+#: database (in its collation, as every range read compares ids).
+_SORTED_PAIRS = (
+    "(SELECT coalesce(array_agg(a ORDER BY a), '{}') FROM unnest(%s::text[]) AS a), "
+    "(SELECT coalesce(array_agg(b ORDER BY a), '{}') FROM unnest(%s::text[], %s::text[]) "
+    "AS t(a, b))"
+)
 
 
 def insert_chunk(op: BulkOperation, part: Partition, *, first: str, last: str) -> None:
     """What the chunk over ``first`` … ``last`` did, as one ``OperationChunk`` row: the
-    sessions it acted on and their previous statuses as two arrays sorted by id (by the
-    database, in its collation, as every range read compares them), its skipped and
-    failed counts; and an item per skipped or failed session."""
+    sessions it acted on with their previous statuses, the ones it skipped with their
+    reasons (each as two arrays sorted by id), its counts; and an item per failed
+    session."""
     insert_items(op, part)
-    succeeded = [(sid, prev) for prev, sids in part.eligible_by_status.items() for sid in sids]
-    sids = [sid for sid, _ in succeeded]
-    previous = [prev for _, prev in succeeded]
+    done, previous = _pairs(part.eligible_by_status)
+    skipped, why = _pairs(part.skipped)
     table = connection.ops.quote_name(OperationChunk._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (operation_id, first_id, last_id, session_ids, "
-            "previous_statuses, succeeded, skipped, failed) SELECT %s, %s, %s, "
-            "coalesce(array_agg(t.sid ORDER BY t.sid), '{}'), "
-            "coalesce(array_agg(t.previous ORDER BY t.sid), '{}'), %s, %s, %s "
-            "FROM unnest(%s::text[], %s::text[]) AS t(sid, previous)",
-            [op.pk, first, last, len(sids), part.skipped_count, part.failed_count, sids, previous],
-        )
+            "previous_statuses, skipped_ids, skipped_reasons, succeeded, skipped, failed) "
+            f"SELECT %s, %s, %s, {_SORTED_PAIRS}, {_SORTED_PAIRS}, %s, %s, %s",
+            [
+                op.pk, first, last, done, done, previous, skipped, skipped, why,
+                len(done), len(skipped), part.failed_count,
+            ],
+        )  # fmt: skip
 
 
 class LostClaim(Exception):

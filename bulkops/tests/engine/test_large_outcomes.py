@@ -1,6 +1,6 @@
 """What a large operation keeps of what it did, at 100,000 sessions (PostgreSQL): one
-chunk row per committed chunk — the sessions it acted on and their previous statuses as
-arrays — and an item only per skipped or failed session; read back, they are the items
+chunk row per committed chunk — the sessions it acted on and their previous statuses,
+the ones it skipped and why, as arrays — and an item only per failed session; read back, they are the items
 every interface shows: the items API pages and filters them, the report streams every
 one, undo restores each session's previous status, retry takes exactly the failed."""
 
@@ -15,6 +15,7 @@ import time
 import pytest
 from django.db import connection
 
+from bulkops.actions import reasons
 from bulkops.engine import Selection, operation_create, operation_retry, operation_undo
 from bulkops.models import BulkOperation, BulkOperationItem, OperationChunk, Session
 from bulkops.tests.support.api import token_client
@@ -76,7 +77,7 @@ def statuses() -> dict[str, int]:
     return {status: rows.filter(status=status).count() for status in COUNTS}
 
 
-def test_a_large_close_keeps_a_row_per_chunk_and_items_only_for_skipped_and_failed(staff, owner):
+def test_a_large_close_keeps_a_row_per_chunk_and_items_only_for_the_failed(staff, owner):
     seed_sessions(owner, SIZE)
     op = run(staff, "close")
     assert (op.succeeded, op.skipped, op.failed) == (
@@ -96,11 +97,12 @@ def test_a_large_close_keeps_a_row_per_chunk_and_items_only_for_skipped_and_fail
         assert chunk.session_ids == sorted(chunk.session_ids)
         assert set(chunk.previous_statuses) == {"active"}
         assert chunk.first_id <= chunk.session_ids[0] and chunk.session_ids[-1] <= chunk.last_id
+        assert len(chunk.skipped_ids) == len(chunk.skipped_reasons) == chunk.skipped
+        assert chunk.skipped_ids == sorted(chunk.skipped_ids)
+        assert set(chunk.skipped_reasons) == {"already_closed"}
     assert all(a.last_id < b.first_id for a, b in itertools.pairwise(chunks))
-    assert set(op.items.values_list("outcome", "reason").distinct()) == {
-        ("skipped", "already_closed"),
-        ("failed", "processing"),
-    }
+    # Only the failed sessions keep an item (what a retry takes).
+    assert set(op.items.values_list("outcome", "reason").distinct()) == {("failed", "processing")}
 
 
 def test_storage_per_million_sessions_acted_on_stays_under_25_mb(staff, owner):
@@ -152,6 +154,10 @@ def test_the_items_api_pages_and_filters_compact_outcomes_as_item_rows(staff, ow
         assert body["count"] == count
         assert rows(body["results"]) == wanted[6 * 999 : 7 * 999]
     assert page(1, 50, "cancelled")["count"] == 0
+    # A skipped session's message is its reason's, as on an item.
+    for outcome, reason in (("skipped", "already_closed"), ("failed", "processing")):
+        shown = {(r["reason"], r["message"]) for r in page(3, 100, outcome)["results"]}
+        assert shown == {(reason, reasons.message_for(reason))}
 
     detail = client.get(f"/api/bulk/operations/{op.pk}/?outcome=failed&page_size=5").json()
     assert detail["items"]["count"] == COUNTS["processing"]
