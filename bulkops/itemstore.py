@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import QuerySet
 
-from bulkops.actions import reasons
+from bulkops.actions.reasons import message_for
 from bulkops.actions.sql import AnyOf
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationChunk
 
@@ -119,11 +119,20 @@ def _range_query(
     return f"SELECT * FROM ({' UNION ALL '.join(branches)}) AS t ORDER BY 1", params
 
 
-def _with_message(row: tuple) -> tuple:
-    """A skipped session read from a chunk gets its reason's message, as an item has."""
-    if row[1] == ItemOutcome.SKIPPED and not row[3]:
-        return (row[0], row[1], row[2], reasons.message_for(row[2]), row[4])
-    return row
+def _with_messages(rows: Iterator[tuple]) -> list[tuple]:
+    """A skipped session read from a chunk gets its reason's message, as an item has
+    (each message looked up once: a translation lookup per row would cost more than
+    the read)."""
+    messages: dict[str, str] = {}
+    found = []
+    for row in rows:
+        if row[1] == ItemOutcome.SKIPPED and not row[3]:
+            message = messages.get(row[2])
+            if message is None:
+                message = messages[row[2]] = str(message_for(row[2]))
+            row = (row[0], row[1], row[2], message, row[4])
+        found.append(row)
+    return found
 
 
 def range_rows(
@@ -142,9 +151,19 @@ def range_rows(
         sql, params = f"{sql} OFFSET %s", [*params, offset]
     if limit is not None:
         sql, params = f"{sql} LIMIT %s", [*params, limit]
+    # One row of five arrays, not a row per session: psycopg parses an array in C, and
+    # building a Python row per session costs more than the read itself. The arrays
+    # keep the subquery's order (a plain aggregate over an ordered subquery).
+    sql = (
+        "SELECT array_agg(sid), array_agg(outcome), array_agg(reason), array_agg(message), "
+        f"array_agg(previous) FROM ({sql}) AS r(sid, outcome, reason, message, previous)"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [_with_message(row) for row in cursor.fetchall()]
+        columns = cursor.fetchone()
+    if not columns or columns[0] is None:
+        return []
+    return _with_messages(zip(*columns, strict=True))
 
 
 def groups(found: list[Span], size: int) -> Iterator[tuple[str, str, bool]]:
