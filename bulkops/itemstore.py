@@ -4,7 +4,7 @@ A small operation keeps one ``BulkOperationItem`` per session. A large one keeps
 committed chunk, one ``OperationChunk`` — the sessions it applied the action to and the
 status each had before, the sessions it skipped and their reason codes, as arrays (a
 skipped session's message is its reason's) — and an item only per failed session (what
-a retry takes). That is about 16 bytes per session instead of about 300
+a retry takes). That is about 18 bytes per session instead of about 300
 (``docs/benchmarks.md``). Read back, both look the same: rows of ``session_id, outcome,
 reason, message, previous_status`` in session-id order.
 

@@ -184,6 +184,7 @@ def test_the_report_streams_every_session_with_its_outcome(staff, owner):
     assert len(items) == COUNTS["processing"] and {i["reason"] for i in items} == {"processing"}
 
 
+@pytest.mark.timeout(900)  # archive and its undo check and apply in Python: ~2x a close
 def test_undo_restores_each_sessions_previous_status_from_the_chunks(staff, owner):
     seed_sessions(owner, SIZE)
     op = run(staff, "archive")  # active and closed sessions: two previous statuses
