@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "LARGE_SLICES": 4,
     #: The most sessions a large operation processes a second (0: no limit).
     "LARGE_MAX_ROWS_PER_SECOND": 0,
+    #: A large run backs off when a chunk's rate falls below this fraction of the
+    #: median of its recent chunks, or its rows were found locked (0: never).
+    "LARGE_BACKOFF_SLOWDOWN": 0.25,
+    #: Its first wait then (doubling while the pressure lasts) and the longest one.
+    "LARGE_BACKOFF_SECONDS": 1.0,
+    "LARGE_BACKOFF_MAX_SECONDS": 10.0,
     #: The running time (pauses left out) after which a large operation stops.
     "LARGE_OPERATION_TIMEOUT_SECONDS": 24 * 3600,
     "EXPORT_RETENTION_SECONDS": 24 * 3600,

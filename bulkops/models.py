@@ -8,6 +8,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -295,6 +296,44 @@ class OperationSlice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation_id} slice {self.number}"
+
+
+class OperationChunk(models.Model):
+    """What one committed chunk of a large operation did, without a row per session:
+    the session id range it covered (``first_id`` … ``last_id``), the sessions the
+    action was applied to (``session_ids``, in id order) with the status each had just
+    before (``previous_statuses``, same order: what undo restores), the sessions it
+    skipped with their reasons (two arrays as well: a handful of reason codes), and how
+    many it applied, skipped and failed. Failed sessions keep a ``BulkOperationItem``
+    each (what a retry takes); every such item lies within its chunk's range, and the
+    ranges of an operation's chunks never overlap (``bulkops.itemstore`` reads them
+    back as items)."""
+
+    operation = models.ForeignKey(
+        BulkOperation, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )
+    first_id = models.CharField(max_length=64)
+    last_id = models.CharField(max_length=64)
+    session_ids = ArrayField(models.TextField(), default=list)
+    previous_statuses = ArrayField(models.TextField(), default=list)
+    #: The sessions it skipped (already in the target state) and each one's reason.
+    skipped_ids = ArrayField(models.TextField(), default=list)
+    skipped_reasons = ArrayField(models.TextField(), default=list)
+    #: How many ``session_ids`` holds (read without unpacking the array).
+    succeeded = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["operation", "first_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation", "first_id"], name="chunk_unique_start_per_operation"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id} {self.first_id}…{self.last_id}"
 
 
 class ItemOutcome(models.TextChoices):

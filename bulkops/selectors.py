@@ -30,6 +30,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from bulkops import itemstore
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationNotFound
 from bulkops.models import (
@@ -285,11 +286,10 @@ EXPORT_FILENAME_RE = re.compile(
 
 
 def operation_items(*, operation: BulkOperation, outcome: str | None = None):
-    """The operation's items in session-id order, optionally of one outcome."""
-    qs = BulkOperationItem.objects.filter(operation=operation).order_by("session_id")
-    if outcome:
-        qs = qs.filter(outcome=outcome)
-    return qs
+    """The operation's items in session-id order, optionally of one outcome: a queryset,
+    or for a large operation that keeps its outcomes in chunks a sequence of rows that
+    paginates the same way (``itemstore.CompactItems``)."""
+    return itemstore.operation_items(operation=operation, outcome=outcome)
 
 
 def export_operation_for_download(*, user: AbstractBaseUser, filename: str) -> BulkOperation:

@@ -26,13 +26,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from bulkops import itemstore
 from bulkops.actions import reasons
 from bulkops.actions.archive import decompress_content
 from bulkops.actions.base import BulkAction, SessionRow
 from bulkops.actions.registry import get_action, register
 from bulkops.actions.sql import AnyOf
 from bulkops.exceptions import OperationConflict
-from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, Session, SessionStatus
+from bulkops.models import BulkOperation, Session, SessionStatus
 
 OPERATION_ID_RE = re.compile(r"op-[0-9a-f]{32}")
 #: The timestamp each undoable action sets, by action type.
@@ -129,17 +130,12 @@ class UndoAction(BulkAction):
 
     def prefetch(self, ids: list[str]) -> None:
         """Each session's status before the undone operation, and the stamp it left."""
-        items = BulkOperationItem.objects.filter(
-            operation_id=self.params["undoes"], outcome=ItemOutcome.SUCCEEDED
-        )
         stamp = STAMP_FIELD.get(self.kind, "deleted_at")
         self.previous, self.stamps = {}, {}
         for start in range(0, len(ids), PREFETCH_BATCH):
             batch = ids[start : start + PREFETCH_BATCH]
             self.previous.update(
-                items.filter(AnyOf("session_id", batch)).values_list(
-                    "session_id", "previous_status"
-                )
+                itemstore.previous_statuses(operation_id=self.params["undoes"], ids=batch)
             )
             self.stamps.update(Session.objects.filter(AnyOf("pk", batch)).values_list("pk", stamp))
 

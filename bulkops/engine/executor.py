@@ -24,13 +24,13 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from bulkops import events
-from bulkops.actions import get_action
+from bulkops.actions import get_action, reasons
 from bulkops.actions.base import BulkAction
 from bulkops.conf import bulkops_settings
 from bulkops.engine.atomic import execute_atomic
 from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, run_chunk
 from bulkops.engine.eligibility import Partition
-from bulkops.engine.large.pacing import Throttle
+from bulkops.engine.large.pacing import BackOff, Throttle
 from bulkops.engine.large.run import large_restart
 from bulkops.engine.large.workers import execute_large, joins_run, large_conclude, worker_token
 from bulkops.engine.outcomes import fail_rest, record
@@ -206,6 +206,7 @@ def _execute_chunks(
     *,
     after: str = "",
     throttle: Throttle | None = None,
+    backoff: BackOff | None = None,
     lock: bool = True,
 ) -> Stop | None:
     """Chunks of ``step`` past ``after`` until none is left or a stop is asked for,
@@ -213,11 +214,14 @@ def _execute_chunks(
     read fewer items than it could hold) nothing is left to stop, bar the failure
     threshold, which the counters ``record`` keeps on ``op`` tell: a one-chunk
     operation costs no read between its chunk and its end. ``throttle``: chunks no
-    larger than its rate allows, and its wait after each (outside the transaction)."""
+    larger than its rate allows, and its wait after each (outside the transaction).
+    ``backoff``: a wait and smaller chunks after a chunk that slowed down sharply or met
+    locked rows."""
     sizer = ChunkSizer(maximum=throttle.max_chunk if throttle else None)
     while True:
         started = time.monotonic()
-        chunk = partial(_chunk, op, should_stop, step, size=sizer.size, after=after, lock=lock)
+        size = backoff.size(sizer.size) if backoff is not None else sizer.size
+        chunk = partial(_chunk, op, should_stop, step, size=size, after=after, lock=lock)
         result = in_chunk_transaction(op, lambda skip, chunk=chunk: chunk(skip_locked=skip))
         if result is None or isinstance(result, Stop):
             return result
@@ -229,6 +233,9 @@ def _execute_chunks(
         sizer.measured(items=result.processed, seconds=seconds)
         if throttle is not None:
             throttle.wait(result.processed)
+        if backoff is not None:
+            locked = reasons.LOCKED in result.failed
+            backoff.measured(rows=result.processed, seconds=seconds, locked=locked)
         logger.debug(
             "operation %s: %d items in %.3f s, next chunk %d",
             op.pk,
@@ -251,10 +258,11 @@ def _execute_large(
     worker = worker_token()
     publisher = Publisher(op, act)
 
-    def run_chunks(chunks, *, after: str, throttle: Throttle) -> Stop | None:
+    def run_chunks(chunks, *, after: str, throttle: Throttle, backoff: BackOff) -> Stop | None:
         return _execute_chunks(
-            op, publisher, should_stop, chunks, after=after, throttle=throttle, lock=False
-        )
+            op, publisher, should_stop, chunks, after=after, throttle=throttle, backoff=backoff,
+            lock=False,
+        )  # fmt: skip
 
     stop = execute_large(op, act, scope, worker=worker, run_chunks=run_chunks)
     if stop is Stop.SHUTDOWN:

@@ -1,8 +1,9 @@
 """``operation_report``: every item of an operation (session_id, outcome, reason,
 message) as CSV or JSON, produced piece by piece for a streaming response.
 
-Items are read with ``values_list(...).iterator(chunk_size=2000)``, so memory stays flat
-however many items there are. CSV cells are neutralised like export's (a cell a
+Items are read piece by piece (``itemstore.item_rows``: a server-side cursor over the
+items, or a range of a large operation's chunks at a time), so memory stays flat however
+many items there are. CSV cells are neutralised like export's (a cell a
 spreadsheet would run as a formula becomes text).
 """
 
@@ -17,8 +18,8 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 
 from bulkops.actions.export import neutralise
+from bulkops.itemstore import item_rows
 from bulkops.models import BulkOperation, ItemOutcome
-from bulkops.selectors import operation_items
 
 REPORT_FORMATS = ("csv", "json")
 REPORT_FIELDS = ("session_id", "outcome", "reason", "message")
@@ -31,8 +32,7 @@ def report_filename(operation: BulkOperation, fmt: str) -> str:
 
 
 def _rows(operation: BulkOperation, outcome: str | None) -> Iterator[tuple[str, ...]]:
-    items = operation_items(operation=operation, outcome=outcome)
-    yield from items.values_list(*REPORT_FIELDS).iterator(chunk_size=REPORT_CHUNK)
+    return item_rows(operation=operation, outcome=outcome, fields=REPORT_FIELDS, batch=REPORT_CHUNK)
 
 
 def _csv(rows: Iterator[tuple[str, ...]]) -> Iterator[bytes]:

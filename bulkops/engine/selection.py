@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django_filters.constants import EMPTY_VALUES
 
+from bulkops import itemstore
 from bulkops.conf import bulkops_settings
 from bulkops.engine.inputs import (
     FILTER_KEYS,
@@ -66,6 +67,22 @@ class ItemsOf:
         if self.exclude_reasons:
             qs = qs.exclude(reason__in=self.exclude_reasons)
         return qs.order_by("session_id")
+
+    @property
+    def in_chunks(self) -> bool:
+        """Whether these are the succeeded sessions of a compact operation: kept in its
+        chunks, not as items (``bulkops.itemstore``)."""
+        return (
+            self.outcome == ItemOutcome.SUCCEEDED
+            and not self.exclude_reasons
+            and itemstore.has_chunks(self.operation_id)
+        )
+
+    def first_ids(self, limit: int) -> list[str]:
+        """The first ``limit`` session ids, in id order."""
+        if self.in_chunks:
+            return itemstore.succeeded_ids(operation_id=self.operation_id, limit=limit)
+        return list(self.items().values_list("session_id", flat=True)[:limit])
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -364,7 +381,7 @@ def _resolve_items(
     source_is_large = source is not None and source.is_large
     cap = bulkops_settings.MAX_SESSIONS_PER_OPERATION if source_is_large else action.max_sessions
     items = items_of.items()
-    ids = list(items.values_list("session_id", flat=True)[: cap + 1])
+    ids = items_of.first_ids(cap + 1)
     if len(ids) <= cap or not source_is_large:
         return ids
     if not (large and may_run_large(user)):

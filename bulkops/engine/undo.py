@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 from django.utils import timezone
 
+from bulkops import itemstore
 from bulkops.actions import undo as undo_action
 from bulkops.conf import bulkops_settings
 from bulkops.engine.operations import (
@@ -65,7 +66,7 @@ def undo_refusal(operation: BulkOperation, *, now: datetime.datetime | None = No
             f"{bulkops_settings.UNDO_WINDOW_SECONDS} s (BULKOPS_UNDO_WINDOW_SECONDS) after "
             "it finished."
         )
-    if not operation.items.filter(outcome=ItemOutcome.SUCCEEDED).exists():
+    if not itemstore.has_succeeded(operation):
         return "Nothing to undo: no item of this operation succeeded."
     previous = undone_by(operation)
     if previous is not None:

@@ -12,8 +12,11 @@ session-id order, a keyset walk: each chunk takes the next sessions past its sli
 2. locks, re-checks and applies them as every chunk does (``chunks.apply_chunk``); for
    a filter the locking statement applies the filter again, so a session that stopped
    matching since step 1 is left alone (no item: it is not part of the operation);
-3. writes their items with their outcomes (one ``INSERT``), the counters, and the
-   slice's new cursor.
+3. writes what it did compactly — one ``OperationChunk`` row (the sessions it acted on
+   and their previous statuses, the ones it skipped and why, as arrays) and an item
+   per failed session
+   (``bulkops.itemstore`` reads them back as items) — the counters, and the slice's
+   new cursor.
 
 So what is acted on is what matches when its chunk runs. The cursor commits with the
 chunk's changes, or rolls back with them: a resumed run (after a crash, a pause, a
@@ -32,6 +35,7 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Greatest
 from django.utils.dateparse import parse_datetime
 
+from bulkops import itemstore
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction
 from bulkops.engine.chunks import apply_chunk
@@ -42,6 +46,7 @@ from bulkops.models import (
     BulkOperation,
     BulkOperationItem,
     ItemOutcome,
+    OperationChunk,
     OperationSlice,
     OperationStatus,
     Session,
@@ -126,17 +131,25 @@ class FilterSource:
 
 
 class ItemsSource:
-    """The items of an earlier operation with one outcome, walked by session id."""
+    """The items of an earlier operation with one outcome, walked by session id (a
+    compact operation's succeeded sessions: through its chunks)."""
 
     drops_missing = False
 
     def __init__(self, op: BulkOperation, act: BulkAction, scope: QuerySet[Session]) -> None:
-        self.items = ItemsOf.of_spec(op.selection or {}).items()
+        self.of = ItemsOf.of_spec(op.selection or {})
+        self.items = self.of.items()
+        self.in_chunks = self.of.in_chunks
         self.lock_scope = scope
 
     def next_batch(self, *, after: str, through: str, size: int) -> Batch:
-        rows = _past(self.items, "session_id", after=after, through=through)
-        ids = _keys(rows, "session_id", size)
+        if self.in_chunks:
+            ids = itemstore.succeeded_after(
+                operation_id=self.of.operation_id, after=after, through=through, size=size
+            )
+        else:
+            ids = _keys(_past(self.items, "session_id", after=after, through=through),
+                        "session_id", size)  # fmt: skip
         return Batch(ids, ids[-1] if ids else after, last=len(ids) < size)
 
 
@@ -147,33 +160,57 @@ def source_for(op: BulkOperation, act: BulkAction, scope: QuerySet[Session]):
 
 
 # --- recording --------------------------------------------------------------------------------
-def _item_rows(part: Partition) -> list[tuple[str, str, str, str]]:
-    """(session_id, outcome, reason, previous_status) of every id of the chunk."""
-    rows = [
-        (sid, ItemOutcome.SUCCEEDED, "", previous)
-        for previous, sids in part.eligible_by_status.items()
-        for sid in sids
-    ]
-    rows += [(sid, ItemOutcome.SKIPPED, r, "") for r, sids in part.skipped.items() for sid in sids]
-    rows += [(sid, ItemOutcome.FAILED, r, "") for r, sids in part.failed.items() for sid in sids]
-    return rows
-
-
 def insert_items(op: BulkOperation, part: Partition) -> None:
-    """The chunk's items with their outcomes, in one ``INSERT … SELECT unnest(…)``."""
-    rows = _item_rows(part)
+    """The chunk's failed items (what a retry takes), in one ``INSERT … SELECT unnest``."""
+    rows = [(sid, r) for r, sids in part.failed.items() for sid in sids]
     if not rows:
         return
-    sids, outcomes, codes, previous = (list(column) for column in zip(*rows, strict=True))
-    messages = [reasons.message_for(code) if code else "" for code in codes]
+    sids, codes = (list(column) for column in zip(*rows, strict=True))
+    messages = [reasons.message_for(code) for code in codes]
     table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
-            "previous_status) SELECT %s, t.* FROM unnest(%s::text[], %s::text[], %s::text[], "
-            "%s::text[], %s::text[]) AS t",
-            [op.pk, sids, outcomes, codes, messages, previous],
+            "previous_status) SELECT %s, t.sid, %s, t.reason, t.message, '' "
+            "FROM unnest(%s::text[], %s::text[], %s::text[]) AS t(sid, reason, message)",
+            [op.pk, ItemOutcome.FAILED.value, sids, codes, messages],
         )
+
+
+def _pairs(groups: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """``{key: ids}`` as two parallel lists: the ids, and each one's key."""
+    pairs = [(sid, key) for key, sids in groups.items() for sid in sids]
+    return [sid for sid, _ in pairs], [key for _, key in pairs]
+
+
+#: Two parallel text arrays as one array per column, sorted by the first by the
+#: database (in its collation, as every range read compares ids).
+_SORTED_PAIRS = (
+    "(SELECT coalesce(array_agg(a ORDER BY a), '{}') FROM unnest(%s::text[]) AS a), "
+    "(SELECT coalesce(array_agg(b ORDER BY a), '{}') FROM unnest(%s::text[], %s::text[]) "
+    "AS t(a, b))"
+)
+
+
+def insert_chunk(op: BulkOperation, part: Partition, *, first: str, last: str) -> None:
+    """What the chunk over ``first`` … ``last`` did, as one ``OperationChunk`` row: the
+    sessions it acted on with their previous statuses, the ones it skipped with their
+    reasons (each as two arrays sorted by id), its counts; and an item per failed
+    session."""
+    insert_items(op, part)
+    done, previous = _pairs(part.eligible_by_status)
+    skipped, why = _pairs(part.skipped)
+    table = connection.ops.quote_name(OperationChunk._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (operation_id, first_id, last_id, session_ids, "
+            "previous_statuses, skipped_ids, skipped_reasons, succeeded, skipped, failed) "
+            f"SELECT %s, %s, %s, {_SORTED_PAIRS}, {_SORTED_PAIRS}, %s, %s, %s",
+            [
+                op.pk, first, last, done, done, previous, skipped, skipped, why,
+                len(done), len(skipped), part.failed_count,
+            ],
+        )  # fmt: skip
 
 
 class LostClaim(Exception):
@@ -224,7 +261,8 @@ class SliceChunks:
         """The chunk's items, the counters and the slice's cursor and heartbeat; return
         ``part`` marked with where the slice now stands."""
         part.last, part.last_id = batch.last, batch.cursor
-        insert_items(self.op, part)
+        if part.processed:
+            insert_chunk(self.op, part, first=batch.ids[0], last=batch.ids[-1])
         record_shared(self.op, part, now)
         OperationSlice.objects.filter(pk=self.slice.pk).update(
             cursor=batch.cursor, done=batch.last, heartbeat_at=now
@@ -259,6 +297,7 @@ def large_finished(op: BulkOperation) -> None:
 
 def large_restart(op: BulkOperation) -> None:
     """A read-only large operation (export) resumed after a crash starts over: its
-    items go and its slices walk again from their start."""
+    items and chunks go and its slices walk again from their start."""
     BulkOperationItem.objects.filter(operation=op).delete()
+    OperationChunk.objects.filter(operation=op).delete()
     OperationSlice.objects.filter(operation=op).update(cursor="", done=False)

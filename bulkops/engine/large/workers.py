@@ -33,7 +33,7 @@ from django.utils import timezone
 from bulkops.actions.base import BulkAction
 from bulkops.conf import bulkops_settings
 from bulkops.engine.large.export import chunks_for, large_file_action
-from bulkops.engine.large.pacing import Throttle
+from bulkops.engine.large.pacing import BackOff, Throttle
 from bulkops.engine.large.run import LostClaim, large_finished, source_for
 from bulkops.engine.stopping import STOP_FIELDS, Stop, conclude, stop_reason
 from bulkops.models import (
@@ -149,11 +149,14 @@ def execute_large(
 ) -> Stop | None:
     """Claim slices of ``op`` one after the other and run each one's chunks (with
     ``run_chunks``, the executor's loop) until none is free or a stop is asked for;
-    return the stop. The action begins once this worker holds a slice."""
+    return the stop. The action begins once this worker holds a slice. The worker's
+    pace (``pacing``: the throttle, its share of the rate; the back-off) carries over
+    from slice to slice."""
     act = large_file_action(op, act)
     source = source_for(op, act, scope)
     slices = max(1, op.slices.count())
     throttle = Throttle(bulkops_settings.LARGE_MAX_ROWS_PER_SECOND / slices)
+    backoff = BackOff.configured()
     begun = False
     while (piece := claim(op, worker=worker)) is not None:
         if not begun:
@@ -161,7 +164,7 @@ def execute_large(
             begun = True
         chunks = chunks_for(op, act, source, piece, worker=worker)
         try:
-            stop = run_chunks(chunks, after=chunks.cursor, throttle=throttle)
+            stop = run_chunks(chunks, after=chunks.cursor, throttle=throttle, backoff=backoff)
         except LostClaim:
             continue
         release(piece, worker=worker)

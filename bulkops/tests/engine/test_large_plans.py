@@ -54,16 +54,35 @@ def first_chunk_plans(op: BulkOperation) -> list[tuple[str, object]]:
     return statements
 
 
-def assert_linear(statements) -> None:
+def assert_linear(statements, *, unpacks_chunks: bool = False) -> None:
+    """No keyset read sorts what it walks, and nothing compares every pair.
+    ``unpacks_chunks``: the read of an earlier operation's chunks sorts the ids of the
+    chunks it unpacks — only those, found through the chunks' (operation, first_id)
+    index — not all the operation's."""
     sorted_reads = [
-        sql
+        (sql, plan)
         for sql, plan in statements
         if " LIMIT " in sql and any(n["Node Type"] == "Sort" for n in nodes(plan[0]["Plan"]))
     ]
-    assert sorted_reads == []
+    if unpacks_chunks:
+        reads = [(sql, plan) for sql, plan in sorted_reads if "bulkops_operationchunk" in sql]
+        assert len(reads) == 1
+        (_, plan), *_ = reads
+        indexes = {n.get("Index Name") for n in nodes(plan[0]["Plan"])}
+        assert "chunk_unique_start_per_operation" in indexes, plan
+        sorted_reads = [read for read in sorted_reads if read not in reads]
+    assert [sql for sql, _ in sorted_reads] == []
     loops = [
         (sql, found) for sql, plan in statements if (found := quadratic_loops(plan[0]["Plan"]))
     ]
+    if unpacks_chunks:
+        # Unpacking each chunk's own array (a lateral unnest, no join filter) is one pass
+        # over its ids, not a comparison of pairs.
+        loops = [
+            (sql, found)
+            for sql, found in loops
+            if "bulkops_operationchunk" not in sql or any("None" not in f for f in found)
+        ]
     assert loops == []
 
 
@@ -85,7 +104,7 @@ def test_a_filter_chunk_reads_in_key_order(staff, owner):
 
 
 @pytest.mark.usefixtures("production_statistics")
-def test_an_undo_chunk_reads_the_undone_items_in_key_order(staff, owner):
+def test_an_undo_chunk_unpacks_only_the_undone_chunks_it_needs(staff, owner):
     Session.objects.bulk_create(
         Session(owner=owner, id=f"g-{n:05d}", title="t") for n in range(SIZE)
     )
@@ -95,4 +114,4 @@ def test_an_undo_chunk_reads_the_undone_items_in_key_order(staff, owner):
     done.refresh_from_db()
     undo = operation_undo(operation=done, user=staff).operation
     assert undo.is_large
-    assert_linear(first_chunk_plans(undo))
+    assert_linear(first_chunk_plans(undo), unpacks_chunks=True)
