@@ -33,6 +33,7 @@ from django.utils.functional import cached_property
 from bulkops import itemstore
 from bulkops.conf import bulkops_settings
 from bulkops.exceptions import OperationNotFound
+from bulkops.itemsummary import session_items
 from bulkops.models import (
     ACTIVE_OPERATION_STATUSES,
     BulkOperation,
@@ -239,9 +240,7 @@ def session_history(
     found: list[BulkOperationItem] = []
     for start in range(0, len(op_ids), HISTORY_BATCH):
         batch = op_ids[start : start + HISTORY_BATCH]
-        found += BulkOperationItem.objects.filter(
-            operation_id__in=batch, session_id=session_id
-        ).select_related("operation", "operation__user")
+        found += session_items(operation_ids=batch, session_id=session_id)
     found.sort(key=lambda item: rank[item.operation_id])
     return SessionHistory(items=found, complete=complete, searched=len(op_ids))
 

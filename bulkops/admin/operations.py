@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import QuerySet
 from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -15,9 +15,15 @@ from bulkops.admin.base import OwnRowsAdmin, short_moment, with_cheap_dates
 from bulkops.admin.followup import RetryPages
 from bulkops.admin.pages import OperationPages, progress_url, seconds_text
 from bulkops.admin.undo import UndoPages
-from bulkops.models import ACTIVE_OPERATION_STATUSES, BulkOperation, ItemOutcome
+from bulkops.itemsummary import outcome_counts
+from bulkops.models import (
+    ACTIVE_OPERATION_STATUSES,
+    BulkOperation,
+    BulkOperationItem,
+    ItemOutcome,
+)
 from bulkops.representations import duration_seconds, operation_label, progress_percent
-from bulkops.selectors import operations_for_admin
+from bulkops.selectors import operation_items, operations_for_admin
 
 #: Characters of an operation id the list shows ("op-" and 8 of its 32 hex digits).
 SHORT_ID = 11
@@ -205,11 +211,11 @@ class BulkOperationAdmin(OwnRowsAdmin):
         outcome = request.GET.get("outcome", "")
         if outcome not in ItemOutcome.values:
             outcome = ""
-        items = op.items.order_by("session_id")
-        if outcome:
-            items = items.filter(outcome=outcome)
+        items = operation_items(operation=op, outcome=outcome or None)
         page = Paginator(items, self.items_per_page).get_page(request.GET.get("items_page"))
-        counts = dict(op.items.values_list("outcome").annotate(n=Count("id")).order_by())
+        if not isinstance(items, QuerySet):  # a large operation's rows, read from its chunks
+            page.object_list = [BulkOperationItem(operation=op, **row) for row in page.object_list]
+        counts = outcome_counts(op)
         return {
             "items_page": page,
             "items_outcome": outcome,

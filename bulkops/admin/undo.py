@@ -28,6 +28,7 @@ from bulkops.engine import (
     undo_refusal,
 )
 from bulkops.exceptions import error_text
+from bulkops.itemstore import previous_statuses
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource
 from bulkops.ratelimits import UNDO
 from bulkops.selectors import operation_items
@@ -113,5 +114,5 @@ def with_status_after(op: BulkOperation, rows: list[dict[str, Any]]) -> list[dic
             for row in rows
         ]
     ids = [row["session_id"] for row in rows]
-    found = dict(op.items.filter(session_id__in=ids).values_list("session_id", "previous_status"))
+    found = previous_statuses(operation_id=op.pk, ids=ids)
     return [{**row, "after": found.get(row["session_id"]) or row["status"]} for row in rows]

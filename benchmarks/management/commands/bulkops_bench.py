@@ -93,9 +93,7 @@ class Command(BaseCommand):
         self.add_table_size_arguments(parser)
         self.add_large_arguments(parser)
         self.add_small_ops_arguments(parser)
-        parser.add_argument(
-            "--keep", action="store_true", help="Keep the benchmark owner and its rows."
-        )
+        parser.add_argument("--keep", action="store_true", help="Keep the owner and its rows.")
 
     def add_large_arguments(self, parser):
         parser.add_argument(

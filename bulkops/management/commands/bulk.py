@@ -40,6 +40,7 @@ from bulkops.engine import (
 )
 from bulkops.engine.inputs import InputRule
 from bulkops.exceptions import BulkOpsError, error_text
+from bulkops.itemsummary import reason_counts
 from bulkops.management.progress import ProgressDisplay
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus
 from bulkops.selectors import operation_get_for_user
@@ -365,12 +366,7 @@ class Command(BaseCommand):
         if op.error:
             self.stdout.write(f"Error: {op.error}")
         # Counted in SQL: a large operation's items are millions.
-        reasons = dict(
-            op.items.filter(outcome__in=["failed", "skipped"])
-            .values_list("reason")
-            .annotate(n=Count("id"))
-            .order_by()
-        )
+        reasons = reason_counts(op, outcomes=(ItemOutcome.FAILED, ItemOutcome.SKIPPED))
         if reasons:
             self.stdout.write("Reasons: " + json.dumps(reasons, sort_keys=True))
         failed = (
