@@ -9,6 +9,7 @@ errors; the interfaces shape responses.
 from bulkops.engine.cleanup import CleanupResult, operations_cleanup
 from bulkops.engine.eligibility import Partition, action_build
 from bulkops.engine.executor import operation_execute
+from bulkops.engine.idempotency import Started, operation_replay, request_fingerprint
 from bulkops.engine.inputs import (
     FILTER_KEYS,
     MAX_FAILURES,
@@ -18,13 +19,10 @@ from bulkops.engine.inputs import (
     parse_moment,
 )
 from bulkops.engine.operations import (
-    Started,
     clean_reason,
     operation_cancel,
     operation_create,
-    operation_replay,
     operation_retry,
-    request_fingerprint,
     retry_refusal,
     retryable_items,
 )
