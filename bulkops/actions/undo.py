@@ -28,7 +28,7 @@ from django.core.exceptions import ValidationError
 
 from bulkops.actions import reasons
 from bulkops.actions.archive import decompress_content
-from bulkops.actions.base import BulkAction, SessionRow
+from bulkops.actions.base import BulkAction, Exposure, SessionRow
 from bulkops.actions.registry import get_action, register
 from bulkops.actions.sql import AnyOf
 from bulkops.exceptions import OperationConflict
@@ -88,7 +88,7 @@ class UndoAction(BulkAction):
     result_status = "undone"
     selectable = False
     rate_limit = "10/m"
-    sessions_per_second = 10_000.0
+    exposure = Exposure(sessions_per_second=10_000.0)
 
     def __init__(self, *, user, params) -> None:
         super().__init__(user=user, params=params)

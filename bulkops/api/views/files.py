@@ -10,13 +10,13 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from bulkops import selectors
-from bulkops.actions.export import export_path, file_state
 from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
 from bulkops.api.views import schema
 from bulkops.api.views.base import CONTENT_TYPES, IgnoreAcceptNegotiation, private_file
 from bulkops.engine import operation_report, report_filename
 from bulkops.exceptions import OperationConflict
+from bulkops.exports.storage import export_path, file_state
 from bulkops.representations import status_url
 
 

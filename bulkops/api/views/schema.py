@@ -130,7 +130,9 @@ def action_schema(action: type[BulkAction], input_serializer):
                 description="The status URL.",
             ),
         ],
-        examples=[OpenApiExample(f"{name} by ids", value=action.api_example, request_only=True)],
+        examples=[
+            OpenApiExample(f"{name} by ids", value=action.exposure.api_example, request_only=True)
+        ],
     )
 
 

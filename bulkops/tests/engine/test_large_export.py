@@ -7,8 +7,8 @@ import csv
 
 import pytest
 
-from bulkops.actions.export import export_path
 from bulkops.engine import Selection, operation_create
+from bulkops.exports.storage import export_path
 from bulkops.tests.support.helpers import run_worker
 from bulkops.tests.support.large import LARGE_PERMS, seed_sessions
 from bulkops.tests.support.processes import using_postgres
