@@ -1,4 +1,4 @@
-"""The one shape of an operation every interface shows (DESIGN §5, §6): the status
+"""The one shape of an operation every interface shows: the status
 endpoint, the events, the admin pages and the ``bulk`` command all read it here, so
 progress, ETA and duration are worked out once."""
 
@@ -107,7 +107,7 @@ def operation_representation(operation: BulkOperation, *, errors: bool = True) -
 
 
 def operation_accepted(operation: BulkOperation) -> dict[str, Any]:
-    """The 202 answer of an action endpoint for ``operation`` (DESIGN §5)."""
+    """The 202 answer of an action endpoint for ``operation``."""
     act = get_action(operation.action)(user=operation.user, params=operation.params)
     return {
         "success": True,

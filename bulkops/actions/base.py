@@ -43,7 +43,7 @@ ROW_FIELDS = ("id", "owner_id", "status", "deleted_at")
 
 @dataclass(frozen=True)
 class SqlApply:
-    """An action's chunk as one statement (PostgreSQL, DESIGN §7): the engine locks the
+    """An action's chunk as one statement (PostgreSQL): the engine locks the
     chunk's rows in id order, and one ``UPDATE`` applies ``assignments`` to the locked
     rows for which ``eligible`` holds, returning them.
 
@@ -144,7 +144,7 @@ class BulkAction:
     #: Default per-user rate (django-ratelimit syntax); ``BULKOPS_RATE_LIMITS`` overrides.
     rate_limit: ClassVar[str] = "20/m"
     #: Model permission (``app_label.codename``) a staff user needs to act on sessions
-    #: they do not own. Own sessions need no permission (DESIGN §4).
+    #: they do not own. Own sessions need no permission.
     permission: ClassVar[str]
     #: Reason codes that mean "already in the target state": the item is skipped.
     skip_reasons: ClassVar[frozenset[str]] = frozenset()

@@ -72,7 +72,7 @@ def refusal(action: str, params: dict[str, Any]) -> str | None:
 
 class _UndonePermission:
     """The permission of the undone action (on the class: change_session, which the
-    registry checks): undoing needs what doing needed (DESIGN §4)."""
+    registry checks): undoing needs what doing needed."""
 
     def __get__(self, obj: UndoAction | None, owner: type) -> str:
         if obj is None:

@@ -1,4 +1,4 @@
-"""The bulk-operation engine (DESIGN.md §3–§7), as a package.
+"""The bulk-operation engine, as a package.
 
 Every writer of operations — the API, the admin, the ``bulk`` command, the worker —
 goes through these functions, so eligibility, limits and records are the same

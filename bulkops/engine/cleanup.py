@@ -1,4 +1,5 @@
-"""Cleanup (DESIGN §7.4): what has served its time, removed and counted."""
+"""Cleanup: what has served its time — expired export files, old operations, finished
+task results — removed and counted."""
 
 from __future__ import annotations
 
