@@ -58,7 +58,7 @@ class NoBodySerializer(StrictInputSerializer):
 
 
 class SelectionFilterSerializer(StrictInputSerializer):
-    """ "Select all that match" (DESIGN §5); without ``deleted``, live sessions match
+    """ "Select all that match": without ``deleted``, live sessions match
     (soft-deleted ones for restore)."""
 
     # One optional field per key of the engine's FILTER_KEYS, checked by its rule.

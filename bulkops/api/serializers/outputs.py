@@ -117,7 +117,7 @@ class OperationErrorSerializer(serializers.Serializer):
 
 
 class OperationSerializer(serializers.Serializer):
-    """The operation representation (DESIGN §5), as ``selectors.operation_representation``
+    """The operation representation, as ``representations.operation_representation``
     builds it; exports add ``download_url`` and ``expires_at``."""
 
     operation_id = serializers.CharField()
