@@ -101,7 +101,7 @@ def admin_bulk_actions() -> dict[str, AdminBulkAction]:
 
 
 def may_run(user, spec: AdminBulkAction) -> bool:
-    """DESIGN §4 applied to the changelist: the action is offered when the user may apply
+    """The permission rule applied to the changelist: the action is offered when the user may apply
     it to every row the changelist can show them — their own rows need no permission,
     everyone's need the action's model permission; some parameters need more (hard
     delete: ``bulkops.hard_delete_session``)."""
