@@ -14,6 +14,7 @@ from django.http import HttpResponseBase
 from rest_framework import status
 from rest_framework.exceptions import ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -45,6 +46,14 @@ class IgnoreAcceptNegotiation(BaseContentNegotiation):
 
     def select_renderer(self, request, renderers, format_suffix=None):
         return renderers[0], renderers[0].media_type
+
+
+class FileView(APIView):
+    """A view that answers a file: whatever the client accepts, the file (or a JSON
+    error)."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = IgnoreAcceptNegotiation
 
 
 def idempotency_key(request: Request) -> str | None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from django.http import FileResponse, StreamingHttpResponse
 from rest_framework.exceptions import NotFound
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
 from bulkops import selectors
 from bulkops.api import serializers as s
 from bulkops.api.exceptions import Gone
 from bulkops.api.views import schema
-from bulkops.api.views.base import CONTENT_TYPES, IgnoreAcceptNegotiation, private_file
+from bulkops.api.views.base import CONTENT_TYPES, FileView, private_file
 from bulkops.engine import operation_report, report_filename
 from bulkops.exceptions import OperationConflict
 from bulkops.exports.storage import export_path, file_state
@@ -28,10 +26,7 @@ def served_over_asgi(request: Request) -> bool:
 
 
 @schema.DOWNLOAD
-class DownloadView(APIView):
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = IgnoreAcceptNegotiation
-
+class DownloadView(FileView):
     def get(self, request: Request, filename: str) -> FileResponse:
         operation = selectors.export_operation_for_download(user=request.user, filename=filename)
         state = file_state(operation)
@@ -55,10 +50,7 @@ class DownloadView(APIView):
 
 
 @schema.OPERATION_REPORT
-class OperationReportView(APIView):
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = IgnoreAcceptNegotiation
-
+class OperationReportView(FileView):
     def get(self, request: Request, operation_id: str) -> StreamingHttpResponse:
         operation = selectors.operation_get_for_user(user=request.user, operation_id=operation_id)
         query = s.ReportQuerySerializer(data=request.query_params)
