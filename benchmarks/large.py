@@ -1,5 +1,5 @@
-"""``bulkops_bench --large 1m``: one large operation's figures (issue 19's list) at a
-size, in this process on the configured PostgreSQL database.
+"""``bulkops_bench --large 1m``: one large operation's figures (validate, create, run,
+undo, export, storage) at a size, in this process on the configured PostgreSQL database.
 
 The table is seeded once to the size asked (``benchmarks.scaleseed``), as for
 ``--table-size``: use a database of your own. Then, for a staff user with
@@ -26,7 +26,6 @@ from django.utils import timezone
 
 from benchmarks.report import machine_facts, rounded
 from benchmarks.scaleseed import OWNER_PREFIX, seed_scale
-from bulkops.actions.export import export_path
 from bulkops.engine import (
     Selection,
     operation_create,
@@ -34,6 +33,7 @@ from bulkops.engine import (
     operation_undo,
     operation_validate,
 )
+from bulkops.exports.storage import export_path
 from bulkops.models import BulkOperation, BulkOperationItem, OperationSlice, Session
 
 LARGE_SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}

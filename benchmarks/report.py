@@ -1,4 +1,4 @@
-"""The benchmark's figures: measures and cases, the JSON report, issue 6's targets, the
+"""The benchmark's figures: measures and cases, the JSON report, the targets, the
 terminal table, and the machine and versions they were measured on."""
 
 from __future__ import annotations

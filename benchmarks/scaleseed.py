@@ -1,6 +1,6 @@
 """Millions of sessions over thousands of owners, set-based (``seed_demo --owners``).
 
-Used to measure the paths that must not grow with the table (issue 11). One
+Used to measure the paths that must not grow with the table. One
 ``INSERT … SELECT`` per chunk of a million rows: ``generate_series`` on PostgreSQL, a
 recursive CTE on SQLite; nothing is built in Python. Every value comes from a
 deterministic hash of the row number ``g``, so two seeds of the same size are the same

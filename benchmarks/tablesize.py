@@ -48,7 +48,7 @@ class Path_:
 
 
 def _paths(rare: str) -> list[Path_]:
-    """Every path issue 11 names, for the caller it concerns."""
+    """Every path that must not grow with the table, for the caller it concerns."""
     sessions = "/api/sessions/"
     validate = "/api/bulk/sessions/validate"
     paths = []

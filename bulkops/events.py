@@ -1,5 +1,5 @@
 """Operation events: built here, published here — the only module that talks to the
-channel layer (DESIGN.md §6). Also the one message that is not an operation's: "this
+channel layer. Also the one message that is not an operation's: "this
 user's access is revoked" (``publish_access_revoked``), which closes their WebSockets.
 
 Publishing never fails an operation: the database row is the truth and events are a

@@ -1,4 +1,4 @@
-"""Sessions, their exports, and the bulk operations run on them (DESIGN.md §3).
+"""Sessions, their exports, and the bulk operations run on them.
 
 Fields, choices and constraints only: the rules live in ``bulkops.actions`` and
 ``bulkops.engine``.
@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 # \Z, not $: "$" also matches before a trailing newline.
-#: The session id format (DESIGN §3): the one definition; match it with ``fullmatch``.
+#: The session id format: the one definition; match it with ``fullmatch``.
 SESSION_ID_REGEX = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
 SESSION_ID_PATTERN = rf"^{SESSION_ID_REGEX}\Z"
 #: Longest audit reason an operation keeps (``BulkOperation.reason``).

@@ -1,4 +1,4 @@
-"""The one shape of an operation every interface shows (DESIGN §5, §6): the status
+"""The one shape of an operation every interface shows: the status
 endpoint, the events, the admin pages and the ``bulk`` command all read it here, so
 progress, ETA and duration are worked out once."""
 
@@ -61,9 +61,16 @@ def operation_label(op: BulkOperation) -> str:
     return get_action(op.action).label(op.params)
 
 
-def _action_extra(op: BulkOperation, hook: str) -> dict[str, Any]:
-    act = get_action(op.action)(user=op.user, params=op.params)
-    return getattr(act, hook)(op)
+def download_url(filename: str) -> str:
+    """The API's download URL of an export file."""
+    return reverse("bulkops-api:download", args=[filename])
+
+
+def _file(op: BulkOperation) -> dict[str, Any]:
+    """The download link and expiry of an operation whose action writes a file."""
+    if not get_action(op.action).produces_file:
+        return {}
+    return {"download_url": download_url(op.export_file), "expires_at": _iso(op.expires_at)}
 
 
 def operation_representation(operation: BulkOperation, *, errors: bool = True) -> dict[str, Any]:
@@ -95,12 +102,12 @@ def operation_representation(operation: BulkOperation, *, errors: bool = True) -
         "paused_at": _iso(op.paused_at),
         "version": op.version,
         "status_url": status_url(op.id),
-        **_action_extra(op, "representation"),
+        **_file(op),
     }
 
 
 def operation_accepted(operation: BulkOperation) -> dict[str, Any]:
-    """The 202 answer of an action endpoint for ``operation`` (DESIGN §5)."""
+    """The 202 answer of an action endpoint for ``operation``."""
     act = get_action(operation.action)(user=operation.user, params=operation.params)
     return {
         "success": True,
@@ -110,5 +117,6 @@ def operation_accepted(operation: BulkOperation) -> dict[str, Any]:
         "total": operation.total,
         "status_url": status_url(operation.id),
         "estimated_duration_seconds": act.estimated_seconds(operation.total),
+        **({"download_url": download_url(operation.export_file)} if act.produces_file else {}),
         **act.accepted(operation),
     }

@@ -54,7 +54,7 @@ MAX_ERRORS_IN_REPRESENTATION = 100
 
 
 def user_may_act_on_others(user: AbstractBaseUser, permission: str) -> bool:
-    """Staff with the model permission may act on every user's sessions (DESIGN §4)."""
+    """Staff with the model permission may act on every user's sessions."""
     return bool(user.is_active and user.is_staff and user.has_perm(permission))
 
 

@@ -1,4 +1,4 @@
-"""Many small operations (issue 11): operations per second end to end, POST →
+"""Many small operations: operations per second end to end, POST →
 ``bulk_operation_completed`` latency, and the engine's fixed cost per operation.
 
 Two parts:

@@ -9,7 +9,7 @@ import zstandard
 from django.db import connection
 
 from bulkops.actions import reasons
-from bulkops.actions.base import ATOMIC, BulkAction, SessionRow
+from bulkops.actions.base import ATOMIC, BulkAction, Exposure, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf, is_postgresql
 from bulkops.conf import bulkops_settings
@@ -67,7 +67,7 @@ class ArchiveAction(BulkAction):
     result_status = SessionStatus.ARCHIVED
     params_spec = {"atomic": ATOMIC}
     rate_limit = "15/m"
-    sessions_per_second = 10_000.0
+    exposure = Exposure(sessions_per_second=10_000.0)
 
     def check(self, row: SessionRow) -> str | None:
         if row.deleted_at is not None:

@@ -43,7 +43,7 @@ ROW_FIELDS = ("id", "owner_id", "status", "deleted_at")
 
 @dataclass(frozen=True)
 class SqlApply:
-    """An action's chunk as one statement (PostgreSQL, DESIGN §7): the engine locks the
+    """An action's chunk as one statement (PostgreSQL): the engine locks the
     chunk's rows in id order, and one ``UPDATE`` applies ``assignments`` to the locked
     rows for which ``eligible`` holds, returning them.
 
@@ -117,20 +117,34 @@ REASON_LABEL = "Reason (kept with the operation for the audit)"
 ATOMIC = Param(default=False, label="All or nothing: if one session fails, change none")
 
 
+@dataclass(frozen=True)
+class Exposure:
+    """How the interfaces offer an action and what they tell of it; none of it changes
+    what the action does (that is ``check`` and ``apply``)."""
+
+    #: The API path under ``/api/bulk/sessions/`` (default: ``action_type``).
+    api_path: str = ""
+    #: An example body for the OpenAPI schema (Swagger UI's "Try it out"): ids and
+    #: filters of the demo data ``serve`` creates, so it works as given.
+    api_example: dict[str, Any] = field(
+        default_factory=lambda: {"session_ids": ["demo-000000", "demo-000001"]}
+    )
+    #: The admin actions offered for it (default: one, named ``<action>_sessions``).
+    admin_variants: tuple[AdminVariant, ...] = ()
+    #: For the duration estimate: sessions per second the engine sustains, measured
+    #: on the 2-core reference machine (see docs/benchmarks.md).
+    sessions_per_second: float = 20_000.0
+
+
 class BulkAction:
     action_type: ClassVar[str]
     display_name: ClassVar[str]
-    #: The API path under ``/api/bulk/sessions/`` (default: ``action_type``).
-    api_path: ClassVar[str] = ""
-    #: An example body for the OpenAPI schema (Swagger UI's "Try it out"): ids and
-    #: filters of the demo data ``serve`` creates, so it works as given.
-    api_example: ClassVar[dict[str, Any]] = {"session_ids": ["demo-000000", "demo-000001"]}
+    #: How the API, the admin and the estimates show it (``Exposure``).
+    exposure: ClassVar[Exposure] = Exposure()
     #: Default per-user rate (django-ratelimit syntax); ``BULKOPS_RATE_LIMITS`` overrides.
     rate_limit: ClassVar[str] = "20/m"
-    #: The admin actions offered for it (default: one, named ``<action>_sessions``).
-    admin_variants: ClassVar[tuple[AdminVariant, ...]] = ()
     #: Model permission (``app_label.codename``) a staff user needs to act on sessions
-    #: they do not own. Own sessions need no permission (DESIGN §4).
+    #: they do not own. Own sessions need no permission.
     permission: ClassVar[str]
     #: Reason codes that mean "already in the target state": the item is skipped.
     skip_reasons: ClassVar[frozenset[str]] = frozenset()
@@ -139,7 +153,8 @@ class BulkAction:
     params_spec: ClassVar[dict[str, Param]] = {}
     #: Whether ``check`` needs ``SessionRow.has_exports``.
     needs_exports: ClassVar[bool] = False
-    #: It writes a file the user downloads (the API's and admin's download link).
+    #: It writes a file the user downloads: every representation of its operations
+    #: carries the download link and expiry (``representations``).
     produces_file: ClassVar[bool] = False
     #: A read-only action changes no session, so rows are read without locks.
     read_only: ClassVar[bool] = False
@@ -149,9 +164,6 @@ class BulkAction:
     #: Offered as an action on a selection of sessions (API endpoint, validate, admin
     #: action, ``bulk``). False for undo, which starts from an operation instead.
     selectable: ClassVar[bool] = True
-    #: For the duration estimate: sessions per second the engine sustains, measured
-    #: on the 2-core reference machine (see docs/benchmarks.md).
-    sessions_per_second: ClassVar[float] = 20_000.0
 
     def __init__(self, *, user: AbstractBaseUser, params: dict[str, Any]) -> None:
         self.user = user
@@ -199,12 +211,10 @@ class BulkAction:
         sessions (never their ids): the same keys, computed in SQL."""
         return {}
 
-    def representation(self, operation: BulkOperation) -> dict[str, Any]:
-        """Extra keys of the operation's representation (export: its download)."""
-        return {}
-
     def accepted(self, operation: BulkOperation) -> dict[str, Any]:
-        """Extra keys of the 202 answer that started the operation."""
+        """Extra keys of the 202 answer that started the operation (export: the file's
+        ``metadata``; the download link of an action that ``produces_file`` is
+        ``representations``')."""
         return {}
 
     @classmethod
@@ -220,11 +230,11 @@ class BulkAction:
     # --- shared -------------------------------------------------------------------------
     @classmethod
     def path(cls) -> str:
-        return cls.api_path or cls.action_type
+        return cls.exposure.api_path or cls.action_type
 
     @classmethod
     def variants(cls) -> tuple[AdminVariant, ...]:
-        return cls.admin_variants or (
+        return cls.exposure.admin_variants or (
             AdminVariant(f"{cls.action_type}_sessions", cls.display_name),
         )
 
@@ -251,4 +261,4 @@ class BulkAction:
         return Session.objects.all()
 
     def estimated_seconds(self, count: int) -> float:
-        return round(count / self.sessions_per_second + 0.2, 2)
+        return round(count / self.exposure.sessions_per_second + 0.2, 2)

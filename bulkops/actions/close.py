@@ -1,7 +1,7 @@
 """close: status=closed, closed_at set."""
 
 from bulkops.actions import reasons
-from bulkops.actions.base import ATOMIC, BulkAction, SessionRow, SqlApply
+from bulkops.actions.base import ATOMIC, BulkAction, Exposure, SessionRow, SqlApply
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
@@ -15,9 +15,11 @@ class CloseAction(BulkAction):
     skip_reasons = frozenset({reasons.ALREADY_CLOSED})
     result_status = SessionStatus.CLOSED
     params_spec = {"atomic": ATOMIC}
-    api_example = {"filter": {"status": "active"}, "atomic": False}
     rate_limit = "20/m"
-    sessions_per_second = 50_000.0
+    exposure = Exposure(
+        api_example={"filter": {"status": "active"}, "atomic": False},
+        sessions_per_second=50_000.0,
+    )
 
     def check(self, row: SessionRow) -> str | None:
         if row.deleted_at is not None:

@@ -10,7 +10,15 @@ from typing import Any
 from django.db.models import QuerySet
 
 from bulkops.actions import reasons
-from bulkops.actions.base import ATOMIC, AdminVariant, BulkAction, Param, SessionRow, SqlApply
+from bulkops.actions.base import (
+    ATOMIC,
+    AdminVariant,
+    BulkAction,
+    Exposure,
+    Param,
+    SessionRow,
+    SqlApply,
+)
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionExport
@@ -48,19 +56,21 @@ class DeleteAction(BulkAction):
         ),
         "atomic": ATOMIC,
     }
-    api_example = {"session_ids": ["demo-000002"], "soft_delete": True, "cascade_exports": False}
     rate_limit = "10/m"
-    admin_variants = (
-        AdminVariant("soft_delete_sessions", "Soft delete", {"soft_delete": True}, True),
-        AdminVariant(
-            "hard_delete_sessions",
-            "Hard delete",
-            {"soft_delete": False},
-            True,
-            warning="Hard delete removes the sessions’ rows permanently. It cannot be undone.",
+    exposure = Exposure(
+        api_example={"session_ids": ["demo-000002"], "soft_delete": True, "cascade_exports": False},
+        admin_variants=(
+            AdminVariant("soft_delete_sessions", "Soft delete", {"soft_delete": True}, True),
+            AdminVariant(
+                "hard_delete_sessions",
+                "Hard delete",
+                {"soft_delete": False},
+                True,
+                warning="Hard delete removes the sessions’ rows permanently. It cannot be undone.",
+            ),
         ),
+        sessions_per_second=50_000.0,
     )
-    sessions_per_second = 50_000.0
 
     def __init__(self, *, user, params) -> None:
         super().__init__(user=user, params=params)

@@ -1,32 +1,34 @@
 """export: one CSV or JSON file with one record per session (read-only).
 
-The file is streamed chunk by chunk to ``<name>.part`` and renamed into place only when
-complete, so a download never sees half a file. Processing and archived sessions are
-exported too; deleted ones are not.
+What goes in the file is decided here; where it is kept, how it is written chunk by
+chunk and renamed into place when complete, and when it expires is
+``bulkops.exports.storage``'s. Processing and archived sessions are exported too;
+deleted ones are not.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime
-import functools
 import json
-import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from django.db.models import BigIntegerField, Count, F, Func, QuerySet, TextField
 from django.db.models.functions import Cast, Coalesce
-from django.urls import reverse
-from django.utils import timezone
 
 from bulkops.actions import reasons
-from bulkops.actions.base import AdminVariant, BulkAction, Param, SessionRow
+from bulkops.actions.base import AdminVariant, BulkAction, Exposure, Param, SessionRow
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.conf import bulkops_settings
-from bulkops.exceptions import ExportFileError
+from bulkops.exports.storage import (
+    discard_part,
+    export_expiry,
+    export_filename,
+    open_part,
+    publish_part,
+    sync,
+    writes_file,
+)
 from bulkops.models import ExportFormat, Session
 
 FIELDS = ["id", "title", "status", "owner", "created_at", "updated_at", "metadata"]
@@ -38,52 +40,6 @@ DETAIL_FIELDS = [
     "deleted_at",
 ]
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-FILENAME_TEMPLATE = "session_export_{date:%Y%m%d}_{operation_id}.{ext}"
-
-
-def export_dir() -> Path:
-    return Path(bulkops_settings.EXPORT_DIR)
-
-
-def export_path(filename: str) -> Path:
-    return export_dir() / filename
-
-
-def download_url(filename: str) -> str:
-    """The API's download URL of an export file (DESIGN §5)."""
-    return reverse("bulkops-api:download", args=[filename])
-
-
-def _iso(moment: datetime.datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
-def file_state(operation) -> str:
-    """``ready``, ``expired``, ``pending`` (still being written) or ``missing``: the one
-    rule the API's and the admin's downloads answer by."""
-    if operation.expires_at is not None and operation.expires_at <= timezone.now():
-        return "expired"
-    if not operation.is_finished:
-        return "pending"
-    if operation.status not in ("completed", "partial") or not operation.export_file:
-        return "missing"
-    return "ready" if export_path(operation.export_file).is_file() else "missing"
-
-
-def writes_file(method: Callable) -> Callable:
-    """An ``OSError`` writing the file becomes ``ExportFileError`` with the reason
-    (``No space left on device``), not the path: the operation's ``error`` is shown."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except OSError as exc:
-            raise ExportFileError(
-                f"Could not write the export file: {exc.strerror or type(exc).__name__}"
-            ) from exc
-
-    return wrapper
 
 
 def neutralise(value: str) -> str:
@@ -158,28 +114,30 @@ class ExportAction(BulkAction):
             label="Include details (content size, exports, close/archive/delete times)",
         ),
     }
-    api_path = "export-metadata"
-    api_example = {
-        "session_ids": ["demo-000000", "demo-000001"],
-        "format": "csv",
-        "include_details": False,
-    }
     rate_limit = "30/m"
-    admin_variants = (
-        AdminVariant(
-            "export_sessions_csv",
-            "Export as CSV",
-            {"format": "csv"},
-            menu_label="Export selected sessions as CSV",
+    exposure = Exposure(
+        api_path="export-metadata",
+        api_example={
+            "session_ids": ["demo-000000", "demo-000001"],
+            "format": "csv",
+            "include_details": False,
+        },
+        admin_variants=(
+            AdminVariant(
+                "export_sessions_csv",
+                "Export as CSV",
+                {"format": "csv"},
+                menu_label="Export selected sessions as CSV",
+            ),
+            AdminVariant(
+                "export_sessions_json",
+                "Export as JSON",
+                {"format": "json"},
+                menu_label="Export selected sessions as JSON",
+            ),
         ),
-        AdminVariant(
-            "export_sessions_json",
-            "Export as JSON",
-            {"format": "json"},
-            menu_label="Export selected sessions as JSON",
-        ),
+        sessions_per_second=50_000.0,
     )
-    sessions_per_second = 50_000.0
 
     @property
     def max_sessions(self) -> int:
@@ -200,38 +158,25 @@ class ExportAction(BulkAction):
 
     # --- what the operation shows ------------------------------------------------------
     def prepare(self, operation) -> None:
-        operation.export_file = FILENAME_TEMPLATE.format(
-            date=operation.created_at, operation_id=operation.id, ext=self.params["format"]
+        operation.export_file = export_filename(
+            created_at=operation.created_at, operation_id=operation.id, ext=self.params["format"]
         )
-        operation.expires_at = operation.created_at + datetime.timedelta(
-            seconds=bulkops_settings.EXPORT_RETENTION_SECONDS
-        )
-
-    def representation(self, operation) -> dict[str, Any]:
-        return {
-            "download_url": download_url(operation.export_file),
-            "expires_at": _iso(operation.expires_at),
-        }
+        operation.expires_at = export_expiry(operation.created_at)
 
     def accepted(self, operation) -> dict[str, Any]:
         return {
-            "download_url": download_url(operation.export_file),
             "metadata": {
                 "format": operation.params.get("format"),
-                "expires_at": _iso(operation.expires_at),
+                "expires_at": operation.expires_at.isoformat() if operation.expires_at else None,
             },
         }
 
     # --- the file ---------------------------------------------------------------------
-    def _part_path(self, operation) -> Path:
-        return export_path(operation.export_file + ".part")
-
     @writes_file
     def begin(self, operation) -> None:
         """Start the file afresh: an export is read-only, so a resumed one starts over."""
-        export_dir().mkdir(parents=True, exist_ok=True)
         self._count = 0
-        with open(self._part_path(operation), "w", encoding="utf-8", newline="") as fh:
+        with open_part(operation.export_file, fresh=True) as fh:
             if self.params["format"] == ExportFormat.CSV:
                 csv.writer(fh).writerow(self.fields)
             else:
@@ -273,7 +218,7 @@ class ExportAction(BulkAction):
         if not ids:
             return
         rows = self._tuples(ids)
-        with open(self._part_path(operation), "a", encoding="utf-8", newline="") as fh:
+        with open_part(operation.export_file, fresh=False) as fh:
             if self.params["format"] == ExportFormat.CSV:
                 csv.writer(fh).writerows(_csv_row(row) for row in rows)
             else:
@@ -292,16 +237,14 @@ class ExportAction(BulkAction):
                 if lines:
                     fh.write((",\n" if self._count else "\n") + ",\n".join(lines))
                     self._count += len(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+            sync(fh)
 
     @writes_file
     def finish(self, operation) -> None:
-        part = self._part_path(operation)
         if self.params["format"] == ExportFormat.JSON:
-            with open(part, "a", encoding="utf-8") as fh:
+            with open_part(operation.export_file, fresh=False) as fh:
                 fh.write("\n]\n" if self._count else "]\n")
-        os.replace(part, export_path(operation.export_file))
+        publish_part(operation.export_file)
 
     def abort(self, operation) -> None:
-        self._part_path(operation).unlink(missing_ok=True)
+        discard_part(operation.export_file)

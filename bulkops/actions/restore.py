@@ -1,7 +1,7 @@
 """restore: undo a soft delete."""
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, SessionRow, SqlApply
+from bulkops.actions.base import BulkAction, Exposure, SessionRow, SqlApply
 from bulkops.actions.registry import register
 from bulkops.actions.sql import AnyOf
 from bulkops.models import Session, SessionStatus
@@ -15,9 +15,11 @@ class RestoreAction(BulkAction):
     skip_reasons = frozenset({reasons.NOT_DELETED})
     result_status = "restored"
     filter_deleted = True
-    api_example = {"session_ids": ["demo-000007", "demo-000027"]}
     rate_limit = "20/m"
-    sessions_per_second = 50_000.0
+    exposure = Exposure(
+        api_example={"session_ids": ["demo-000007", "demo-000027"]},
+        sessions_per_second=50_000.0,
+    )
 
     def check(self, row: SessionRow) -> str | None:
         if row.status == SessionStatus.PROCESSING:

@@ -29,7 +29,7 @@ from django.core.exceptions import ValidationError
 from bulkops import itemstore
 from bulkops.actions import reasons
 from bulkops.actions.archive import decompress_content
-from bulkops.actions.base import BulkAction, SessionRow
+from bulkops.actions.base import BulkAction, Exposure, SessionRow
 from bulkops.actions.registry import get_action, register
 from bulkops.actions.sql import AnyOf
 from bulkops.exceptions import OperationConflict
@@ -73,7 +73,7 @@ def refusal(action: str, params: dict[str, Any]) -> str | None:
 
 class _UndonePermission:
     """The permission of the undone action (on the class: change_session, which the
-    registry checks): undoing needs what doing needed (DESIGN §4)."""
+    registry checks): undoing needs what doing needed."""
 
     def __get__(self, obj: UndoAction | None, owner: type) -> str:
         if obj is None:
@@ -89,7 +89,7 @@ class UndoAction(BulkAction):
     result_status = "undone"
     selectable = False
     rate_limit = "10/m"
-    sessions_per_second = 10_000.0
+    exposure = Exposure(sessions_per_second=10_000.0)
 
     def __init__(self, *, user, params) -> None:
         super().__init__(user=user, params=params)

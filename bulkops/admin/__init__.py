@@ -6,7 +6,8 @@
   cancel, retry, download);
 - ``selection``: the changelist's rows as a selection; ``forms``: the options form.
 
-Which actions a staff user sees follows DESIGN §4 (``actions.may_run``).
+Which actions a staff user sees: those they may apply to every row the changelist
+shows them (``actions.may_run``).
 """
 
 from bulkops.admin import operations, sessions  # noqa: F401  (registers the ModelAdmins)

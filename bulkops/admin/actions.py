@@ -9,7 +9,6 @@ the API and the admin.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,12 +22,14 @@ from django.utils.translation import ngettext
 
 from bulkops.actions import selectable_actions
 from bulkops.admin.confirmation import (
+    NO_NOTICES,
     SELECTION_TOKEN,
+    confirm,
     confirm_key,
     confirmation_context,
-    drift_notice,
     limits_context,
-    refusal_notice,
+    page_context,
+    preview,
     runs_on_eligible_only,
 )
 from bulkops.admin.forms import CONFIRM_FORM_MARKER, BulkActionForm
@@ -37,21 +38,18 @@ from bulkops.admin.selection import changelist_selection, sees_every_session
 from bulkops.engine import (
     Selection,
     operation_create,
-    operation_validate,
     request_fingerprint,
 )
 from bulkops.exceptions import (
     BulkOpsError,
-    RateLimited,
-    SelectionConflict,
-    SelectionTokenInvalid,
     error_text,
 )
 from bulkops.models import OperationSource
-from bulkops.ratelimits import VALIDATE, rate_limit
 from bulkops.selectors import user_may_act_on_others
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from django.contrib.admin import ModelAdmin
     from django.db.models import QuerySet
     from django.http import HttpRequest
@@ -103,7 +101,7 @@ def admin_bulk_actions() -> dict[str, AdminBulkAction]:
 
 
 def may_run(user, spec: AdminBulkAction) -> bool:
-    """DESIGN §4 applied to the changelist: the action is offered when the user may apply
+    """The permission rule applied to the changelist: the action is offered when the user may apply
     it to every row the changelist can show them — their own rows need no permission,
     everyone's need the action's model permission; some parameters need more (hard
     delete: ``bulkops.hard_delete_session``)."""
@@ -188,13 +186,9 @@ class BulkRequest:
         )
 
     def preview(self, selection: Selection) -> ValidationResult:
-        with rate_limit(user=self.request.user, scope=VALIDATE):
-            return operation_validate(
-                user=self.request.user,
-                action=self.spec.action_type,
-                selection=selection,
-                params=self.params,
-            )
+        return preview(
+            self.request, action=self.spec.action_type, selection=selection, params=self.params
+        )
 
 
 def run_bulk_action(
@@ -206,20 +200,14 @@ def run_bulk_action(
         raise PermissionDenied
     bulk = BulkRequest.parse(modeladmin, request, queryset, spec)
     act = spec.action(user=request.user, params=bulk.params)
-    notice = refused = ""
+    notices = NO_NOTICES
     try:
         selection, count = changelist_selection(request, queryset, act)
         large = count > act.max_sessions
         if bulk.confirmed():
-            try:
-                return bulk.start(selection, large=large)
-            except (SelectionConflict, SelectionTokenInvalid) as exc:
-                # What the page showed no longer holds: show the new preview instead.
-                notice = drift_notice(exc)
-            except RateLimited as exc:
-                # Over a limit (or the active-operations cap): the page again, with the
-                # selection, options and reason kept, and why nothing was done.
-                refused = refusal_notice(exc)
+            started, notices = confirm(lambda: bulk.start(selection, large=large))
+            if started:
+                return started
         result = bulk.preview(selection)
     except ValidationError as exc:
         modeladmin.message_user(request, error_text(exc), messages.ERROR)
@@ -228,7 +216,7 @@ def run_bulk_action(
         # The preview itself refused (validate's rate limit): a message, nothing happened.
         modeladmin.message_user(request, exc.message, messages.ERROR)
         return None
-    return confirmation_page(bulk, result, selection, count, notice=notice, refused=refused)
+    return confirmation_page(bulk, result, selection, count, notices=notices)
 
 
 # --- the confirmation page ----------------------------------------------------------------------
@@ -248,32 +236,24 @@ def confirmation_page(
     selection: Selection,
     count: int,
     *,
-    notice: str,
-    refused: str,
+    notices: Mapping[str, str],
 ) -> TemplateResponse:
     """First pass: the partition, the options, Confirm / Cancel; nothing changes.
-    ``notice`` / ``refused``: why a Confirm just started nothing (the selection drifted;
-    a limit refused it)."""
+    ``notices``: why a Confirm just started nothing (``confirmation.confirm``)."""
     modeladmin, request, spec = bulk.modeladmin, bulk.request, bulk.spec
     context = {
-        **modeladmin.admin_site.each_context(request),
+        **page_context(modeladmin, request),
         **confirmation_context(request, bulk.queryset, result, selection, count),
         **limits_context(request, spec.action_type),
+        **notices,
         "title": _("%(action)s: confirm") % {"action": spec.label},
-        "subtitle": None,
-        "opts": modeladmin.opts,
         "form": bulk.form,
         "spec": spec,
         "confirm_marker": CONFIRM_FORM_MARKER,
-        "confirm_token": secrets.token_urlsafe(24),
         "selection_token_name": SELECTION_TOKEN,
         "selection_token": result.selection_token,
-        "drift_notice": notice,
-        "refusal_notice": refused,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across") in ("1", "True", "true"),
-        "media": modeladmin.media,
     }
-    request.current_app = modeladmin.admin_site.name
     return TemplateResponse(request, confirmation_templates(modeladmin, spec), context)

@@ -13,7 +13,10 @@ items instead (failed with their reason, or skipped), as the API does.
 from __future__ import annotations
 
 import re
+import secrets
 from collections import Counter
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext as _
@@ -21,17 +24,23 @@ from django.utils.translation import ngettext
 
 from bulkops.actions import reasons
 from bulkops.conf import bulkops_settings
-from bulkops.engine import SAMPLES_PER_REASON
-from bulkops.exceptions import SelectionDrift, SelectionTokenExpired
-from bulkops.ratelimits import rate_limit_left
+from bulkops.engine import SAMPLES_PER_REASON, operation_validate
+from bulkops.exceptions import (
+    RateLimited,
+    SelectionConflict,
+    SelectionDrift,
+    SelectionTokenExpired,
+    SelectionTokenInvalid,
+)
+from bulkops.ratelimits import VALIDATE, rate_limit, rate_limit_left
 from bulkops.selectors import active_operations_count
 
 if TYPE_CHECKING:
+    from django.contrib.admin import ModelAdmin
     from django.db.models import QuerySet
-    from django.http import HttpRequest
+    from django.http import HttpRequest, HttpResponse
 
     from bulkops.engine import Selection, ValidationResult
-    from bulkops.exceptions import RateLimited, SelectionConflict, SelectionTokenInvalid
     from bulkops.models import Session
 
 #: Rows listed per partition on the confirmation page; the counts are always complete.
@@ -45,6 +54,45 @@ SELECTION_TOKEN = "_bulk_selection_token"
 SAMPLE_TITLES = 10
 #: The "run on" choice: absent or anything else means the eligible sessions only.
 RUN_ON, RUN_ON_ALL = "run_on", "all"
+#: A page shown without a refused Confirm: nothing to explain.
+NO_NOTICES: Mapping[str, str] = MappingProxyType({"drift_notice": "", "refusal_notice": ""})
+
+
+def confirm(start: Callable[[], HttpResponse]) -> tuple[HttpResponse | None, Mapping[str, str]]:
+    """The second pass: ``start()``'s answer; or, when Confirm started nothing because
+    the selection drifted since the page was shown or a limit (a rate limit, the
+    active-operations cap) refused it, None and why — the page is then shown again with
+    the new preview, the selection, options and reason kept."""
+    try:
+        return start(), NO_NOTICES
+    except (SelectionConflict, SelectionTokenInvalid) as exc:
+        return None, {**NO_NOTICES, "drift_notice": drift_notice(exc)}
+    except RateLimited as exc:
+        return None, {**NO_NOTICES, "refusal_notice": refusal_notice(exc)}
+
+
+def preview(
+    request: HttpRequest, *, action: str, selection: Selection, params: dict[str, Any]
+) -> ValidationResult:
+    """The first pass: the partition the page shows (``operation_validate``: nothing
+    changes), counted against the user's validate rate limit."""
+    with rate_limit(user=request.user, scope=VALIDATE):
+        return operation_validate(
+            user=request.user, action=action, selection=selection, params=params
+        )
+
+
+def page_context(modeladmin: ModelAdmin, request: HttpRequest) -> dict[str, Any]:
+    """What every confirmation page's context starts with (the admin site's, and a fresh
+    Confirm token: one per page); the request is bound to the admin site."""
+    request.current_app = modeladmin.admin_site.name
+    return {
+        **modeladmin.admin_site.each_context(request),
+        "subtitle": None,
+        "opts": modeladmin.opts,
+        "confirm_token": secrets.token_urlsafe(24),
+        "media": modeladmin.media,
+    }
 
 
 def confirm_key(request: HttpRequest) -> str | None:

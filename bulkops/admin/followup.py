@@ -9,7 +9,6 @@ the page was shown starts nothing (retry: the page's ``selection_token``)."""
 
 from __future__ import annotations
 
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
@@ -20,12 +19,14 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from bulkops.admin.confirmation import (
+    NO_NOTICES,
     SELECTION_TOKEN,
+    confirm,
     confirm_key,
     confirmation_context,
-    drift_notice,
     limits_context,
-    refusal_notice,
+    page_context,
+    preview,
     runs_on_eligible_only,
 )
 from bulkops.admin.pages import operation_for, progress_url
@@ -34,27 +35,24 @@ from bulkops.engine import (
     Started,
     action_build,
     operation_retry,
-    operation_validate,
     request_fingerprint,
     retry_refusal,
     retryable_items,
 )
 from bulkops.exceptions import (
     BulkOpsError,
-    RateLimited,
-    SelectionConflict,
-    SelectionTokenInvalid,
     error_text,
 )
 from bulkops.models import OperationSource
-from bulkops.ratelimits import RETRY, VALIDATE, rate_limit
+from bulkops.ratelimits import RETRY
 from bulkops.selectors import sessions_in_scope
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from django.contrib.admin import ModelAdmin
     from django.http import HttpRequest, HttpResponse
 
-    from bulkops.engine import ValidationResult
     from bulkops.models import BulkOperation
 
 
@@ -106,15 +104,12 @@ class FollowUpPages:
     def view(self, request: HttpRequest, operation_id: str) -> HttpResponse:
         op = operation_for(request, operation_id)
         self.check_access(request, op)
-        notices = {"drift_notice": "", "refusal_notice": ""}
+        notices = NO_NOTICES
         try:
             if request.method == "POST" and request.POST.get("post"):
-                try:
-                    return self.start(request, op)
-                except (SelectionConflict, SelectionTokenInvalid) as exc:
-                    notices["drift_notice"] = drift_notice(exc)
-                except RateLimited as exc:
-                    notices["refusal_notice"] = refusal_notice(exc)
+                started, notices = confirm(lambda: self.start(request, op))
+                if started:
+                    return started
             refusal = self.refusal(op)
             if refusal:
                 return self.fail(request, op, refusal)
@@ -144,39 +139,27 @@ class FollowUpPages:
             self.modeladmin.message_user(request, self.started(started.operation), messages.SUCCESS)
         return HttpResponseRedirect(progress_url(started.operation))
 
-    def preview(self, request: HttpRequest, op: BulkOperation) -> ValidationResult:
-        action, params = self.action(op)
-        with rate_limit(user=request.user, scope=VALIDATE):
-            return operation_validate(
-                user=request.user, action=action, selection=self.selection(op), params=params
-            )
-
     def confirmation(
-        self, request: HttpRequest, op: BulkOperation, notices: dict[str, str]
+        self, request: HttpRequest, op: BulkOperation, notices: Mapping[str, str]
     ) -> TemplateResponse:
         """First pass: the partition, the "run on" choice, Confirm / Cancel."""
-        result = self.preview(request, op)
         action, params = self.action(op)
+        selection = self.selection(op)
+        result = preview(request, action=action, selection=selection, params=params)
         act = action_build(user=request.user, action=action, params=params)
         scope = sessions_in_scope(user=request.user, action=act)
-        selection = self.selection(op)
         admin = self.modeladmin
         context = {
-            **admin.admin_site.each_context(request),
+            **page_context(admin, request),
             **confirmation_context(
                 request, scope, result, selection, len(selection.session_ids or [])
             ),
             **limits_context(request, self.name),
             **notices,
-            "subtitle": None,
-            "opts": admin.opts,
             "operation": op,
             "progress_url": progress_url(op),
-            "confirm_token": secrets.token_urlsafe(24),
-            "media": admin.media,
         }
         context.update(self.extra_context(op, context))
-        request.current_app = admin.admin_site.name
         return TemplateResponse(request, self.template, context)
 
 

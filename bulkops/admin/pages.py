@@ -17,7 +17,6 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from bulkops.actions import get_action, reasons
-from bulkops.actions.export import export_path, file_state
 from bulkops.engine import (
     operation_cancel,
     operation_pause,
@@ -27,6 +26,7 @@ from bulkops.engine import (
     undone_by,
 )
 from bulkops.exceptions import BulkOpsError
+from bulkops.exports.storage import export_path, file_state
 from bulkops.models import BulkOperation, OperationStatus
 from bulkops.representations import operation_label, operation_representation, rate_per_second
 from bulkops.selectors import operation_slices, operations_for_admin

@@ -101,7 +101,8 @@ def _owner(params: dict[str, str]) -> dict[str, str]:
 
 def changelist_filter(request: HttpRequest) -> dict[str, Any] | None:
     """Translate the session changelist's query string into a selection filter
-    (DESIGN §5: status, search, created_after, created_before, owner, deleted); return
+    (the API's filter keys: status, search, created_after, created_before, owner,
+    deleted); return
     None when some parameter has no exact equivalent."""
     params = {k: v for k, v in request.GET.items() if k not in NEUTRAL_PARAMS}
     if any(len(request.GET.getlist(k)) > 1 for k in params):

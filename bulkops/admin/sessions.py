@@ -187,7 +187,7 @@ class SessionAdmin(OwnRowsAdmin):
             }
         return filesizeformat(obj.content_length)
 
-    # --- permissions (DESIGN §4): own sessions need none, everyone's need the model's ---
+    # --- permissions: own sessions need none, everyone's need the model's ---------------
     def may_view_others(self, request, obj) -> bool:
         return admin.ModelAdmin.has_view_permission(self, request, obj)
 
@@ -201,7 +201,7 @@ class SessionAdmin(OwnRowsAdmin):
         )
 
     def get_actions(self, request):
-        """Every registered action's admin variants this user may run (DESIGN §4)."""
+        """Every registered action's admin variants this user may run (``actions.may_run``)."""
         actions = super().get_actions(request)
         # Django's delete_selected would remove rows outside any bulk operation.
         actions.pop("delete_selected", None)

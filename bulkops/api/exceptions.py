@@ -1,4 +1,4 @@
-"""Turn the services' errors into DRF responses (DESIGN §5): always a 4xx a person can
+"""Turn the engine's errors into DRF responses: always a 4xx a person can
 act on, never a 500.
 
 - ``RateLimited`` (and ``TooManyActiveOperations``), DRF's ``Throttled`` → 429 with

@@ -1,6 +1,6 @@
 """OpenAPI for the strict inputs: the schema says exactly what the server accepts.
 
-drf-spectacular extensions (registered on import; ``bulkops.api.views`` imports this
+drf-spectacular extensions (registered on import; ``bulkops.api.views.base`` imports this
 module) for the custom fields, ``additionalProperties: false`` for every input, and
 the selection as ``oneOf`` (``session_ids`` or ``filter``, never both) — for validate, one
 branch per action with that action's parameters; plus the error responses every endpoint
@@ -22,6 +22,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from bulkops.actions import selectable_actions
 from bulkops.api import serializers as s
 from bulkops.api.pagination import Pagination
+from bulkops.engine.inputs import MAX_OWNER_ID, USERNAME_REGEX
 from bulkops.models import SessionStatus
 
 SELECTION_KEYS = ("session_ids", "filter")
@@ -77,8 +78,8 @@ class OwnerFieldExtension(OpenApiSerializerFieldExtension):
     def map_serializer_field(self, auto_schema, direction) -> dict[str, Any]:
         return {
             "oneOf": [
-                {"type": "integer", "minimum": 1, "maximum": s.MAX_OWNER_ID},
-                {"type": "string", "pattern": f"^{s.USERNAME_REGEX}$"},
+                {"type": "integer", "minimum": 1, "maximum": MAX_OWNER_ID},
+                {"type": "string", "pattern": f"^{USERNAME_REGEX}$"},
             ]
         }
 

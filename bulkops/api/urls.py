@@ -1,5 +1,5 @@
-"""Routes of DESIGN.md §5, exactly: POSTs without a trailing slash; GETs answer with or
-without one (the form DESIGN writes is in the OpenAPI schema, the other is an alias)."""
+"""The bulk API's routes: POSTs without a trailing slash; GETs answer with or without
+one (the documented form is in the OpenAPI schema, the other is an alias)."""
 
 from django.urls import path
 

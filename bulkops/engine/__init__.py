@@ -1,4 +1,4 @@
-"""The bulk-operation engine (DESIGN.md §3–§7), as a package.
+"""The bulk-operation engine, as a package.
 
 Every writer of operations — the API, the admin, the ``bulk`` command, the worker —
 goes through these functions, so eligibility, limits and records are the same
@@ -9,6 +9,7 @@ errors; the interfaces shape responses.
 from bulkops.engine.cleanup import CleanupResult, operations_cleanup
 from bulkops.engine.eligibility import Partition, action_build
 from bulkops.engine.executor import operation_execute
+from bulkops.engine.idempotency import Started, operation_replay, request_fingerprint
 from bulkops.engine.inputs import (
     FILTER_KEYS,
     MAX_FAILURES,
@@ -20,13 +21,10 @@ from bulkops.engine.inputs import (
 from bulkops.engine.large.counts import SAMPLES_PER_REASON
 from bulkops.engine.large.scope import LARGE_OPERATION_PERMISSION, may_run_large
 from bulkops.engine.operations import (
-    Started,
     clean_reason,
     operation_cancel,
     operation_create,
-    operation_replay,
     operation_retry,
-    request_fingerprint,
     retry_refusal,
     retryable_items,
 )

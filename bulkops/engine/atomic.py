@@ -1,4 +1,4 @@
-"""All-or-nothing operations (``atomic: true``; DESIGN §5, §9): every chunk is a
+"""All-or-nothing operations (``atomic: true``): every chunk is a
 savepoint of one transaction, so either every item succeeds or is skipped, or nothing
 changes.
 

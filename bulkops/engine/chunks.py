@@ -1,4 +1,4 @@
-"""One chunk of an operation (DESIGN §7, §9): its next pending items, their sessions
+"""One chunk of an operation: its next pending items, their sessions
 locked and re-checked, the action applied set-based, the items' outcomes written —
 and how many items the next chunk takes, so that a chunk lasts about
 ``BULKOPS_CHUNK_SECONDS`` whatever one item costs.

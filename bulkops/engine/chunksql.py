@@ -1,4 +1,4 @@
-"""One chunk as one statement (PostgreSQL; DESIGN §7): lock, check, apply, return.
+"""One chunk as one statement (PostgreSQL): lock, check, apply, return.
 
 For an action that declares ``sql_apply`` (its eligibility as a SQL condition and its
 change as a ``SET`` list), a chunk is a single round trip::

@@ -1,4 +1,5 @@
-"""Cleanup (DESIGN §7.4): what has served its time, removed and counted."""
+"""Cleanup: what has served its time — expired export files, old operations, finished
+task results — removed and counted."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
-from bulkops.actions.export import export_dir, export_path
 from bulkops.actions.undo import UndoAction
 from bulkops.conf import bulkops_settings
 from bulkops.engine.queue import prune_task_results
+from bulkops.exports.storage import remove_files, stale_files
 from bulkops.models import FINISHED_OPERATION_STATUSES, BulkOperation
 
 UNDO = UndoAction.action_type
-#: An export's ``.part`` file untouched this long was interrupted for good.
-PART_FILE_MAX_AGE = datetime.timedelta(days=1)
 
 
 @dataclass
@@ -31,11 +30,7 @@ class CleanupResult:
 def _stale_export_files(*, now: datetime.datetime, old_operations) -> list[Path]:
     expired = BulkOperation.objects.filter(expires_at__lt=now).exclude(export_file="")
     names = (old_operations.exclude(export_file="") | expired).values_list("export_file", flat=True)
-    files = [export_path(name) for name in names]
-    if export_dir().is_dir():
-        horizon = (now - PART_FILE_MAX_AGE).timestamp()
-        files += [p for p in export_dir().glob("*.part") if p.stat().st_mtime < horizon]
-    return [path for path in files if path.is_file()]
+    return stale_files(names=names, now=now)
 
 
 def operations_cleanup(
@@ -69,8 +64,7 @@ def operations_cleanup(
     result = CleanupResult(export_files=len(files), operations=old.count())
     result.task_results = prune_task_results(min_age_days=task_results_days, dry_run=dry_run)
     if not dry_run:
-        for path in files:
-            path.unlink(missing_ok=True)
+        remove_files(files)
         while batch := list(old.values_list("pk", flat=True)[:500]):
             BulkOperation.objects.filter(pk__in=batch).delete()
     return result

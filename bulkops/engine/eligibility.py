@@ -1,4 +1,4 @@
-"""Eligibility: every requested id lands in exactly one partition (DESIGN §4).
+"""Eligibility: every requested id lands in exactly one partition.
 
 Read once for validate, and again under row locks in the transaction that applies each
 chunk; the rule itself is each action's ``check(row)``.

@@ -1,4 +1,4 @@
-"""``operation_execute``: run an operation's pending items in chunks (DESIGN §7, §9).
+"""``operation_execute``: run an operation's pending items in chunks.
 
 A run claims the operation (``_start``), then takes chunks until none is left or a
 stop is asked for. A plain operation's chunk is one transaction that locks the
@@ -70,8 +70,8 @@ class Publisher:
         if part.eligible:
             events.publish_sessions_updated(self.op, part.eligible, str(self.act.result_status))
         if part.last:
-            # The final event follows at once with the same counters (DESIGN §6:
-            # progress is coalesced, the final event never dropped).
+            # The final event follows at once with the same counters (progress is
+            # coalesced, the final event never dropped).
             return
         now = time.monotonic()
         if now - self.last >= self.MIN_INTERVAL:

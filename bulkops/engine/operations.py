@@ -1,4 +1,4 @@
-"""An operation's life as users ask for it: create, replay, retry, cancel.
+"""An operation's life as users ask for it: create, retry, cancel (replays: ``engine.idempotency``).
 
 ``operation_create`` is the one way an operation starts (``operation_retry`` and
 ``operation_undo`` end in it): an idempotent replay is looked for first; then, in one
@@ -10,9 +10,6 @@ limit counts the request. Every interface makes that one call and gets a ``Start
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +27,7 @@ from bulkops.engine.drift import (
     selection_token_verify,
 )
 from bulkops.engine.eligibility import Partition, action_build, partition, selection_rows
+from bulkops.engine.idempotency import Started, replayed, request_fingerprint
 from bulkops.engine.inline import operation_run_inline, runs_inline
 from bulkops.engine.inputs import clean_max_failures
 from bulkops.engine.large.scope import LargeSelection
@@ -38,7 +36,7 @@ from bulkops.engine.outcomes import close_remaining, finalise
 from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.selection import ItemsOf, Selection, selection_target
-from bulkops.exceptions import IdempotencyConflict, OperationConflict, TooManyActiveOperations
+from bulkops.exceptions import OperationConflict, TooManyActiveOperations
 from bulkops.models import (
     MAX_REASON_LENGTH,
     BulkOperation,
@@ -54,49 +52,6 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
     from bulkops.actions.base import BulkAction
-
-
-def request_fingerprint(*, action: str, payload: Any) -> str:
-    """A stable hash of what was asked, to tell an idempotent replay from a new request."""
-    canonical = json.dumps([action, payload], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Started:
-    """What a request to start an operation got: the operation, and whether an earlier
-    request with the same idempotency key had started it (``replayed``: nothing was
-    created, checked or counted this time)."""
-
-    operation: BulkOperation
-    replayed: bool
-
-
-def operation_replay(
-    *, user: AbstractBaseUser, idempotency_key: str, fingerprint: str
-) -> BulkOperation | None:
-    """Return the operation this key already started (within the retention window), or
-    None; raise IdempotencyConflict when the key was used for a different request."""
-    horizon = timezone.now() - datetime.timedelta(seconds=bulkops_settings.IDEMPOTENCY_TTL_SECONDS)
-    existing = BulkOperation.objects.filter(user=user, idempotency_key=idempotency_key).first()
-    if existing is None:
-        return None
-    if existing.created_at < horizon:
-        # Expired: the key is free again.
-        BulkOperation.objects.filter(pk=existing.pk).update(idempotency_key=None)
-        return None
-    if existing.request_fingerprint != fingerprint:
-        raise IdempotencyConflict(
-            "This Idempotency-Key was already used with a different request body."
-        )
-    return existing
-
-
-def _replayed(user: AbstractBaseUser, key: str | None, fingerprint: str) -> Started | None:
-    """The ``Started`` of the operation ``key`` already started, or None (no key, no
-    such operation)."""
-    existing = key and operation_replay(user=user, idempotency_key=key, fingerprint=fingerprint)
-    return Started(existing, replayed=True) if existing else None
 
 
 def clean_reason(reason: Any) -> str:
@@ -180,8 +135,7 @@ def operation_create(
     SelectionTokenExpired / SelectionDrift, TooManyActiveOperations (the user's
     pending/running maximum), IdempotencyConflict on key reuse.
     """
-    replay = _replayed(user, idempotency_key, fingerprint)
-    if replay:
+    if replay := replayed(user, idempotency_key, fingerprint):
         return replay
     act = action_build(user=user, action=action, params=params or {})
     reason = clean_reason(reason)
@@ -201,8 +155,7 @@ def operation_create(
     try:
         return _create_or_replay(request)
     except IntegrityError:
-        replay = _replayed(user, idempotency_key, fingerprint)
-        if replay:
+        if replay := replayed(user, idempotency_key, fingerprint):
             return replay
         raise
 
@@ -227,8 +180,7 @@ def _create_or_replay(request: _Request) -> Started:
     op, act, scope = request.op, request.act, request.rate_scope
     with transaction.atomic():
         _lock_user(op.user)
-        replay = _replayed(op.user, op.idempotency_key, op.request_fingerprint)
-        if replay:
+        if replay := replayed(op.user, op.idempotency_key, op.request_fingerprint):
             return replay
         if scope:
             rate_limit_check(user=op.user, scope=scope)
@@ -361,8 +313,7 @@ def operation_retry(
     fingerprint = fingerprint or request_fingerprint(
         action=RETRY, payload={"operation_id": operation.pk}
     )
-    replay = _replayed(user, idempotency_key, fingerprint)
-    if replay:
+    if replay := replayed(user, idempotency_key, fingerprint):
         return replay
     refusal = retry_refusal(operation)
     if refusal:

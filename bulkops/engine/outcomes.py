@@ -18,7 +18,7 @@ from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, Operat
 
 
 def final_status(op: BulkOperation) -> str:
-    """DESIGN §3: ``failed`` when every item failed, ``partial`` when some did,
+    """The final status: ``failed`` when every item failed, ``partial`` when some did,
     ``completed`` otherwise (all-skipped is completed)."""
     if op.failed and not (op.succeeded or op.skipped):
         return OperationStatus.FAILED

@@ -1,4 +1,4 @@
-"""Pause and resume (issue 10 §4): a running operation stops at its next chunk boundary
+"""Pause and resume: a running operation stops at its next chunk boundary
 and releases its worker; resuming enqueues it again, and only its pending items run.
 
 States: ``pending`` or ``running`` → (pause) → ``paused`` → (resume) → ``pending`` →

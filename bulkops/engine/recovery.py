@@ -1,4 +1,4 @@
-"""Crash safety (DESIGN §7.3): the reaper resumes operations whose worker is gone, and a
+"""Crash safety: the reaper resumes operations whose worker is gone, and a
 worker that shuts down gracefully hands its operation to the next one."""
 
 from __future__ import annotations

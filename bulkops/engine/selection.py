@@ -119,7 +119,7 @@ def _duplicates(ids: list[str]) -> list[str]:
 
 def session_ids_problem(session_ids: Any, *, cap: int) -> str | None:
     """What is wrong with ``session_ids`` in one sentence a person can act on, or None:
-    1…``cap`` distinct strings of the id format (DESIGN §5)."""
+    1…``cap`` distinct strings of the id format (``SESSION_ID_REGEX``)."""
     if not isinstance(session_ids, list):
         return "Must be a list of session id strings."
     if not session_ids:
@@ -282,7 +282,8 @@ def sessions_matching(
 def selection_queryset(
     *, user: AbstractBaseUser, action: BulkAction, filters: Any
 ) -> QuerySet[Session]:
-    """The sessions a filter selects for ``action``: within the user's scope (DESIGN §4)."""
+    """The sessions a filter selects for ``action``: within the user's scope
+    (``sessions_in_scope``)."""
     return sessions_matching(
         sessions_in_scope(user=user, action=action),
         filters=filters,

@@ -19,12 +19,8 @@ from django.utils import timezone
 from bulkops import itemstore
 from bulkops.actions import undo as undo_action
 from bulkops.conf import bulkops_settings
-from bulkops.engine.operations import (
-    Started,
-    operation_create,
-    operation_replay,
-    request_fingerprint,
-)
+from bulkops.engine.idempotency import Started, operation_replay, request_fingerprint
+from bulkops.engine.operations import operation_create
 from bulkops.engine.selection import ItemsOf, Selection
 from bulkops.exceptions import OperationConflict
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus

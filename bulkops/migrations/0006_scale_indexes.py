@@ -1,4 +1,4 @@
-"""Indexes for tables of millions of sessions (issue 11).
+"""Indexes for tables of millions of sessions: the paths that must not grow with the table.
 
 Non-atomic: on PostgreSQL every index is built with ``CREATE INDEX CONCURRENTLY``, which
 does not block writes to a big table while it builds but cannot run inside a

@@ -1,4 +1,4 @@
-"""Owner-scoped search and title order on tables of millions of sessions (issue 11).
+"""Owner-scoped search and title order on tables of millions of sessions.
 
 * The trigram indexes of 0006 become two-column GIN indexes that lead with the owner
   (``btree_gin`` gives GIN the ``=`` of an integer): a user's ``search`` is then one GIN

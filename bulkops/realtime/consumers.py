@@ -1,4 +1,4 @@
-"""The WebSocket consumer (DESIGN.md §6): authenticate, authorise, join groups, relay.
+"""The WebSocket consumer: authenticate, authorise, join groups, relay.
 
 No business logic here: operations are read through ``bulkops.selectors`` and events are
 built and published by ``bulkops.events``. Every client message is answered or refused

@@ -1,4 +1,4 @@
-"""The WebSocket Origin check (cross-site WebSocket hijacking, DESIGN.md §6).
+"""The WebSocket Origin check (against cross-site WebSocket hijacking).
 
 A browser sends the session cookie with a WebSocket opened by *any* page, so only pages
 of this site may open one. Unlike channels' ``AllowedHostsOriginValidator`` (host only),

@@ -24,7 +24,7 @@ INTERFACES = ("bulkops.api", "bulkops.admin", "bulkops.realtime", "bulkops.worke
 #: Modules below the interfaces.
 CORE = ("bulkops.engine", "bulkops.actions", "bulkops.models", "bulkops.selectors",
         "bulkops.representations", "bulkops.events", "bulkops.conf",
-        "bulkops.exceptions", "bulkops.revocation")  # fmt: skip
+        "bulkops.exceptions", "bulkops.revocation", "bulkops.exports")  # fmt: skip
 
 
 def module_name(path: Path) -> str:

@@ -105,7 +105,7 @@ class Command(BaseCommand):
         )
 
     def add_table_size_arguments(self, parser):
-        group = parser.add_argument_group("table size (--table-size, issue 11)")
+        group = parser.add_argument_group("table size (--table-size)")
         group.add_argument(
             "--table-size",
             choices=list(TABLE_SIZES),
@@ -121,7 +121,7 @@ class Command(BaseCommand):
         )
 
     def add_small_ops_arguments(self, parser):
-        small = parser.add_argument_group("many small operations (issue 11)")
+        small = parser.add_argument_group("many small operations")
         small.add_argument(
             "--small-ops",
             action="store_true",

@@ -1,4 +1,4 @@
-"""Large operations (DESIGN §9): one ``BulkOperation`` over up to millions of sessions.
+"""Large operations: one ``BulkOperation`` over up to millions of sessions.
 
 - ``scope``: who may go past the per-operation cap, and the ``LargeSelection``;
 """

@@ -1,4 +1,4 @@
-"""A large export (DESIGN §9): its file streamed from the database into gzip.
+"""A large export: its file streamed from the database into gzip.
 
 A large operation's export runs in one slice of chunks as any large operation does
 (claims, progress, pause, cancel, items), with two differences. Its chunks are large
@@ -26,11 +26,12 @@ from django.db.models import QuerySet
 
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction
-from bulkops.actions.export import FORMULA_PREFIXES, export_dir, export_path
+from bulkops.actions.export import FORMULA_PREFIXES
 from bulkops.actions.sql import AnyOf
 from bulkops.engine.eligibility import Partition
 from bulkops.engine.large.run import SliceChunks, hold
 from bulkops.exceptions import ExportFileError
+from bulkops.exports.storage import export_dir, export_path
 from bulkops.models import BulkOperation, ExportFormat, OperationSlice, Session
 
 #: Fast compression: the file is written as fast as the database hands rows over.

@@ -1,4 +1,4 @@
-"""A large operation's run (DESIGN §9): its selection resolved slice by slice over the
+"""A large operation's run: its selection resolved slice by slice over the
 primary key, in the same time-boxed chunks as every operation.
 
 A large operation has no items when it is created. Its ``selection`` — a filter, or the

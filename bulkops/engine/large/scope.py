@@ -1,4 +1,4 @@
-"""Who may act past the per-operation cap, and on what (DESIGN §9, "Large operations").
+"""Who may act past the per-operation cap, and on what.
 
 A user with ``bulkops.run_large_operation`` (active staff; the action's own permission
 still decides whose sessions it reaches) may send a **filter** selection past
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from bulkops.actions.base import BulkAction
 
 
-#: The permission that lets a filter go past the action's cap (DESIGN §9).
+#: The permission that lets a filter go past the action's cap.
 LARGE_OPERATION_PERMISSION = "bulkops.run_large_operation"
 
 
@@ -38,7 +38,7 @@ def may_run_large(user: AbstractBaseUser) -> bool:
 @dataclass(frozen=True)
 class LargeSelection:
     """A selection past the action's cap, from a user who may run large operations: the
-    workers resolve it slice by slice; nothing lists its ids up front (DESIGN §9)."""
+    workers resolve it slice by slice; nothing lists its ids up front."""
 
     #: What the operation keeps for its workers (``BulkOperation.selection``): the
     #: filter as given, or the items of an earlier operation (``ItemsOf``).

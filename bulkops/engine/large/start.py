@@ -1,5 +1,5 @@
 """Creating a large operation in constant writes: the operation row and its slices,
-never a row per session (DESIGN §9). Its size is counted once — by the drift check's
+never a row per session. Its size is counted once — by the drift check's
 counts when the request carries validate's ``selection_token``, else by a bounded
 ``COUNT`` — for ``total`` and the ``BULKOPS_MAX_LARGE_OPERATION_SESSIONS`` cap."""
 

@@ -1,4 +1,4 @@
-"""How workers share a large operation (DESIGN §9): its slices run at once, one worker
+"""How workers share a large operation: its slices run at once, one worker
 per slice, and the last worker to stop ends the operation.
 
 - **Slices.** At creation the selection is cut into ``BULKOPS_LARGE_SLICES`` ranges of

@@ -27,7 +27,6 @@ from django.urls import reverse
 
 from bulkops.actions import get_action, selectable_actions
 from bulkops.actions.base import REASON_LABEL, BulkAction, Param
-from bulkops.actions.export import export_path, file_state
 from bulkops.engine import (
     FILTER_KEYS,
     MAX_FAILURES,
@@ -40,6 +39,7 @@ from bulkops.engine import (
 )
 from bulkops.engine.inputs import InputRule
 from bulkops.exceptions import BulkOpsError, error_text
+from bulkops.exports.storage import export_path, file_state
 from bulkops.itemsummary import reason_counts
 from bulkops.management.progress import ProgressDisplay
 from bulkops.models import BulkOperation, ItemOutcome, OperationSource, OperationStatus

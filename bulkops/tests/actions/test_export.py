@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from bulkops.actions.export import ExportAction, export_path, neutralise
+from bulkops.actions.export import ExportAction, neutralise
+from bulkops.exports.storage import export_path
 from bulkops.models import BulkOperation
 from bulkops.tests.support.helpers import execute, outcomes
 

@@ -15,7 +15,7 @@ from django.test import override_settings
 from django.urls import clear_url_caches
 
 from bulkops.actions import reasons
-from bulkops.actions.base import BulkAction, Param, SessionRow
+from bulkops.actions.base import BulkAction, Exposure, Param, SessionRow
 from bulkops.actions.registry import register, unregister
 from bulkops.actions.sql import AnyOf
 from bulkops.models import BulkOperation, Session
@@ -32,7 +32,7 @@ class RetitleAction(BulkAction):
     display_name = "Retitle"
     permission = "bulkops.change_session"
     result_status = "retitled"
-    api_path = "retitle-all"
+    exposure = Exposure(api_path="retitle-all")
     params_spec = {
         "mark": Param(default="star", choices=("star", "flag"), label="Which mark"),
         "shout": Param(default=False, label="Upper-case the title too"),

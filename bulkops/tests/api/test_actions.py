@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from bulkops.actions.export import export_path
+from bulkops.exports.storage import export_path
 from bulkops.models import BulkOperation, BulkOperationItem, Session, SessionExport
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import (

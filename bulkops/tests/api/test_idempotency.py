@@ -9,7 +9,7 @@ from unittest import mock
 
 import pytest
 
-from bulkops.engine import Selection, operation_create, operations, request_fingerprint
+from bulkops.engine import Selection, idempotency, operation_create, request_fingerprint
 from bulkops.models import BulkOperation
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import ACTION_PATHS, post_json
@@ -66,7 +66,7 @@ def test_a_twin_that_committed_meanwhile_is_replayed_under_the_lock_even_at_the_
     first = post_json(api, ACTION_PATHS["close"], body, HTTP_IDEMPOTENCY_KEY="twin")
     assert first.status_code == 202
     with mock.patch.object(
-        operations, "operation_replay", side_effect=first_none_then(operations.operation_replay)
+        idempotency, "operation_replay", side_effect=first_none_then(idempotency.operation_replay)
     ):
         twin = post_json(api, ACTION_PATHS["close"], body, HTTP_IDEMPOTENCY_KEY="twin")
     assert twin.status_code == 202, twin.content

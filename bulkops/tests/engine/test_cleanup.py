@@ -12,8 +12,8 @@ from django.utils import timezone
 from django_tasks import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
-from bulkops.actions.export import export_path
 from bulkops.engine import operations_cleanup
+from bulkops.exports.storage import export_path
 from bulkops.models import BulkOperation, BulkOperationItem
 from bulkops.tests.support.helpers import execute, run_worker
 

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from bulkops.actions.export import export_path
 from bulkops.engine import Selection, operation_create
+from bulkops.exports.storage import export_path
 from bulkops.models import Session
 from bulkops.tests.support.api import token_client
 from bulkops.tests.support.helpers import run_worker
