@@ -132,6 +132,14 @@ class BulkRequest:
         params = {**spec.params, **form.action_params()}
         return cls(modeladmin, request, queryset, spec, form, params)
 
+    def for_large(self) -> None:
+        """A selection past the cap runs as a large operation, which is never
+        all-or-nothing (one transaction over millions of rows): the page does not offer
+        it, and no ``atomic`` is sent."""
+        self.form.fields.pop("atomic", None)
+        self.form.param_specs.pop("atomic", None)
+        self.params.pop("atomic", None)
+
     def confirmed(self) -> bool:
         return bool(self.request.POST.get("post")) and self.form.is_valid()
 
@@ -204,6 +212,8 @@ def run_bulk_action(
     try:
         selection, count = changelist_selection(request, queryset, act)
         large = count > act.max_sessions
+        if large:
+            bulk.for_large()
         if bulk.confirmed():
             started, notices = confirm(lambda: bulk.start(selection, large=large))
             if started:

@@ -149,3 +149,14 @@ def test_ticked_rows_stay_ids_within_the_cap(ops):
     response = confirm(ops, "close_sessions", PAGE)
     op = BulkOperation.objects.get()
     assert response.status_code == 302 and not op.is_large and op.total == 2
+
+
+def test_the_large_confirmation_page_offers_no_all_or_nothing(ops):
+    """A large operation never runs in one transaction: the page has no "atomic" box, and
+    a Confirm starts a plain large operation."""
+    response = first_pass(ops, "close_sessions", PAGE, select_across=True)
+    assert response.context["large"] is True
+    assert "atomic" not in response.context["form"].fields
+    assert b'name="atomic"' not in response.content
+    small = first_pass(ops, "close_sessions", PAGE)
+    assert "atomic" in small.context["form"].fields
