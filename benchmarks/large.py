@@ -34,7 +34,13 @@ from bulkops.engine import (
     operation_validate,
 )
 from bulkops.exports.storage import export_path
-from bulkops.models import BulkOperation, BulkOperationItem, OperationSlice, Session
+from bulkops.models import (
+    BulkOperation,
+    BulkOperationItem,
+    OperationChunk,
+    OperationSlice,
+    Session,
+)
 
 LARGE_SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
 BENCH_USER = "large-bench"
@@ -61,8 +67,12 @@ def _relation_bytes(model) -> int:
         return int(cursor.fetchone()[0])
 
 
+#: Every table an operation's data is kept in (a large one's chunk rows included).
+STORED = (BulkOperation, BulkOperationItem, OperationChunk, OperationSlice)
+
+
 def _stored_bytes() -> int:
-    return sum(_relation_bytes(m) for m in (BulkOperation, BulkOperationItem, OperationSlice))
+    return sum(_relation_bytes(m) for m in STORED)
 
 
 def _timed(body: Callable[[], Any]) -> tuple[Any, float]:

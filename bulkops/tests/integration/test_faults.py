@@ -246,7 +246,9 @@ def test_postgres_restart_mid_chunk_the_same_worker_finishes_every_item_once(
     done_after = time.monotonic() - up_at
 
     assert worker.poll() is None, procs.log("worker")  # the same process, never restarted
-    assert "worker cannot reach the database" in full_log(procs, "worker")
+    # The same process carried on. Whether it logged "cannot reach the database" depends
+    # on when it asked for a connection: its pool checks each one as it hands it out and
+    # replaces those the restart broke, so a poll after the restart sees no error at all.
     assert (op["status"], op["processed"], op["succeeded"]) == ("completed", 10_000, 10_000), op
     assert (op["skipped"], op["failed"], op["attempts"]) == (0, 0, 2), op
     assert item_outcomes(db, op_id) == {"succeeded": 10_000}
