@@ -15,8 +15,10 @@ from bulkops.engine.inputs import (
     MAX_FAILURES,
     MAX_FAILURES_LIMIT,
     clean_max_failures,
+    clean_session_ids,
     filter_from_text,
     parse_moment,
+    session_ids_problem,
 )
 from bulkops.engine.large.counts import SAMPLES_PER_REASON
 from bulkops.engine.large.scope import LARGE_OPERATION_PERMISSION, may_run_large
@@ -36,11 +38,9 @@ from bulkops.engine.selection import (
     MAX_OWNER_LENGTH,
     Selection,
     SessionFilterSet,
-    clean_session_ids,
     owner_users,
     selection_queryset,
     selection_resolve,
-    session_ids_problem,
 )
 from bulkops.engine.undo import operation_undo, undo_deadline, undo_refusal, undone_by
 

@@ -21,9 +21,10 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from bulkops.models import SessionStatus
+from bulkops.models import SESSION_ID_REGEX, SessionStatus
 
 INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+SESSION_ID_RE = re.compile(SESSION_ID_REGEX)
 
 
 # --- dates ----------------------------------------------------------------------------------
@@ -244,3 +245,47 @@ def filter_from_text(pairs: list[str]) -> dict[str, Any]:
             raise ValidationError({f"filter.{key}": problem})
         result[key] = value
     return result
+
+
+# --- session id lists ------------------------------------------------------------------
+def _duplicates(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    duplicates: dict[str, None] = {}
+    for sid in ids:
+        if sid in seen:
+            duplicates[sid] = None
+        seen.add(sid)
+    return list(duplicates)
+
+
+def session_ids_problem(session_ids: Any, *, cap: int) -> str | None:
+    """What is wrong with ``session_ids`` in one sentence a person can act on, or None:
+    1…``cap`` distinct strings of the id format (``SESSION_ID_REGEX``)."""
+    if not isinstance(session_ids, list):
+        return "Must be a list of session id strings."
+    if not session_ids:
+        return "Select at least one session."
+    if len(session_ids) > cap:
+        return f"At most {cap} sessions per operation; got {len(session_ids)}."
+    positions = [i for i, sid in enumerate(session_ids) if not isinstance(sid, str)]
+    if positions:
+        return f"Every id must be a string; positions {positions[:10]} are not."
+    malformed = [sid for sid in session_ids if not SESSION_ID_RE.fullmatch(sid)]
+    if malformed:
+        shown = ", ".join(repr(sid[:70]) for sid in malformed[:5])
+        return (
+            f"Malformed session ids ({len(malformed)}): {shown}. An id is 1–64 letters, "
+            "digits, '_' or '-', starting with a letter or digit."
+        )
+    duplicates = _duplicates(session_ids)
+    if duplicates:
+        return f"Duplicate session ids: {', '.join(duplicates[:20])}."
+    return None
+
+
+def clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
+    """Return the ids as a list; raise ValidationError naming what is wrong."""
+    problem = session_ids_problem(session_ids, cap=cap)
+    if problem:
+        raise ValidationError({"session_ids": problem})
+    return list(session_ids)

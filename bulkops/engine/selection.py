@@ -2,7 +2,8 @@
 
 The one home of two rules every interface shares:
 
-- ``clean_session_ids`` — the one session-id list validator (the API's field calls it);
+- ``clean_session_ids`` (``engine.inputs``) — the one session-id list validator (the
+  API's field calls it);
 - ``SessionFilterSet`` — the one filter of sessions: the API's session list, filter
   selections (API, CLI) and the admin's "select all N matching" all go through it, so a
   filter means the same thing everywhere. What each key of a filter selection may hold
@@ -12,7 +13,6 @@ The one home of two rules every interface shares:
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +30,12 @@ from bulkops.engine.inputs import (
     MAX_OWNER_ID,
     MAX_OWNER_LENGTH,
     MAX_SEARCH_LENGTH,
+    clean_session_ids,
     parse_moment,
     unknown_filter_keys,
 )
 from bulkops.engine.large.scope import LargeSelection, large_refusal, may_run_large
 from bulkops.models import (
-    SESSION_ID_REGEX,
     BulkOperation,
     BulkOperationItem,
     ItemOutcome,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
     from bulkops.actions.base import BulkAction
 
-SESSION_ID_RE = re.compile(SESSION_ID_REGEX)
 BOOLEAN_CHOICES = (("true", "true"), ("false", "false"))
 
 
@@ -104,50 +103,6 @@ class Selection:
     session_ids: list[str] | None = None
     filter: dict[str, Any] | None = None
     items_of: ItemsOf | None = None
-
-
-# --- ids ------------------------------------------------------------------------------------
-def _duplicates(ids: list[str]) -> list[str]:
-    seen: set[str] = set()
-    duplicates: dict[str, None] = {}
-    for sid in ids:
-        if sid in seen:
-            duplicates[sid] = None
-        seen.add(sid)
-    return list(duplicates)
-
-
-def session_ids_problem(session_ids: Any, *, cap: int) -> str | None:
-    """What is wrong with ``session_ids`` in one sentence a person can act on, or None:
-    1…``cap`` distinct strings of the id format (``SESSION_ID_REGEX``)."""
-    if not isinstance(session_ids, list):
-        return "Must be a list of session id strings."
-    if not session_ids:
-        return "Select at least one session."
-    if len(session_ids) > cap:
-        return f"At most {cap} sessions per operation; got {len(session_ids)}."
-    positions = [i for i, sid in enumerate(session_ids) if not isinstance(sid, str)]
-    if positions:
-        return f"Every id must be a string; positions {positions[:10]} are not."
-    malformed = [sid for sid in session_ids if not SESSION_ID_RE.fullmatch(sid)]
-    if malformed:
-        shown = ", ".join(repr(sid[:70]) for sid in malformed[:5])
-        return (
-            f"Malformed session ids ({len(malformed)}): {shown}. An id is 1–64 letters, "
-            "digits, '_' or '-', starting with a letter or digit."
-        )
-    duplicates = _duplicates(session_ids)
-    if duplicates:
-        return f"Duplicate session ids: {', '.join(duplicates[:20])}."
-    return None
-
-
-def clean_session_ids(session_ids: Any, *, cap: int) -> list[str]:
-    """Return the ids as a list; raise ValidationError naming what is wrong."""
-    problem = session_ids_problem(session_ids, cap=cap)
-    if problem:
-        raise ValidationError({"session_ids": problem})
-    return list(session_ids)
 
 
 # --- dates ----------------------------------------------------------------------------------
