@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from bulkops.actions.base import BulkAction
 from bulkops.actions.sql import is_postgresql
-from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, run_chunk
+from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, rate_key, run_chunk
 from bulkops.engine.outcomes import record_atomic_rollback, record_counters, record_items
 from bulkops.engine.stopping import STOP_FIELDS, Stop, stop_reason
 from bulkops.models import BulkOperation, Session
@@ -71,7 +71,7 @@ def execute_atomic(
     between chunks, its items all pending again for ``conclude`` (or the next worker)."""
     failures: dict[str, list[str]] = defaultdict(list)
     counts = {"succeeded": 0, "skipped": 0, "failed": 0}
-    sizer = ChunkSizer()
+    sizer = ChunkSizer(key=rate_key(act))
     after = ""
     try:
         with transaction.atomic():

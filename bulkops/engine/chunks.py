@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from django.db import OperationalError, connection, transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from bulkops.actions.base import BulkAction
 from bulkops.actions.sql import AnyOf, is_postgresql
@@ -39,6 +40,30 @@ FIRST_CHUNK = 20
 #: A chunk takes at most this many times the items of the one before: a rate measured
 #: on a few cheap items (all not found, say) must not size a chunk of costly ones.
 MAX_GROWTH = 4
+#: The fewest items a chunk must have done for its rate to be remembered: a smaller
+#: chunk's rate is mostly its fixed costs (an inline run's is), which would make the
+#: next run start smaller than it need.
+REMEMBER_MIN_ITEMS = 100
+
+#: Items per second the last sizeable chunk of each steady-cost action ran at in this
+#: process (``rate_key``): a worker runs many operations, and the next one of the same
+#: action starts at the size that fits the target instead of growing to it again.
+_remembered_rates: dict[str, float] = {}
+
+
+def rate_key(act: BulkAction) -> str | None:
+    """The name a run of ``act`` remembers its rate under, when one item costs about
+    the same whatever the session holds: an action that runs as one SQL ``UPDATE``
+    (``sql_apply``: close, soft delete, restore). None otherwise (an archive copies
+    each session's content, a hard delete removes what hangs off it): such a run
+    always starts at ``FIRST_CHUNK``, since an earlier run's sessions may have been
+    far cheaper than this one's."""
+    return act.action_type if act.sql_apply(now=timezone.now()) is not None else None
+
+
+def forget_rates() -> None:
+    """Forget every remembered rate (tests start from the same first chunk)."""
+    _remembered_rates.clear()
 
 
 class ChunkSizer:
@@ -48,14 +73,21 @@ class ChunkSizer:
     ``FIRST_CHUNK``, none more than ``BULKOPS_CHUNK_SIZE``. So progress moves, and a
     pause or cancel is seen, about once per target duration whatever an item costs.
     With ``BULKOPS_CHUNK_SECONDS`` 0 every chunk takes ``BULKOPS_CHUNK_SIZE`` items.
-    ``maximum``: a lower bound than ``BULKOPS_CHUNK_SIZE`` (a throttled run's)."""
+    ``maximum``: a lower bound than ``BULKOPS_CHUNK_SIZE`` (a throttled run's).
+    ``key`` (``rate_key``): the first chunk fits the target at the rate this process
+    last measured under that key (never fewer than ``FIRST_CHUNK`` items), and the
+    run's sizeable chunks update it."""
 
-    def __init__(self, *, maximum: int | None = None) -> None:
+    def __init__(self, *, maximum: int | None = None, key: str | None = None) -> None:
         largest = int(bulkops_settings.CHUNK_SIZE)
         self.maximum = max(1, min(largest, maximum) if maximum else largest)
         self.target = float(bulkops_settings.CHUNK_SECONDS)
-        self.size = min(FIRST_CHUNK, self.maximum) if self.target > 0 else self.maximum
-        self._last_rate: float | None = None
+        self.key = key
+        self._last_rate = _remembered_rates.get(key) if key else None
+        first = FIRST_CHUNK
+        if self._last_rate is not None:
+            first = max(FIRST_CHUNK, int(self._last_rate * self.target))
+        self.size = min(first, self.maximum) if self.target > 0 else self.maximum
 
     def measured(self, *, items: int, seconds: float) -> None:
         """The last chunk did ``items`` in ``seconds`` (from its start to its events).
@@ -64,6 +96,8 @@ class ChunkSizer:
         if self.target <= 0 or items <= 0:
             return
         rate = items / max(seconds, 1e-6)
+        if self.key and items >= REMEMBER_MIN_ITEMS:
+            _remembered_rates[self.key] = rate
         slower = rate if self._last_rate is None else min(rate, self._last_rate)
         self._last_rate = rate
         fitting = int(slower * self.target)

@@ -28,7 +28,7 @@ from bulkops.actions import get_action, reasons
 from bulkops.actions.base import BulkAction
 from bulkops.conf import bulkops_settings
 from bulkops.engine.atomic import execute_atomic
-from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, run_chunk
+from bulkops.engine.chunks import ChunkSizer, in_chunk_transaction, rate_key, run_chunk
 from bulkops.engine.eligibility import Partition
 from bulkops.engine.large.pacing import BackOff, Throttle
 from bulkops.engine.large.run import large_restart
@@ -208,6 +208,7 @@ def _execute_chunks(
     throttle: Throttle | None = None,
     backoff: BackOff | None = None,
     lock: bool = True,
+    key: str | None = None,
 ) -> Stop | None:
     """Chunks of ``step`` past ``after`` until none is left or a stop is asked for,
     each sized to last about ``BULKOPS_CHUNK_SECONDS``. After the last chunk (one that
@@ -216,8 +217,8 @@ def _execute_chunks(
     operation costs no read between its chunk and its end. ``throttle``: chunks no
     larger than its rate allows, and its wait after each (outside the transaction).
     ``backoff``: a wait and smaller chunks after a chunk that slowed down sharply or met
-    locked rows."""
-    sizer = ChunkSizer(maximum=throttle.max_chunk if throttle else None)
+    locked rows. ``key``: the rate the first chunk is sized from (``chunks.rate_key``)."""
+    sizer = ChunkSizer(maximum=throttle.max_chunk if throttle else None, key=key)
     while True:
         started = time.monotonic()
         size = backoff.size(sizer.size) if backoff is not None else sizer.size
@@ -257,11 +258,13 @@ def _execute_large(
     ended), False when another one does, ``Stop.SHUTDOWN`` when it was left to resume."""
     worker = worker_token()
     publisher = Publisher(op, act)
+    # Slices write one chunk row, not an item per session: a rate of their own.
+    key = f"{rate_key(act)}:large" if rate_key(act) else None
 
     def run_chunks(chunks, *, after: str, throttle: Throttle, backoff: BackOff) -> Stop | None:
         return _execute_chunks(
             op, publisher, should_stop, chunks, after=after, throttle=throttle, backoff=backoff,
-            lock=False,
+            lock=False, key=key,
         )  # fmt: skip
 
     stop = execute_large(op, act, scope, worker=worker, run_chunks=run_chunks)
@@ -323,7 +326,9 @@ def operation_execute(
                 stop = execute_atomic(op, act, scope, should_stop)
             else:
                 steps = _PendingItems(op, act, scope)
-                stop = _execute_chunks(op, Publisher(op, act), should_stop, steps)
+                stop = _execute_chunks(
+                    op, Publisher(op, act), should_stop, steps, key=rate_key(act)
+                )
             if stop is Stop.SHUTDOWN:
                 logger.info("operation %s left to resume after worker shutdown", op.pk)
                 return op

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
 
+from bulkops.engine.chunks import forget_rates
 from bulkops.models import Session, SessionExport, SessionStatus
 
 #: The service markers' rule: a postgres/redis/browser test this pass has the service for
@@ -23,6 +24,8 @@ def _isolated_exports_and_counters(tmp_path, settings):
     # or act on it while it is pending. The inline run of small operations (the
     # default, 20) has tests of its own (engine/test_inline.py), which turn it on.
     settings.BULKOPS_INLINE_MAX_SESSIONS = 0
+    # Every run starts from the same first chunk, whatever ran in this process before.
+    forget_rates()
     _clear_cache()
     yield
     _clear_cache()

@@ -13,8 +13,15 @@ import random
 
 import pytest
 
+from bulkops.actions.registry import get_action
 from bulkops.engine import Selection, executor, operation_create, operation_execute
-from bulkops.engine.chunks import FIRST_CHUNK, MAX_GROWTH, ChunkSizer
+from bulkops.engine.chunks import (
+    FIRST_CHUNK,
+    MAX_GROWTH,
+    REMEMBER_MIN_ITEMS,
+    ChunkSizer,
+    rate_key,
+)
 from bulkops.engine.pausing import operation_pause, operation_resume
 from bulkops.models import BulkOperation, Session
 from bulkops.tests.support.helpers import assert_counters_add_up, run_worker
@@ -68,6 +75,77 @@ def test_a_chunk_size_below_the_first_chunk_caps_the_first_chunk(settings):
     settings.BULKOPS_CHUNK_SECONDS = 0.25
     settings.BULKOPS_CHUNK_SIZE = 10
     assert ChunkSizer().size == 10
+
+
+# --- the rate a process remembers ------------------------------------------------------------
+def test_a_sizeable_chunk_s_rate_sizes_the_first_chunk_of_the_next_run_under_its_key(settings):
+    settings.BULKOPS_CHUNK_SECONDS = 0.25
+    settings.BULKOPS_CHUNK_SIZE = 5000
+    first_run = ChunkSizer(key="close")
+    assert first_run.size == FIRST_CHUNK
+    first_run.measured(items=REMEMBER_MIN_ITEMS, seconds=REMEMBER_MIN_ITEMS / 8000)  # 8,000/s
+
+    assert ChunkSizer(key="close").size == 2000  # 8,000/s × 0.25 s
+    assert ChunkSizer(key="close", maximum=500).size == 500  # a throttle's bound still holds
+    assert ChunkSizer(key="restore").size == ChunkSizer().size == FIRST_CHUNK  # other keys
+
+
+def test_a_small_chunk_s_rate_is_not_remembered_and_a_slow_one_is_never_below_the_first(settings):
+    settings.BULKOPS_CHUNK_SECONDS = 0.25
+    ChunkSizer(key="close").measured(items=REMEMBER_MIN_ITEMS - 1, seconds=0.0001)
+    assert ChunkSizer(key="close").size == FIRST_CHUNK  # mostly fixed costs: not a rate
+    ChunkSizer(key="close").measured(items=REMEMBER_MIN_ITEMS, seconds=10.0)  # 10/s
+    assert ChunkSizer(key="close").size == FIRST_CHUNK
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "remembered"),
+    [
+        ("close", {}, True),
+        ("restore", {}, True),
+        ("delete", {"soft_delete": True}, True),
+        ("delete", {"soft_delete": True, "cascade_exports": True}, False),
+        ("delete", {"soft_delete": False}, False),
+        ("archive", {}, False),
+        ("export", {"format": "csv"}, False),
+    ],
+)
+def test_only_actions_whose_items_cost_the_same_whatever_the_session_holds_remember_a_rate(
+    owner, action, params, remembered
+):
+    act = get_action(action)(user=owner, params=params)
+    assert (rate_key(act) is not None) is remembered
+
+
+@pytest.mark.django_db
+def test_a_worker_s_second_close_starts_at_the_size_its_first_one_grew_to(
+    owner, make_session, monkeypatch
+):
+    # BULKOPS_CHUNK_SIZE and BULKOPS_CHUNK_SECONDS as shipped.
+    original = executor.record
+
+    def chunk_sizes(count: int, prefix: str) -> list[int]:
+        ids = [make_session(owner, id=f"{prefix}-{i:04d}").pk for i in range(count)]
+        op = operation_create(
+            user=owner, action="close", selection=Selection(session_ids=ids)
+        ).operation
+        sizes: list[int] = []
+
+        def record(op, part, now):
+            sizes.append(part.processed)
+            original(op, part, now)
+
+        monkeypatch.setattr(executor, "record", record)
+        operation_execute(operation_id=op.pk)
+        op.refresh_from_db()
+        assert (op.status, op.succeeded) == ("completed", count)
+        return sizes
+
+    first = chunk_sizes(1000, "a")
+    second = chunk_sizes(1000, "b")
+    assert first[0] == FIRST_CHUNK and sum(first) == sum(second) == 1000
+    assert second[0] > FIRST_CHUNK and len(second) < len(first)
+    assert Session.objects.filter(status="closed").count() == 2000
 
 
 # --- on the defaults ---------------------------------------------------------------------------
