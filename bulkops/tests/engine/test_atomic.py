@@ -122,6 +122,10 @@ def test_cancel_of_a_running_atomic_operation_rolls_everything_back(
         _no_waiting()
         answered = operation_cancel(operation=op)  # not blocked by the running transaction
         assert (answered.status, answered.cancel_requested) == ("running", True)
+        again = operation_cancel(operation=op)  # nor is a second cancel
+        assert (again.status, again.cancel_requested) == ("running", True)
+        with pytest.raises(OperationConflict, match="being cancelled"):
+            operation_pause(operation=op)  # nor a pause: refused at once
         run.go_on()
 
     op.refresh_from_db()

@@ -284,3 +284,40 @@ def test_the_admin_report_refuses_what_the_api_refuses(deployed, query):
         status, _, _ = get(deployed, f"/admin/bulkops/bulkoperation/{op}/report/?{good}",
                            who="root", admin=True)  # fmt: skip
         assert status == 200, good
+
+
+def admin_get(deployed, path: str, cookie: str = "") -> http.client.HTTPResponse:
+    """root's GET of an admin page (its body read into ``.text``), redirects not followed."""
+    parsed = urlparse(deployed["base"])
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    try:
+        cookies = f"sessionid={deployed['root']['cookie']}; {cookie}"
+        conn.request("GET", path, headers={"Cookie": cookies})
+        response = conn.getresponse()
+        response.text = response.read().decode()
+        return response
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("parameter", ["owner__id__exact", "owner"])
+def test_an_admin_owner_filter_of_4400_digits_lists_nothing_and_says_why(deployed, parameter):
+    changelist, row = "/admin/bulkops/session/", 'name="_selected_action" value="'
+    assert f"{row}r-0" in admin_get(deployed, changelist).text  # root sees every row
+    response = admin_get(deployed, f"{changelist}?{parameter}={HUGE}")
+    assert response.status == 200, response.text[-3000:]
+    assert "The owner filter takes a user id or a username" in response.text
+    assert row not in response.text  # never widened to everyone's rows
+
+
+@pytest.mark.parametrize("model", ["session", "bulkoperation"])
+def test_an_admin_date_hierarchy_past_year_9998_is_a_message_not_a_500(deployed, model):
+    changelist = f"/admin/bulkops/{model}/"
+    response = admin_get(deployed, f"{changelist}?created_at__year=9999&created_at__month=12")
+    assert response.status == 302, response.text[-3000:]
+    assert response.getheader("Location") == f"{changelist}?e=1"
+    messages = next(c.split(";")[0] for c in response.headers.get_all("Set-Cookie")
+                    if c.startswith("messages="))  # fmt: skip
+    shown = admin_get(deployed, f"{changelist}?e=1", cookie=messages)
+    assert shown.status == 200
+    assert "The date in the address is not a period that can be listed" in shown.text
