@@ -51,6 +51,7 @@ from bulkops.tests.support.docs import (
     Block,
     blocks,
     commands_outside_runnable_blocks,
+    headings_and_links,
 )
 from bulkops.tests.support.helpers import free_port
 from bulkops.tests.support.processes import MANAGE, ROOT, Processes, wait_until
@@ -103,6 +104,26 @@ def test_readme_still_opens_with_the_run_and_test_lines():
         "python3 -m venv .venv && .venv/bin/pip install -q -r requirements-dev.txt "
         "&& .venv/bin/python -m pytest"
     )
+
+
+def test_readme_is_a_short_front_page_whose_links_all_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    pages = sorted(f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md"))
+    _, readme_links = headings_and_links(ROOT, "README.md")
+    assert {page for page in pages if page not in readme_links} == set(), "not linked"
+    dead = []
+    for page in ["README.md", *pages]:
+        for target in headings_and_links(ROOT, page)[1]:
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = str((Path(page).parent / path) if path else Path(page))
+            if not (ROOT / linked).exists():
+                dead.append(f"{page}: {target} (no such file)")
+            elif anchor and anchor not in headings_and_links(ROOT, linked)[0]:
+                dead.append(f"{page}: {target} (no such heading)")
+    assert dead == []
 
 
 def test_markers_announce_statuses_and_a_fence_left_open_is_an_error(tmp_path):
