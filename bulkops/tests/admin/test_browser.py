@@ -228,6 +228,7 @@ def confirm_archive_of_eight(page) -> None:
 
 
 GREEN = "rgb(46, 133, 64)"  # #2e8540, the completed colour
+HAIRLINE = "rgb(232, 232, 232)"  # the admin's --hairline-color: a quiet card's edge
 
 
 def watch_archive_run_live(page, env) -> None:
@@ -258,6 +259,12 @@ def watch_archive_run_live(page, env) -> None:
     for element in (".bulkops-bar-fill", '[data-field="status"]'):
         colour = page.eval_on_selector(element, "e => getComputedStyle(e).backgroundColor")
         assert colour == GREEN, (element, colour)
+    # A count of zero has no accent: no red edge on "0 failed" (5 succeeded keep green).
+    accents = page.eval_on_selector_all(
+        ".bulkops-stats > div[class*=bulkops-stat-]",
+        "cards => cards.map(c => getComputedStyle(c).borderLeftColor)",
+    )
+    assert accents == [GREEN, HAIRLINE, HAIRLINE, HAIRLINE], accents
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
     shot(page, "admin-progress.png")
     page.emulate_media(color_scheme="dark")

@@ -24,6 +24,9 @@ The conventions a block is written to (``bulkops/tests/support/docs.py`` parses 
   409 -->`` — it may happen (pause or cancel racing a fast operation). Any other 4xx or
   5xx, and any refused WebSocket handshake, fails the test. ``<!-- not run: why -->``
   keeps a shell or Python block from running, and says why.
+- The sessions an example acts on are the demo data's (``demo-000000`` …): an id it
+  does not have is no 4xx — the operation is accepted and the item fails ``not_found``
+  — so a block whose operations record a ``not_found`` item fails the test too.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import os
 import re
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -47,6 +51,7 @@ from bulkops.tests.support.docs import (
     Block,
     blocks,
     commands_outside_runnable_blocks,
+    headings_and_links,
 )
 from bulkops.tests.support.helpers import free_port
 from bulkops.tests.support.processes import MANAGE, ROOT, Processes, wait_until
@@ -54,6 +59,7 @@ from bulkops.tests.support.processes import MANAGE, ROOT, Processes, wait_until
 PAGES = ("README.md", "docs/api.md", "docs/websocket.md", "docs/cli.md")
 BLOCK_TIMEOUT = 90  # seconds; the slowest block takes a few (manage.py starting Django)
 DOCS_ADDRESS = "127.0.0.1:8000"
+BARE_PYTHON = re.compile(r"(?<![\w/.-])python3?(?=\s)(?! -m venv)")
 LOG_LINE = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}|-) ')
 
 
@@ -79,6 +85,16 @@ def test_the_docs_pages_close_every_fence_and_mark_their_examples_well():
         or (block.not_run and block.lang not in SHELL | PYTHON)
     ]
     assert misplaced == [], "status markers belong on blocks that run, `not run` on code"
+    # A bare `python` is the system's, without Django, in a newcomer's terminal (README's
+    # commands never activate the virtual environment); the test's PATH may say otherwise.
+    bare = [
+        f"{block.where}: {line.strip()}"
+        for block in found
+        if block.lang in SHELL
+        for line in block.code.splitlines()
+        if BARE_PYTHON.search(line)
+    ]
+    assert bare == [], "run the virtual environment's interpreter: .venv/bin/python"
 
 
 def test_readme_still_opens_with_the_run_and_test_lines():
@@ -88,6 +104,26 @@ def test_readme_still_opens_with_the_run_and_test_lines():
         "python3 -m venv .venv && .venv/bin/pip install -q -r requirements-dev.txt "
         "&& .venv/bin/python -m pytest"
     )
+
+
+def test_readme_is_a_short_front_page_whose_links_all_lead_somewhere():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    pages = sorted(f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md"))
+    _, readme_links = headings_and_links(ROOT, "README.md")
+    assert {page for page in pages if page not in readme_links} == set(), "not linked"
+    dead = []
+    for page in ["README.md", *pages]:
+        for target in headings_and_links(ROOT, page)[1]:
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = str((Path(page).parent / path) if path else Path(page))
+            if not (ROOT / linked).exists():
+                dead.append(f"{page}: {target} (no such file)")
+            elif anchor and anchor not in headings_and_links(ROOT, linked)[0]:
+                dead.append(f"{page}: {target} (no such heading)")
+    assert dead == []
 
 
 def test_markers_announce_statuses_and_a_fence_left_open_is_an_error(tmp_path):
@@ -122,6 +158,7 @@ class Newcomer:
         self.names: set[str] = set()
         self.log_offset = 0
         self.marks = 0
+        self.items_seen = 0
 
     def adapt(self, code: str) -> str:
         port = self.base.rsplit(":", 1)[1]
@@ -175,6 +212,20 @@ class Newcomer:
         found = [(m["request"], m["status"]) for m in LOG_LINE.finditer(fresh)]
         return [(request, status) for request, status in found if mark not in request]
 
+    def ids_not_found_since_last_call(self) -> list[str]:
+        """The session ids of the items recorded ``not_found`` since the previous call:
+        ids an example named that the demo data does not have (or not for its user)."""
+        conn = sqlite3.connect(self.tmp / "db.sqlite3", timeout=30)
+        try:
+            rows = conn.execute(
+                "SELECT id, session_id, reason FROM bulkops_bulkoperationitem WHERE id > ?",
+                (self.items_seen,),
+            ).fetchall()
+        finally:
+            conn.close()
+        self.items_seen = max([self.items_seen, *(pk for pk, _, _ in rows)])
+        return [session_id for _, session_id, reason in rows if reason == "not_found"]
+
 
 def unannounced(block: Block, requests: list[tuple[str, str]]) -> list[str]:
     """What the block's requests, (request line, status) from the log, did that its
@@ -223,6 +274,8 @@ def test_every_example_runs_as_written_against_serve(newcomer):
         started = time.monotonic()
         status, output = newcomer.run(block)
         problems = unannounced(block, newcomer.requests_since_last_mark())
+        if missing := newcomer.ids_not_found_since_last_call():
+            problems.append(f"sessions the demo data does not have: {', '.join(missing)}")
         if status is None:
             problems.append(f"still running after {BLOCK_TIMEOUT} s (killed)")
         elif status != 0:

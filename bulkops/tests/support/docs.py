@@ -111,3 +111,22 @@ def commands_outside_runnable_blocks(block: Block) -> list[str]:
     if block.lang in SHELL | PYTHON:
         return []
     return [line for line in block.code.splitlines() if COMMAND.match(line)]
+
+
+#: A Markdown link: ``[text](target)``.
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+
+
+def headings_and_links(root: Path, page: str) -> tuple[set[str], list[str]]:
+    """The anchors of ``page``'s headings (as GitHub makes them: lower case, punctuation
+    dropped, spaces as hyphens) and the targets of its links, code blocks left out."""
+    anchors, links, in_code = set(), [], False
+    for line in (root / page).read_text().splitlines():
+        if FENCE.match(line):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            heading = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", heading).replace(" ", "-"))
+        elif not in_code:
+            links += [m["target"] for m in LINK.finditer(line)]
+    return anchors, links
