@@ -170,6 +170,13 @@ RESTORE = (
 )
 
 
+def foreign_sessions() -> bool:
+    """Whether the table holds sessions of users other than the seed's owners (and the
+    bystander): ``restore`` knows only the seed's shape."""
+    others = get_user_model().objects.exclude(username__startswith=OWNER_PREFIX)
+    return Session.objects.filter(owner__in=others.exclude(username=BYSTANDER_USER)).exists()
+
+
 def restore() -> int:
     """Put back what the bench's close and archive (and the archive's contents) changed in
     the seed; return how many rows were put back. Safe to run again."""

@@ -42,6 +42,7 @@ from benchmarks.large.table import (
     bystander_create,
     bystander_remove,
     ensure_table,
+    foreign_sessions,
     prepare_archive,
     raw_update,
     restore,
@@ -157,6 +158,12 @@ class LargeWorkersBench:
 
         load_start = load_average()
         seeded = ensure_table(self.size, self.progress)
+        if foreign_sessions():
+            raise RuntimeError(
+                "--large-workers changes the seed and puts it back: it needs a database of "
+                "its own, holding only the seed's sessions (this one has other users' too)."
+            )
+        self._restore()  # what a killed run may have left
         token = Token.objects.get_or_create(user=bench_user())[0].key
         self.archive_selection = archive_filter()
         workdir = Path(tempfile.mkdtemp(prefix="bulkops-large-"))

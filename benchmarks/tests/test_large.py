@@ -136,6 +136,20 @@ def test_with_worker_processes_an_interrupt_stops_everything_and_puts_the_table_
     assert not get_user_model().objects.filter(username=BYSTANDER_USER).exists()
 
 
+@pytest.mark.postgres
+@pytest.mark.skipif(not using_postgres(), reason="large operations need PostgreSQL")
+def test_with_worker_processes_a_table_with_other_sessions_is_refused(
+    fleet_bench, owner, make_session
+):
+    """It puts back only what it knows the seed's shape of."""
+    session = make_session(owner)
+    with pytest.raises(RuntimeError, match="database of its own"):
+        fleet_bench.run()
+    assert fleet_bench.fleet is None  # nothing started
+    assert Session.objects.get(pk=session.pk).status == "active"
+    assert not get_user_model().objects.filter(username=BYSTANDER_USER).exists()
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
