@@ -5,7 +5,8 @@ workers, give them a database of their own, and always tear everything down.
   PostgreSQL database created for them and dropped afterwards; ``query`` reads it
   directly (SQL written with ``%s`` placeholders, on both).
 * :func:`process_env` — their environment: this one without its database, Redis and
-  benchmark settings, plus theirs (``production=True``: ``DEBUG=0`` on plain HTTP).
+  benchmark settings, plus theirs (``production=True``: ``DEBUG=0`` on plain HTTP,
+  :func:`production_env`).
 * :class:`Processes` — starts ``manage.py`` commands, ``serve`` and daphne servers and
   ``db_worker`` processes with one environment, each in a process group of its own with
   a log file; ``stop_all`` ends every one of them (and their children) whatever
@@ -190,18 +191,24 @@ def process_env(
     if redis_prefix:
         env.update(REDIS_URL=redis_url(), REDIS_PREFIX=redis_prefix)
     if production:
-        env.update(
-            DEBUG="0",
-            SECRET_KEY=secrets.token_urlsafe(40),
-            ALLOWED_HOSTS="127.0.0.1,localhost",
-            SECURE_SSL_REDIRECT="0",
-            SESSION_COOKIE_SECURE="0",
-            CSRF_COOKIE_SECURE="0",
-            SECURE_HSTS_SECONDS="0",
-            STATIC_ROOT=str(workdir / "static"),
-        )
+        env.update(production_env(workdir))
     env.update(extra)
     return env
+
+
+def production_env(workdir: Path) -> dict[str, str]:
+    """The production settings on plain HTTP: ``DEBUG=0``, a fresh secret, static files
+    in ``workdir`` (docs/production.md)."""
+    return {
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "SESSION_COOKIE_SECURE": "0",
+        "CSRF_COOKIE_SECURE": "0",
+        "SECURE_HSTS_SECONDS": "0",
+        "STATIC_ROOT": str(workdir / "static"),
+    }
 
 
 def current_env(**extra: str) -> dict[str, str]:
@@ -209,6 +216,16 @@ def current_env(**extra: str) -> dict[str, str]:
     the benchmark's settings: for servers and workers on the bench's own database."""
     env = {k: v for k, v in os.environ.items() if k != "BULKOPS_BENCHMARKS"}
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def sigterm_as_interrupt():
+    """From now on SIGTERM unwinds like Ctrl-C (``KeyboardInterrupt``), so a bench that is
+    told to stop still ends its processes; return the handler it replaced."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 # --- the subprocesses ----------------------------------------------------------------------------

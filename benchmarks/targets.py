@@ -153,3 +153,32 @@ def target_lines(targets: list[dict[str, Any]]) -> str:
         shown = "—" if value is None else (f"{value:,.3g}" if value < 100 else f"{value:,.0f}")
         out += f"  [{mark:>6}] {t['target']}: {shown} (goal {t['goal']})\n"
     return out
+
+
+def _at_most(name: str, goal: str, value: float | None, ceiling: float) -> dict[str, Any]:
+    return _target(name, goal, value, None if value is None else value <= ceiling)
+
+
+def large_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Large operations with worker processes (set at 1 M sessions and 2 workers): close
+    ≥ 0.7× one raw ``UPDATE``, archive of 2 KB sessions ≥ 15,000/s, the bystander's list
+    p99 ≤ 250 ms while each runs, every create ≤ 300 ms, validate ≤ 2 s and ≤ 50 KB,
+    export ≥ 100,000 rows/s."""
+    close, archive = data["close"], data["archive"]
+    targets = [_at_least("close vs raw UPDATE (run)", ">= 0.7x", data["close_vs_raw"], 0.7)]
+    targets.append(
+        _at_least("archive (2 KB), run", ">= 15,000/s", archive["sessions_per_second"], 15_000)
+    )
+    for name, run in (("close", close), ("archive", archive)):
+        p99 = run["bystander"]["p99_ms"]
+        targets.append(_at_most(f"bystander's list p99 during the {name}", "<= 250 ms", p99, 250))
+    for name, run in (("close, no token", close), ("archive, with token", archive)):
+        ms = run["create_seconds"] * 1000
+        targets.append(_at_most(f"create POST ({name})", "<= 300 ms", ms, 300))
+    for name, validate in (("close", data["validate"]), ("archive", archive["validate"])):
+        targets.append(_at_most(f"validate {name}: time", "<= 2 s", validate["seconds"], 2))
+        kb = validate["bytes"] / 1000
+        targets.append(_at_most(f"validate {name}: answer", "<= 50 KB", kb, 50))
+    rate = data["export"]["sessions_per_second"]
+    targets.append(_at_least("export CSV gzip, run", ">= 100,000 rows/s", rate, 100_000))
+    return targets

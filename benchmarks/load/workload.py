@@ -31,6 +31,7 @@ from benchmarks.load.report import (
     operations_in,
 )
 from benchmarks.load.world import LoadOptions, LoadWorld
+from benchmarks.processes import sigterm_as_interrupt
 
 DRAIN_TIMEOUT = 180.0  # operations to finish after the traffic stops
 EVENT_GRACE = 30.0  # final events to arrive after the last operation finished
@@ -56,7 +57,7 @@ class LoadBench:
         before = load_average()
         workdir = Path(tempfile.mkdtemp(prefix="bulkops-load-"))
         world = LoadWorld(self.options, workdir)
-        previous = _sigterm_as_interrupt()
+        previous = sigterm_as_interrupt()
         try:
             self.progress("setting up: database, migrate, collectstatic, seed, processes")
             started = time.monotonic()
@@ -66,7 +67,7 @@ class LoadBench:
                 f"traffic: {self.options.clients} clients for {self.options.duration:g} s"
             )
             asyncio.run(self._traffic(world, users))
-            _sigterm_as_interrupt()  # asyncio restored the default on leaving
+            sigterm_as_interrupt()  # asyncio restored the default on leaving
             if self.stopped.is_set():
                 raise KeyboardInterrupt
             return build_load_report(self, world, users, before)
@@ -150,12 +151,3 @@ class LoadBench:
 def _user(data: dict[str, Any], options: LoadOptions) -> User:
     ids = [f"{data['prefix']}{i:04d}" for i in range(options.sessions_per_user)]
     return User(user_id=data["user_id"], token=data["token"], session_ids=ids)
-
-
-def _sigterm_as_interrupt():
-    """While the bench runs, SIGTERM unwinds like Ctrl-C (so the processes are ended)."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    return signal.signal(signal.SIGTERM, interrupt)

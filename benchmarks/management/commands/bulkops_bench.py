@@ -7,8 +7,15 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from benchmarks.large import LARGE_SIZES, LargeBench, render_large
+from benchmarks.large import (
+    LARGE_SIZES,
+    LargeBench,
+    LargeWorkersBench,
+    render_large,
+    render_large_workers,
+)
 from benchmarks.load import LoadBench, LoadOptions, render_load
+from benchmarks.processes import ProcessError
 from benchmarks.report import machine_facts, render_table
 from benchmarks.runner import Bench
 from benchmarks.scenarios import DEFAULT_BATCH_SIZES, SCENARIOS, Options
@@ -17,6 +24,7 @@ from benchmarks.statistics import DEFAULT_HISTORY, STATISTICS
 from benchmarks.tablesize import TABLE_SIZES, TableSizeBench, render_table_size
 
 BAR_WIDTH = 30
+MAX_LARGE_WORKERS = 8
 
 
 def _csv_ints(value: str) -> tuple[int, ...]:
@@ -96,12 +104,21 @@ class Command(BaseCommand):
         parser.add_argument("--keep", action="store_true", help="Keep the owner and its rows.")
 
     def add_large_arguments(self, parser):
-        parser.add_argument(
+        group = parser.add_argument_group("large operations (--large)")
+        group.add_argument(
             "--large",
             choices=list(LARGE_SIZES),
             help="Instead of the actions: seed this PostgreSQL database to that many sessions "
             "(once; kept) and time one large close (validate, create, run, raw UPDATE, stored "
             "data, undo) and a large export, in this process. Use a database of your own.",
+        )
+        group.add_argument(
+            "--large-workers",
+            type=int,
+            default=0,
+            help=f"With --large: instead, start daphne and N db_worker processes (1–"
+            f"{MAX_LARGE_WORKERS}) and time over HTTP a close, an archive of 2 KB sessions "
+            "(each with another user's list latency while it runs) and an export.",
         )
 
     def add_table_size_arguments(self, parser):
@@ -188,6 +205,8 @@ class Command(BaseCommand):
         if opts.get("large"):
             self.large(opts)
             return
+        if opts.get("large_workers"):
+            raise CommandError("--large-workers goes with --large 100k|1m|10m.")
         if opts.get("table_size"):
             self.table_size(opts)
             return
@@ -222,14 +241,28 @@ class Command(BaseCommand):
         self.write_report(render_table(data), data, opts["json_path"])
 
     def large(self, opts) -> None:
-        bench = LargeBench(
-            size=LARGE_SIZES[opts["large"]], progress=lambda message: self.stderr.write(message)
+        size, workers = LARGE_SIZES[opts["large"]], opts.get("large_workers") or 0
+        if not 0 <= workers <= MAX_LARGE_WORKERS:
+            raise CommandError(f"--large-workers: 1–{MAX_LARGE_WORKERS} (0: in this process).")
+        progress = self.stderr.write
+        render = render_large_workers if workers else render_large
+        bench = (
+            LargeWorkersBench(size=size, workers=workers, progress=progress)
+            if workers
+            else LargeBench(size=size, progress=progress)
         )
         try:
             data = bench.run()
-        except RuntimeError as exc:
+        except KeyboardInterrupt:
+            if not workers:
+                raise
+            raise CommandError(
+                "Interrupted: its operations were cancelled, its processes stopped and the "
+                "table put back as seeded."
+            ) from None
+        except (RuntimeError, ProcessError) as exc:
             raise CommandError(str(exc)) from None
-        self.write_report(render_large(data), data, opts.get("json_path"))
+        self.write_report(render(data), data, opts.get("json_path"))
 
     def table_size(self, opts) -> None:
         bench = TableSizeBench(

@@ -1,31 +1,31 @@
-"""``bulkops_bench --large 1m``: one large operation's figures (validate, create, run,
-undo, export, storage) at a size, in this process on the configured PostgreSQL database.
+"""``bulkops_bench --large 1m`` (the default, in this process): one large operation's
+figures (validate, create, run, undo, export, storage) at a size on the configured
+PostgreSQL database.
 
-The table is seeded once to the size asked (``benchmarks.scaleseed``), as for
-``--table-size``: use a database of your own. Then, for a staff user with
-``bulkops.run_large_operation``, a close of every live ``active`` session: validate
-(time and answer size), the raw ``UPDATE`` of the same rows (rolled back: the
-reference), create (the POST's service), the run to its end by one worker in this
-process (its slices one after the other), the operation data it stored per million
-sessions, its undo (created and run the same way), and an export of every live
-session (rows/s). Several workers at once are the end-to-end figures of
-docs/benchmarks.md, measured with ``db_worker`` processes.
+For the staff user with ``bulkops.run_large_operation``, a close of every live
+``active`` session: validate (time and answer size), the raw ``UPDATE`` of the same rows
+(rolled back: the reference), create (the POST's service), the run to its end by one
+worker in this process (its slices one after the other), the operation data it stored
+per million sessions, its undo (created and run the same way), and an export of every
+live session (rows/s). With real processes and several workers: ``benchmarks.large.workers``.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection
 
+from benchmarks.large.table import (
+    CLOSE_FILTER,
+    bench_user,
+    ensure_table,
+    raw_update,
+    timed,
+)
 from benchmarks.report import machine_facts, rounded
-from benchmarks.scaleseed import OWNER_PREFIX, seed_scale
 from bulkops.engine import (
     Selection,
     operation_create,
@@ -42,24 +42,6 @@ from bulkops.models import (
     Session,
 )
 
-LARGE_SIZES = {"100k": 100_000, "1m": 1_000_000, "10m": 10_000_000}
-BENCH_USER = "large-bench"
-#: What the close selects: every live active session.
-CLOSE_FILTER = {"status": "active"}
-
-
-def _bench_user():
-    user, _ = get_user_model().objects.get_or_create(
-        username=BENCH_USER, defaults={"is_staff": True}
-    )
-    user.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="bulkops",
-            codename__in=["run_large_operation", "change_session", "view_session"],
-        )
-    )
-    return get_user_model().objects.get(pk=user.pk)  # no cached permissions
-
 
 def _relation_bytes(model) -> int:
     with connection.cursor() as cursor:
@@ -75,12 +57,6 @@ def _stored_bytes() -> int:
     return sum(_relation_bytes(m) for m in STORED)
 
 
-def _timed(body: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = body()
-    return result, time.perf_counter() - started
-
-
 class LargeBench:
     """Seed (if needed) to ``size`` sessions, then measure one large close, its undo
     and a large export."""
@@ -89,31 +65,8 @@ class LargeBench:
         self.size = size
         self.progress = progress
 
-    def ensure_table(self) -> float:
-        started = time.perf_counter()
-        if not get_user_model().objects.filter(username__startswith=OWNER_PREFIX).exists():
-            owners = max(10, self.size // 1000)
-            self.progress(f"seeding {self.size:,} sessions over {owners:,} owners")
-            seed_scale(sessions=self.size, owners=owners)
-            with connection.cursor() as cursor:
-                cursor.execute(f"VACUUM ANALYZE {Session._meta.db_table}")
-        return time.perf_counter() - started
-
-    def raw_update(self) -> dict[str, Any]:
-        """The reference: one ``UPDATE`` of the rows the close acts on, rolled back."""
-
-        def update() -> int:
-            return Session.objects.filter(status="active", deleted_at__isnull=True).update(
-                status="closed", closed_at=timezone.now(), updated_at=timezone.now()
-            )
-
-        with transaction.atomic():
-            rows, seconds = _timed(update)
-            transaction.set_rollback(True)
-        return {"rows": rows, "seconds": rounded(seconds, 2), "rows_per_second": rows / seconds}
-
     def run_operation(self, op: BulkOperation) -> dict[str, Any]:
-        _, seconds = _timed(lambda: operation_execute(operation_id=op.pk))
+        _, seconds = timed(lambda: operation_execute(operation_id=op.pk))
         op.refresh_from_db()
         return {
             "status": op.status,
@@ -125,26 +78,26 @@ class LargeBench:
     def run(self) -> dict[str, Any]:
         if connection.vendor != "postgresql":
             raise RuntimeError("--large needs PostgreSQL (large operations run on it only).")
-        seeded = self.ensure_table()
-        user = _bench_user()
+        seeded = ensure_table(self.size, self.progress)
+        user = bench_user()
         selection = Selection(filter=CLOSE_FILTER)
         self.progress("validate")
-        result, validate_s = _timed(
+        result, validate_s = timed(
             lambda: operation_validate(user=user, action="close", selection=selection)
         )
         answer = json.dumps(result.as_dict(), default=str).encode()
         self.progress("raw UPDATE (rolled back)")
-        raw = self.raw_update()
+        raw = raw_update()
         before = _stored_bytes()
         self.progress("create")
-        started, create_s = _timed(
+        started, create_s = timed(
             lambda: operation_create(user=user, action="close", selection=selection)
         )
         self.progress(f"run: close of {started.operation.total:,} sessions")
         close = self.run_operation(started.operation)
         stored = _stored_bytes() - before
         self.progress("undo")
-        undo, undo_create_s = _timed(lambda: operation_undo(operation=started.operation, user=user))
+        undo, undo_create_s = timed(lambda: operation_undo(operation=started.operation, user=user))
         undo_run = self.run_operation(undo.operation)
         self.progress("export")
         export = operation_create(
