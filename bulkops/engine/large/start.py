@@ -1,7 +1,7 @@
 """Creating a large operation in constant writes: the operation row and its slices,
 never a row per session. Its size is counted once — by the drift check's
-counts when the request carries validate's ``selection_token``, else by a bounded
-``COUNT`` — for ``total`` and the ``BULKOPS_MAX_LARGE_OPERATION_SESSIONS`` cap."""
+counts when the request carries validate's ``selection_token``, else by one
+``COUNT`` (``count_up_to``) — for ``total`` and the ``BULKOPS_MAX_LARGE_OPERATION_SESSIONS`` cap."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 
 from bulkops.conf import bulkops_settings
 from bulkops.engine.drift import SelectionSnapshot, snapshot_compare
-from bulkops.engine.large.counts import large_counts
+from bulkops.engine.large.counts import count_up_to, large_counts
 from bulkops.engine.large.export import large_export_name
 from bulkops.engine.large.scope import LargeSelection, large_cap_check
 from bulkops.engine.large.workers import slices_create
 from bulkops.engine.selection import filter_data
 from bulkops.exceptions import SelectionTokenInvalid
 from bulkops.models import BulkOperation
-from bulkops.selectors import count_at_most
 
 if TYPE_CHECKING:
     from bulkops.actions.base import BulkAction
@@ -31,7 +30,7 @@ def large_total(
     if expected is None and selection.count is not None:
         total = selection.count
     elif expected is None:
-        total = count_at_most(selection.rows, bulkops_settings.MAX_LARGE_OPERATION_SESSIONS)
+        total = count_up_to(selection.rows, bulkops_settings.MAX_LARGE_OPERATION_SESSIONS)
     elif selection.filter is None:
         raise SelectionTokenInvalid("A selection_token binds a filter or a list of ids.")
     else:

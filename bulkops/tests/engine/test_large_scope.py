@@ -118,3 +118,25 @@ def test_past_the_large_cap_the_message_has_the_count_and_the_cap():
         large_cap_check(count=8)
     with pytest.raises(ValidationError, match="more than 6 sessions; the cap for large"):
         large_cap_check(count=7)  # counted to the cap + 1: the exact count is not known
+
+
+@on_postgres
+def test_a_large_total_is_one_plain_count_unless_the_planner_expects_more_than_the_limit(
+    make_session, owner
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bulkops.engine.large.counts import count_up_to
+    from bulkops.models import Session
+
+    sessions(make_session, owner, 8)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE bulkops_session")
+    rows = Session.objects.filter(owner=owner)
+    with CaptureQueriesContext(connection) as plain:
+        assert count_up_to(rows, 100) == 8
+    with CaptureQueriesContext(connection) as bounded:
+        assert count_up_to(rows, 6) == 7  # the planner expects 8: at most 7 are read
+    assert "LIMIT" not in plain.captured_queries[-1]["sql"]  # runs on every core
+    assert "LIMIT 7" in bounded.captured_queries[-1]["sql"]
