@@ -26,7 +26,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from bulkops.actions.reasons import message_for
-from bulkops.actions.sql import AnyOf
+from bulkops.actions.sql import AnyOf, in_key_order
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationChunk
 
 FIELDS = ("session_id", "outcome", "reason", "message", "previous_status")
@@ -296,23 +296,65 @@ def succeeded_ids(*, operation_id: str, limit: int) -> list[str]:
     return ids[:limit]
 
 
+#: Chunk rows read per round trip while finding the ones that hold the next sessions.
+HEADER_PAGE = 32
+#: The chunk whose range passes ``after`` (the nearest start at or before it; not
+#: counted: some of its sessions lie before ``after``), then the next chunks' starts and
+#: counts — each branch a walk of the (operation, first_id) index from ``after``.
+_HOLDING = (
+    "SELECT first_id, 0, false FROM (SELECT first_id, last_id FROM {chunks} "
+    "WHERE operation_id = %s AND first_id <= %s ORDER BY first_id DESC LIMIT 1) AS h "
+    "WHERE last_id > %s UNION ALL "
+)
+_FOLLOWING = (
+    "(SELECT first_id, succeeded, true FROM {chunks} WHERE operation_id = %s "
+    "AND first_id > %s AND (%s = '' OR first_id <= %s) ORDER BY first_id LIMIT %s)"
+)
+
+
+def _chunk_run(operation_id: str, after: str, through: str, size: int) -> tuple[str, str]:
+    """The first and last start (``first_id``) of the run of chunks that holds the next
+    ``size`` succeeded sessions past ``after`` (up to ``through``), counted by their
+    ``succeeded``, never by opening an array; ("", "") when there is none. Chunk rows
+    are read a page at a time from ``after``, whatever the number of chunks before it."""
+    chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
+    first = last = ""
+    held, past, holding = 0, after, bool(after)
+    with in_key_order(), connection.cursor() as cursor:
+        while True:
+            sql = (_HOLDING if holding else "") + _FOLLOWING
+            params = [operation_id, after, after] if holding else []
+            params += [operation_id, past, through, through, HEADER_PAGE]
+            cursor.execute(sql.format(chunks=chunks), params)
+            page = cursor.fetchall()
+            first = next((start for start, _, counted in page if not counted), first)
+            following = [(start, n) for start, n, counted in page if counted]
+            for start, succeeded in following:
+                first, last = first or start, start
+                held += succeeded
+                if held >= size:
+                    return first, last
+            if len(following) < HEADER_PAGE:
+                return first, last or first
+            past, holding = following[-1][0], False
+
+
 def succeeded_after(*, operation_id: str, after: str, through: str, size: int) -> list[str]:
     """The next ``size`` sessions the operation applied its action to past ``after``
     (up to ``through``; "": no bound), in id order. Only the chunks that can hold them
-    are unpacked: from the one whose range passes ``after``, as many as hold ``size``
-    (counted by their ``succeeded``, never by opening an array)."""
+    are unpacked — one key range of chunk rows, found from their counts — so each call
+    costs about ``size`` sessions and a few chunk rows, however large the operation."""
+    first, last = _chunk_run(operation_id, after, through, size)
+    if not first:
+        return []
     chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
-    sql = (
-        "WITH s AS (SELECT first_id, sum(succeeded) OVER w - first_value(succeeded) OVER w "
-        f"- succeeded AS between_ FROM {chunks} WHERE operation_id = %s AND last_id > %s "
-        "AND (%s = '' OR first_id <= %s) AND succeeded > 0 WINDOW w AS (ORDER BY first_id)) "
-        f"SELECT u.sid FROM {chunks} AS c CROSS JOIN LATERAL unnest(c.session_ids) AS u(sid) "
-        "WHERE c.operation_id = %s AND c.first_id IN (SELECT first_id FROM s WHERE between_ < %s) "
-        "AND u.sid > %s AND (%s = '' OR u.sid <= %s) ORDER BY 1 LIMIT %s"
-    )
-    params = [operation_id, after, through, through, operation_id, size, after, through, through]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, size])
+        cursor.execute(
+            f"SELECT u.sid FROM {chunks} AS c CROSS JOIN LATERAL unnest(c.session_ids) AS u(sid) "
+            "WHERE c.operation_id = %s AND c.first_id >= %s AND c.first_id <= %s "
+            "AND u.sid > %s AND (%s = '' OR u.sid <= %s) ORDER BY 1 LIMIT %s",
+            [operation_id, first, last, after, through, through, size],
+        )
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -338,14 +380,19 @@ def previous_statuses(*, operation_id: str, ids: list[str]) -> dict[str, str]:
     chunks = connection.ops.quote_name(OperationChunk._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
+            "WITH b AS (SELECT min(x) AS lo, max(x) AS hi FROM unnest(%s::text[]) AS x) "
             f"SELECT u.sid, u.previous FROM {chunks} AS c CROSS JOIN LATERAL "
             "unnest(c.session_ids, c.previous_statuses) AS u(sid, previous) "
             "WHERE c.operation_id = %s AND u.sid = ANY(%s::text[]) "
-            # Only the chunks whose range meets the ids' (compared by the database's
-            # collation, as the ranges were written).
-            "AND c.first_id <= (SELECT max(x) FROM unnest(%s::text[]) AS x) "
-            "AND c.last_id >= (SELECT min(x) FROM unnest(%s::text[]) AS x)",
-            [operation_id, ids, ids, ids],
+            # One key range of chunk rows: from the chunk whose range holds the lowest
+            # id (the nearest start at or before it) to the last one starting at or
+            # before the highest — compared by the database's collation, as the ranges
+            # were written — whatever the number of chunks outside it.
+            f"AND c.first_id >= coalesce((SELECT h.first_id FROM {chunks} AS h "
+            "WHERE h.operation_id = %s AND h.first_id <= (SELECT lo FROM b) "
+            "ORDER BY h.first_id DESC LIMIT 1), (SELECT lo FROM b)) "
+            "AND c.first_id <= (SELECT hi FROM b) AND c.last_id >= (SELECT lo FROM b)",
+            [ids, operation_id, ids, operation_id],
         )
         found.update(cursor.fetchall())
     return found

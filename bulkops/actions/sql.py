@@ -10,7 +10,8 @@ databases get the usual ``IN (…)``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from django.db import connection
 from django.db.models import BooleanField, F, Func
@@ -44,3 +45,20 @@ class AnyOf(Func):
 
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
+
+
+@contextmanager
+def in_key_order() -> Iterator[None]:
+    """The reads inside walk their index in key order (``enable_sort`` off for the
+    transaction until the block ends; PostgreSQL): whatever the planner statistics say —
+    an operation's rows were all written since the last ANALYZE — a plan that collects
+    every row past the cursor and sorts them would make each read as slow as the whole
+    walk. Inside a transaction (the setting is local to it)."""
+    if not is_postgresql():
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', 'off', true)")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('enable_sort', 'on', true)")

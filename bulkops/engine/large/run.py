@@ -38,6 +38,7 @@ from django.utils.dateparse import parse_datetime
 from bulkops import itemstore
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction
+from bulkops.actions.sql import in_key_order
 from bulkops.engine.chunks import apply_chunk
 from bulkops.engine.eligibility import Partition
 from bulkops.engine.outcomes import update_and_reload
@@ -67,27 +68,11 @@ class Batch:
     last: bool
 
 
-def _in_key_order() -> None:
-    """The next keyset read walks its index in key order (``SET LOCAL enable_sort =
-    off``, until ``_any_order``): whatever the planner statistics say — an operation's
-    items were all written since the last ANALYZE — a plan that collects every row past
-    the cursor and sorts them would make each chunk as slow as the whole walk."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('enable_sort', 'off', true)")
-
-
-def _any_order() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('enable_sort', 'on', true)")
-
-
 def _keys(qs: QuerySet, key: str, size: int, *, skip: int = 0) -> list[str]:
     """``size`` values of ``key`` in ``qs`` (ordered by it) after the first ``skip``,
     read in key order."""
-    _in_key_order()
-    keys = list(qs.values_list(key, flat=True)[skip : skip + size])
-    _any_order()
-    return keys
+    with in_key_order():
+        return list(qs.values_list(key, flat=True)[skip : skip + size])
 
 
 def _past(qs: QuerySet, key: str, *, after: str, through: str) -> QuerySet:

@@ -5,14 +5,17 @@ the items a chunk reads were all written since the last ANALYZE, as in productio
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.db import connection, transaction
 
+from bulkops import itemstore
 from bulkops.actions import get_action
 from bulkops.engine import Selection, executor, operation_create, operation_undo
 from bulkops.engine.large.run import SliceChunks, source_for
 from bulkops.engine.large.workers import claim
-from bulkops.models import BulkOperation, Session
+from bulkops.models import BulkOperation, OperationChunk, Session
 from bulkops.selectors import sessions_in_scope_by_id
 from bulkops.tests.engine.test_chunk_plans import (
     _explained,
@@ -115,3 +118,102 @@ def test_an_undo_chunk_unpacks_only_the_undone_chunks_it_needs(staff, owner):
     undo = operation_undo(operation=done, user=staff).operation
     assert undo.is_large
     assert_linear(first_chunk_plans(undo), unpacks_chunks=True)
+
+
+# --- an undo's reads of the undone operation's chunks ------------------------------------------
+PER_CHUNK = 50
+READ = 120
+
+
+def sid(n: int) -> str:
+    return f"u-{n:06d}"
+
+
+def compact_close(user, chunks: int) -> BulkOperation:
+    """A finished large close kept as its run keeps it: ``chunks`` chunk rows of
+    ``PER_CHUNK`` sessions each (``u-000000``…, previously ``active`` and ``archived``
+    in turn), no items."""
+    op = BulkOperation.objects.create(
+        user=user, action="close", status="completed", selection={"filter": {}},
+        total=chunks * PER_CHUNK, succeeded=chunks * PER_CHUNK,
+    )  # fmt: skip
+    OperationChunk.objects.bulk_create(
+        OperationChunk(
+            operation=op,
+            first_id=sid(k * PER_CHUNK),
+            last_id=sid(k * PER_CHUNK + PER_CHUNK - 1),
+            session_ids=[sid(n) for n in range(k * PER_CHUNK, (k + 1) * PER_CHUNK)],
+            previous_statuses=[("active", "archived")[n % 2] for n in range(PER_CHUNK)],
+            succeeded=PER_CHUNK,
+        )
+        for k in range(chunks)
+    )
+    return op
+
+
+def _analyzed(found: list[dict]):
+    """Run each statement under EXPLAIN ANALYZE first, keeping its plan with actuals."""
+
+    def explain(execute, sql, params, many, context):
+        raw = context["cursor"].cursor
+        raw.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", params)
+        plan = raw.fetchone()[0]
+        found.append((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
+        return execute(sql, params, many, context)
+
+    return explain
+
+
+def work(call) -> dict[str, int]:
+    """What ``call()`` made the database do: its statements, the chunk rows its scans
+    read and the array elements it unpacked (``rows_read``)."""
+    plans: list[dict] = []
+    with connection.execute_wrapper(_analyzed(plans)):
+        result = call()
+    found = [n for plan in plans for n in nodes(plan)]
+    table = OperationChunk._meta.db_table
+    return {
+        "result": result,
+        "statements": len(plans),
+        "chunk rows": sum(rows_read(n) for n in found if n.get("Relation Name") == table),
+        "unpacked": sum(
+            rows_read(n)
+            for n in found
+            if n["Node Type"] == "Function Scan" and n.get("Function Name") == "unnest"
+        ),
+    }
+
+
+def rows_read(node: dict) -> int:
+    """The rows a plan node read (returned or filtered out), over all its loops."""
+    return (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+
+
+def test_an_undo_reads_a_bounded_range_of_the_undone_chunks_however_many(owner):
+    """The next sessions to undo and their previous statuses cost the same whether the
+    undone operation has 60 chunk rows or 600, and wherever the cursor stands: a key
+    range of chunk rows from the one holding the cursor — never every chunk past it
+    sorted, nor every chunk's array once per session (plans the planner took with no
+    statistics on freshly written chunk rows: quadratic in the operation's size)."""
+    seen = []
+    for chunks, at in ((60, 10), (600, 300)):
+        op = compact_close(owner, chunks)
+        after = at * PER_CHUNK + 5  # the 6th session of chunk ``at``
+        read = work(
+            lambda op=op, after=after: itemstore.succeeded_after(
+                operation_id=op.pk, after=sid(after), through="", size=READ
+            )
+        )
+        ids = read.pop("result")
+        assert ids == [sid(n) for n in range(after + 1, after + 1 + READ)]
+        previous = work(
+            lambda op=op, ids=ids: itemstore.previous_statuses(operation_id=op.pk, ids=ids)
+        )
+        assert previous.pop("result") == {s: ("active", "archived")[int(s[2:]) % 2] for s in ids}
+        seen.append((read, previous))
+    assert seen[0] == seen[1]
+    (read, previous), _ = seen
+    # The sessions read and the chunks around them, not the operation's thousands.
+    assert read["unpacked"] <= READ + 2 * PER_CHUNK
+    assert previous["unpacked"] <= READ + 2 * PER_CHUNK
+    assert previous["chunk rows"] <= 2 + READ // PER_CHUNK + 1
