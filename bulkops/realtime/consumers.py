@@ -361,6 +361,13 @@ class BulkOperationsConsumer(AccessWatch, AsyncJsonWebsocketConsumer):
         if not self.revoked:
             await self.send_json(message["event"])
 
+    async def bulk_events(self, message: dict) -> None:
+        """Relay several published events (one message: ``events._joined``), in order."""
+        for event in message["events"]:
+            if self.revoked:
+                return
+            await self.send_json(event)
+
     async def send_error(self, code: str, message: str, **extra: Any) -> None:
         await self.send_json({"type": "error", "code": code, "message": message, **extra})
 

@@ -110,7 +110,9 @@ class RecordingLayer(InMemoryChannelLayer):
         self.sent: list[dict] = []
 
     async def group_send(self, group, message):
-        self.sent.append(message["event"])
+        self.sent.extend(
+            message["events"] if message["type"] == "bulk.events" else [message["event"]]
+        )
         await super().group_send(group, message)
 
 
