@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from bulkops import events
 from bulkops.actions import get_action
+from bulkops.actions.sql import plain_update
 from bulkops.conf import bulkops_settings
 from bulkops.engine.chunks import ChunkSizer, apply_chunk
 from bulkops.engine.executor import FINAL_EVENTS, Publisher, operation_execute
@@ -143,7 +144,7 @@ def _write(op: BulkOperation, **values) -> None:
     the row is then what ``op`` holds: it is not read back (a ``RETURNING`` of every
     column, turned into a model, was a tenth of a small request's CPU)."""
     values = {**{name: getattr(op, name) for name in _KEPT}, **values}
-    BulkOperation.objects.filter(pk=op.pk).update(**values)
+    plain_update(BulkOperation, values, '"id" = %s', [op.pk])
     vars(op).update(values)
 
 
