@@ -69,10 +69,10 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+#: Messages, each with the groups it goes to, in the order they are sent.
+Batch = list[tuple[list[str], dict[str, Any]]]
 #: Inside ``after_commit``: the events held until the transaction commits.
-_held: ContextVar[list[tuple[list[str], dict[str, Any]]] | None] = ContextVar(
-    "bulkops_held_events", default=None
-)
+_held: ContextVar[Batch | None] = ContextVar("bulkops_held_events", default=None)
 
 
 @contextmanager
@@ -81,7 +81,7 @@ def after_commit() -> Iterator[None]:
     current transaction commits — none when it rolls back or the block raises. For an
     operation run inside the transaction that creates it (``engine.inline``): a client
     must never hear of a state the database does not hold yet."""
-    held: list[tuple[list[str], dict[str, Any]]] = []
+    held: Batch = []
     token = _held.set(held)
     try:
         yield
@@ -99,12 +99,29 @@ def _send(groups: list[str], message: dict[str, Any]) -> None:
         _deliver([(groups, message)])
 
 
-def _deliver(batch: list[tuple[list[str], dict[str, Any]]]) -> None:
-    """Send each (groups, message) of ``batch`` in order, in one hop to the event loop;
-    log and return on any failure or timeout."""
+def _joined(batch: Batch) -> Batch:
+    """``batch`` with each run of consecutive events for the same groups joined into
+    one ``bulk.events`` message (the consumer relays them one by one, in order): one
+    publish and one delivery to each server instead of one per event. An inline run's
+    started, sessions and final events are one message."""
+    joined: Batch = []
+    for groups, message in batch:
+        last = joined[-1][1] if joined and joined[-1][0] == groups else {}
+        if message["type"] != "bulk.event" or last.get("type") not in ("bulk.event", "bulk.events"):
+            joined.append((groups, message))
+            continue
+        earlier = last["events"] if last["type"] == "bulk.events" else [last["event"]]
+        joined[-1] = (groups, {"type": "bulk.events", "events": [*earlier, message["event"]]})
+    return joined
+
+
+def _deliver(batch: Batch) -> None:
+    """Send each (groups, message) of ``batch`` in order (events joined: ``_joined``),
+    in one hop to the event loop; log and return on any failure or timeout."""
     layer = get_channel_layer()
     if layer is None or not batch:
         return
+    batch = _joined(batch)
 
     async def send_all() -> None:
         async def each() -> None:
@@ -130,7 +147,7 @@ def _deliver(batch: list[tuple[list[str], dict[str, Any]]]) -> None:
         else:
             asyncio.run_coroutine_threadsafe(send_all(), loop).result(PUBLISH_TIMEOUT + 1)
     except Exception:
-        kinds = [message.get("event", {}).get("type") for _, message in batch]
+        kinds = [e.get("type") for _, m in batch for e in m.get("events", [m.get("event", {})])]
         logger.warning("could not publish %s event", ", ".join(map(str, kinds)), exc_info=True)
 
 

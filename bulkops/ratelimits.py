@@ -91,13 +91,10 @@ def _usage(user: AbstractBaseUser, scope: str, *, increment: bool) -> dict[str, 
         return None
 
 
-def _read(user: AbstractBaseUser, scopes: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """{scope: usage} of ``user`` for each of ``scopes`` ({scope: rate}), read in one
-    cache round trip (``get_usage`` costs two per scope: an ``add``, then a ``get``).
-    The keys and windows are django-ratelimit's own, so what ``get_usage`` counted is
-    what is read. Empty when rate limits are off or the cache failed (fail open)."""
-    if not scopes or not getattr(settings, "RATELIMIT_ENABLE", True):
-        return {}
+def _keys(user: AbstractBaseUser, scopes: dict[str, str]) -> dict[str, tuple[str, int, int]]:
+    """{scope: (cache key, limit, window end)} of ``user`` for each of ``scopes``
+    ({scope: rate}): django-ratelimit's own keys and windows, so what ``get_usage``
+    counts is what is read and counted here."""
     value = str(user.pk)
     keys = {}
     for scope, rate in scopes.items():
@@ -105,6 +102,16 @@ def _read(user: AbstractBaseUser, scopes: dict[str, str]) -> dict[str, dict[str,
         window = ratelimit_core._get_window(value, period)
         key = ratelimit_core._make_cache_key(_group(scope), window, rate, value, ALL)
         keys[scope] = (key, limit, window)
+    return keys
+
+
+def _read(user: AbstractBaseUser, scopes: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """{scope: usage} of ``user`` for each of ``scopes`` ({scope: rate}), read in one
+    cache round trip (``get_usage`` costs two per scope: an ``add``, then a ``get``).
+    Empty when rate limits are off or the cache failed (fail open)."""
+    if not scopes or not getattr(settings, "RATELIMIT_ENABLE", True):
+        return {}
+    keys = _keys(user, scopes)
     try:
         cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
         counts = cache.get_many([key for key, _, _ in keys.values()])
@@ -133,8 +140,27 @@ def rate_limit_check(*, user: AbstractBaseUser, scope: str) -> None:
 
 
 def rate_limit_count(*, user: AbstractBaseUser, scope: str) -> None:
-    """Count one accepted request of ``user`` against ``scope``."""
-    _usage(user, scope, increment=True)
+    """Count one accepted request of ``user`` against ``scope``: on Redis one round trip
+    (``get_usage`` takes two: an ``add``, then an ``incr``), elsewhere ``get_usage``."""
+    rate = rates().get(scope)
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    if not rate or not hasattr(getattr(cache, "client", None), "get_client"):
+        _usage(user, scope, increment=True)
+        return
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return
+    key, _, _ = _keys(user, {scope: rate})[scope]
+    ttl = ratelimit_core._split_rate(rate)[1] + ratelimit_core.EXPIRATION_FUDGE
+    try:
+        key = cache.client.make_key(key)
+        # What add-then-incr does, in one pipeline: the window's key starts at 0 with
+        # django-ratelimit's expiry, unless it exists; then one is added.
+        pipe = cache.client.get_client(write=True).pipeline(transaction=False)
+        pipe.set(key, 0, ex=ttl, nx=True)
+        pipe.incr(key)
+        pipe.execute()
+    except Exception:
+        logger.warning("rate limit of %s not counted: the cache failed", scope, exc_info=True)
 
 
 def _process_lock(name: str) -> threading.Lock:

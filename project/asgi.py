@@ -2,10 +2,16 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-django_asgi_app = get_asgi_application()
+# What django.core.asgi.get_asgi_application does, with the handler that runs the
+# middleware chain on one thread per request (project.handlers).
+django.setup(set_prefix=False)
+
+from project.handlers import SyncChainASGIHandler
+
+django_asgi_app = SyncChainASGIHandler()
 
 
 def _static_files_collected() -> None:

@@ -39,10 +39,11 @@ from django.utils import timezone
 
 from bulkops import events
 from bulkops.actions import get_action
+from bulkops.actions.sql import plain_update
 from bulkops.conf import bulkops_settings
 from bulkops.engine.chunks import ChunkSizer, apply_chunk
 from bulkops.engine.executor import FINAL_EVENTS, Publisher, operation_execute
-from bulkops.engine.outcomes import final_status, record_items, update_and_reload
+from bulkops.engine.outcomes import final_status, record_items
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.stopping import Stop, conclude, over_threshold
 from bulkops.models import BulkOperation, OperationStatus
@@ -138,9 +139,13 @@ _KEPT = ("status", "attempts", "started_at", "heartbeat_at", "version",
 
 
 def _write(op: BulkOperation, **values) -> None:
-    """Write what the run kept on ``op`` (and ``values``) to its row in one statement,
-    and load the row as it then is into ``op``."""
-    update_and_reload(op, **{**{name: getattr(op, name) for name in _KEPT}, **values})
+    """Write what the run kept on ``op`` (and ``values``) to its row in one ``UPDATE``.
+    Nobody else can write the row before the request commits (nobody sees it yet), so
+    the row is then what ``op`` holds: it is not read back (a ``RETURNING`` of every
+    column, turned into a model, was a tenth of a small request's CPU)."""
+    values = {**{name: getattr(op, name) for name in _KEPT}, **values}
+    plain_update(BulkOperation, values, '"id" = %s', [op.pk])
+    vars(op).update(values)
 
 
 def _durable_commit() -> None:

@@ -66,9 +66,10 @@ def _lock_user(user: AbstractBaseUser) -> None:
     lock on PostgreSQL, the write lock on SQLite), so one user's concurrent creators run
     one after the other: the active cap holds under a burst, and a twin request with the
     same Idempotency-Key sees the operation the first one committed."""
-    users = get_user_model()
-    key = users._meta.pk.name
-    users.objects.filter(pk=user.pk).update(**{key: F(key)})
+    users, quote = get_user_model(), connection.ops.quote_name
+    table, pk = quote(users._meta.db_table), quote(users._meta.pk.column)
+    with connection.cursor() as cursor:  # plain SQL: the ORM's update() cost twice as much
+        cursor.execute(f"UPDATE {table} SET {pk} = {pk} WHERE {pk} = %s", [user.pk])
 
 
 def _check_active_cap(user: AbstractBaseUser) -> None:

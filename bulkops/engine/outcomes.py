@@ -12,7 +12,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from bulkops.actions import reasons
-from bulkops.actions.sql import AnyOf
+from bulkops.actions.sql import AnyOf, any_of, plain_update
 from bulkops.engine.eligibility import Partition
 from bulkops.models import BulkOperation, BulkOperationItem, ItemOutcome, OperationStatus
 
@@ -133,15 +133,18 @@ def record_items(op: BulkOperation, part: Partition) -> None:
     (operation, session_id) index and checks each against the array by hash, so the
     plan stays linear whatever the statistics say about items per operation."""
     for previous, ids in part.eligible_by_status.items():
-        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
-            outcome=ItemOutcome.SUCCEEDED, reason="", message="", previous_status=previous
-        )
+        _set_items(op, ids, outcome=ItemOutcome.SUCCEEDED, reason="", message="",
+                   previous_status=previous)  # fmt: skip
     groups = [(ItemOutcome.SKIPPED, r, ids) for r, ids in part.skipped.items()]
     groups += [(ItemOutcome.FAILED, r, ids) for r, ids in part.failed.items()]
     for outcome, reason, ids in groups:
-        BulkOperationItem.objects.filter(AnyOf("session_id", ids), operation=op).update(
-            outcome=outcome, reason=reason, message=reasons.message_for(reason)
-        )
+        _set_items(op, ids, outcome=outcome, reason=reason, message=reasons.message_for(reason))
+
+
+def _set_items(op: BulkOperation, ids: list[str], **values: str) -> None:
+    """One plain ``UPDATE`` of ``op``'s items of ``ids`` (``plain_update``)."""
+    match, params = any_of('"session_id"', ids)
+    plain_update(BulkOperationItem, values, f'"operation_id" = %s AND {match}', [op.pk, *params])
 
 
 def record_counters(

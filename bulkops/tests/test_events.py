@@ -238,3 +238,20 @@ def test_a_pause_at_a_chunk_boundary_sends_paused_not_a_final_event(
     )
     assert last["version"] == op.version and last["eta_seconds"] is None
     assert not {"bulk_operation_completed", "bulk_operation_failed"} & set(kinds(published))
+
+
+def test_consecutive_events_to_the_same_groups_are_joined_in_order_and_nothing_else():
+    group, other = ["bulk.user.1"], ["bulk.user.2"]
+
+    def event(n: int) -> dict:
+        return {"type": "bulk.event", "event": {"type": "sessions_updated", "n": n}}
+
+    revoked = {"type": "bulk.access_revoked", "token": None}
+    batch = [(group, event(1)), (group, event(2)), (group, revoked), (group, event(3)),
+             (other, event(4)), (other, event(5))]  # fmt: skip
+    assert events._joined(batch) == [
+        (group, {"type": "bulk.events", "events": [event(1)["event"], event(2)["event"]]}),
+        (group, revoked),
+        (group, event(3)),
+        (other, {"type": "bulk.events", "events": [event(4)["event"], event(5)["event"]]}),
+    ]

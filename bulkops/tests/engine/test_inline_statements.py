@@ -39,7 +39,7 @@ ONE_SESSION_CLOSE = [
     "SELECT set_config",  # lock_timeout
     "WITH",  # the chunk: lock, check, apply
     "UPDATE bulkops_bulkoperationitem",  # the outcomes (one per outcome group)
-    "UPDATE bulkops_bulkoperation",  # counters and final status, RETURNING the row
+    "UPDATE bulkops_bulkoperation",  # counters and final status (not read back)
     "RELEASE",
     "RELEASE",  # the request's COMMIT outside a test
 ]

@@ -22,6 +22,7 @@ from bulkops.exceptions import (
     TooManyActiveOperations,
 )
 from bulkops.models import BulkOperation, BulkOperationItem, Session
+from bulkops.selectors import active_operations_count
 from bulkops.tests.support.helpers import assert_counters_add_up, execute, outcomes, run_worker
 
 pytestmark = pytest.mark.django_db
@@ -252,6 +253,27 @@ def test_more_active_operations_than_the_limit_are_refused(owner, make_session, 
     assert BulkOperation.objects.count() == 2
     run_worker()
     operation_create(user=owner, action="close", selection=Selection(session_ids=[s.pk]))
+
+
+def test_the_cap_counts_the_users_pending_running_and_paused_operations_only(
+    owner, stranger, settings
+):
+    settings.BULKOPS_MAX_ACTIVE_OPERATIONS_PER_USER = 3
+    for user, status in [
+        (owner, "pending"),
+        (owner, "running"),
+        (owner, "completed"),
+        (owner, "failed"),
+        (owner, "cancelled"),
+        (stranger, "running"),
+    ]:
+        BulkOperation.objects.create(user=user, action="close", status=status)  # fmt: skip
+    assert active_operations_count(user=owner) == 2
+    assert active_operations_count(user=stranger) == 1
+    BulkOperation.objects.create(user=owner, action="close", status="paused")
+    assert active_operations_count(user=owner) == 3
+    with pytest.raises(TooManyActiveOperations):
+        operation_create(user=owner, action="close", selection=Selection(session_ids=["s"]))
 
 
 def test_idempotency_key_replays_and_refuses_a_different_body(owner, make_session):
