@@ -474,7 +474,7 @@ async def test_redis_outage_keeps_api_and_operations_working_and_events_resume(w
         1000,
         1000,
     ), snapshot
-    assert "rate limit of close not applied: the cache failed" in full_log(procs, "daphne")
+    assert "rate limit of close not counted: the cache failed" in full_log(procs, "daphne")
     assert statuses(db, ids) == {"closed": 2000, "archived": 1000}
     for operation_id in (first["operation_id"], busy, down["started"], after):
         op = db.operation(operation_id)

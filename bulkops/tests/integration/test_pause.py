@@ -75,7 +75,8 @@ def task_runs(db) -> list[tuple[list, object]]:
     )
     if db.postgres:  # jsonb comes back decoded; SQLite's JSON is text
         return [tuple(row) for row in rows]
-    return [(json.loads(w), json.loads(r)) for w, r in rows]
+    # A row whose task has not returned yet holds NULL (None) there: not yet JSON.
+    return [(json.loads(w), None if r is None else json.loads(r)) for w, r in rows]
 
 
 def items_by_outcome(db, op_id: str) -> dict[str, int]:
