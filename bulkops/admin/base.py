@@ -13,8 +13,8 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from bulkops.counting import EstimatingPaginator
 from bulkops.engine import FILTER_KEYS, MAX_OWNER_LENGTH, owner_users
-from bulkops.selectors import EstimatingPaginator
 
 
 def _periods(first: datetime.datetime, last: datetime.datetime, kind: str):

@@ -18,8 +18,9 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext as _
 
 from bulkops.admin.base import OwnerFilter, owner_problem
+from bulkops.counting import count_at_most
 from bulkops.engine import Selection, may_run_large, selection_queryset
-from bulkops.selectors import count_at_most, user_may_act_on_others
+from bulkops.selectors import user_may_act_on_others
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet

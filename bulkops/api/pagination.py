@@ -8,7 +8,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from bulkops.selectors import EXACT_COUNT_LIMIT, EstimatingPaginator
+from bulkops.counting import EXACT_COUNT_LIMIT, EstimatingPaginator
 
 
 class Pagination(PageNumberPagination):

@@ -25,6 +25,7 @@ from django_filters.constants import EMPTY_VALUES
 
 from bulkops import itemstore
 from bulkops.conf import bulkops_settings
+from bulkops.counting import EXACT_COUNT_LIMIT, count_at_most
 from bulkops.engine.inputs import (
     FILTER_KEYS,
     MAX_OWNER_ID,
@@ -42,7 +43,7 @@ from bulkops.models import (
     Session,
     SessionStatus,
 )
-from bulkops.selectors import EXACT_COUNT_LIMIT, count_at_most, sessions_in_scope
+from bulkops.selectors import sessions_in_scope
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser

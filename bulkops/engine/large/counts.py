@@ -23,9 +23,9 @@ from django.db.models import BooleanField, Count, Exists, ExpressionWrapper, Out
 from django.utils import timezone
 
 from bulkops.actions.base import SessionRow
+from bulkops.counting import count_at_most, planner_estimate
 from bulkops.engine.drift import SelectionSnapshot
 from bulkops.models import Session, SessionExport
-from bulkops.selectors import count_at_most, planner_estimate
 
 if TYPE_CHECKING:
     from bulkops.actions.base import BulkAction

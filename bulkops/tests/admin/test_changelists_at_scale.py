@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from bulkops import selectors
+from bulkops import counting
 from bulkops.admin.sessions import SessionAdmin
 from bulkops.models import BulkOperation, Session
 
@@ -51,7 +51,7 @@ def session_sql(client, url: str) -> tuple[object, list[str]]:
 
 
 def test_the_session_changelist_never_counts_the_whole_table(admin_client, owner, monkeypatch):
-    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", 5)
+    monkeypatch.setattr(counting, "EXACT_COUNT_LIMIT", 5)
     seed(owner, 30)
     response, queries = session_sql(admin_client, SESSIONS)
     cl = response.context["cl"]
@@ -68,7 +68,7 @@ def test_the_session_changelist_never_counts_the_whole_table(admin_client, owner
 
 
 def test_a_staff_users_own_changelist_counts_exactly(client, make_user, monkeypatch):
-    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", 5)
+    monkeypatch.setattr(counting, "EXACT_COUNT_LIMIT", 5)
     staff = make_user("clerk", staff=True)
     client.force_login(staff)
     seed(staff, 12)

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from bulkops import selectors
+from bulkops import counting
 from bulkops.models import Session
 from bulkops.tests.support import api as support
 from bulkops.tests.support.api import token_client
@@ -45,7 +45,7 @@ def staff(make_user):
 
 
 def test_a_users_own_list_counts_exactly_with_links(api, owner, stranger, monkeypatch):
-    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", 5)
+    monkeypatch.setattr(counting, "EXACT_COUNT_LIMIT", 5)
     expected = many(owner, 30)
     many(stranger, 3, prefix="x")
     body = api.get("/api/sessions/?page_size=10&page=2").json()
@@ -59,7 +59,7 @@ def test_a_users_own_list_counts_exactly_with_links(api, owner, stranger, monkey
 
 
 def test_staff_wide_count_is_a_labelled_estimate_beyond_the_limit(staff, owner, monkeypatch):
-    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", 10)
+    monkeypatch.setattr(counting, "EXACT_COUNT_LIMIT", 10)
     expected = many(owner, 60)
     body = staff.get("/api/sessions/?page_size=20").json()
     assert [row["id"] for row in body["results"]] == expected[:20]
@@ -73,7 +73,7 @@ def test_staff_wide_count_is_a_labelled_estimate_beyond_the_limit(staff, owner, 
 
 
 def test_staff_wide_last_page_makes_the_count_exact(staff, owner, monkeypatch):
-    monkeypatch.setattr(selectors, "EXACT_COUNT_LIMIT", 10)
+    monkeypatch.setattr(counting, "EXACT_COUNT_LIMIT", 10)
     expected = many(owner, 45)
     last = staff.get("/api/sessions/?page_size=20&page=3").json()
     assert [row["id"] for row in last["results"]] == expected[40:]
