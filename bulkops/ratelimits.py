@@ -9,7 +9,9 @@ API, the admin and the ``bulk`` command share one budget per user and scope.
   ``rate_limit_count`` once the operation exists. One user's creators run one at a
   time there, so 30 parallel requests against a limit of 10 start exactly 10
   operations, on one server or many. A refused request (any error) and an idempotent
-  replay are never counted: the contract says neither uses up the budget.
+  replay are never counted: the contract says neither uses up the budget. On Redis the
+  engine's check and count are one round trip (``rate_limit_taken``: a Lua script
+  before the operation is made, the count given back if the request is then refused).
 * **Other requests** (validate) use ``with rate_limit(user=…, scope=…):``: checked on
   the way in and counted when the block succeeds, under a lock per user — a Redis lock
   when the cache is Redis (every server shares it), a process lock otherwise (the
@@ -161,6 +163,85 @@ def rate_limit_count(*, user: AbstractBaseUser, scope: str) -> None:
         pipe.execute()
     except Exception:
         logger.warning("rate limit of %s not counted: the cache failed", scope, exc_info=True)
+
+
+#: Check and count in one round trip (KEYS[1]: the window's key; ARGV: the limit, the
+#: key's expiry): {0, used} when the budget is used up (nothing counted), else what
+#: ``rate_limit_count`` does — the key starts at 0 with django-ratelimit's expiry
+#: unless it exists, then one is added — and {1, used}.
+_TAKE_LUA = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used >= tonumber(ARGV[1]) then return {0, used} end
+redis.call('SET', KEYS[1], 0, 'EX', ARGV[2], 'NX')
+return {1, redis.call('INCR', KEYS[1])}
+"""
+_take_script = None
+
+
+def _redis(cache):
+    """The Redis client of a django-redis cache, or None (another backend)."""
+    get_client = getattr(getattr(cache, "client", None), "get_client", None)
+    return get_client(write=True) if get_client else None
+
+
+def _take(client, key: str, limit: int, ttl: int) -> bool:
+    """Run ``_TAKE_LUA`` (by its SHA; loaded the first time): whether it counted."""
+    global _take_script
+    if _take_script is None:
+        _take_script = client.register_script(_TAKE_LUA)
+    counted, _used = _take_script(keys=[key], args=[limit, ttl], client=client)
+    return bool(counted)
+
+
+@contextmanager
+def rate_limit_taken(*, user: AbstractBaseUser, scope: str) -> Iterator[None]:
+    """``rate_limit_check`` then the block, counted (``rate_limit_count``) unless it
+    raised. On Redis the check and the count are one round trip (a Lua script, on
+    django-ratelimit's keys and windows) before the block, and the count is given
+    back if the block raises; elsewhere they are the two calls around it. The caller
+    serialises requests of one user (the engine: under the user's row lock), so none
+    sees another's count that is about to be given back."""
+    rate = rates().get(scope)
+    cache = caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    client = _redis(cache) if rate else None
+    if client is None:
+        rate_limit_check(user=user, scope=scope)
+        yield
+        rate_limit_count(user=user, scope=scope)
+        return
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        yield
+        return
+    key, limit, window = _keys(user, {scope: rate})[scope]
+    ttl = ratelimit_core._split_rate(rate)[1] + ratelimit_core.EXPIRATION_FUDGE
+    try:
+        key = cache.client.make_key(key)
+        counted = _take(client, key, limit, ttl)
+    except Exception:
+        logger.warning("rate limit of %s not counted: the cache failed", scope, exc_info=True)
+        yield
+        return
+    if not counted:
+        time_left = window - int(ratelimit_core.time.time())
+        raise RateLimited(
+            f"Rate limit exceeded for {scope}: {limit} per window "
+            f"({rate}). Try again in {time_left} s.",
+            retry_after=time_left,
+        )
+    try:
+        yield
+    except BaseException:
+        _give_back(client, key, scope)
+        raise
+
+
+def _give_back(client, key: str, scope: str) -> None:
+    """Take back one count of a request that was refused after it was counted."""
+    try:
+        client.decr(key)
+    except Exception:
+        logger.warning("rate limit of %s: a refused request stays counted (the cache "
+                       "failed)", scope, exc_info=True)  # fmt: skip
 
 
 def _process_lock(name: str) -> threading.Lock:

@@ -71,9 +71,31 @@ def sessions_in_scope_by_id(*, user: AbstractBaseUser, action: BulkAction) -> Qu
     1,000-id chunk for an owner of 120,000 sessions); by the primary key a chunk costs
     its ids, whatever the statistics say."""
     qs = action.base_queryset()
-    if user_may_act_on_others(user, action.permission):
-        return qs
-    return qs.alias(owner_checked=F("owner_id") + 0).filter(owner_checked=user.pk)
+    owner = None
+    if not user_may_act_on_others(user, action.permission):
+        owner = user.pk
+        qs = qs.alias(owner_checked=F("owner_id") + 0).filter(owner_checked=user.pk)
+    try:
+        shape = (type(action), tuple(sorted(action.params.items())), owner)
+        hash(shape)
+    except TypeError:  # a parameter that is not hashable: no shape, never cached
+        shape = None
+    setattr(qs, _SCOPE_SHAPE, shape)
+    return qs
+
+
+#: The attribute ``sessions_in_scope_by_id`` marks its queryset with (a queryset's
+#: clone, e.g. after another ``filter``, does not carry it).
+_SCOPE_SHAPE = "_bulkops_scope_shape"
+
+
+def scope_shape(scope: QuerySet[Session]) -> tuple | None:
+    """What ``scope`` is made of, when it is ``sessions_in_scope_by_id``'s queryset as
+    returned (not filtered further): the action's class and parameters and the owner
+    it is limited to (None: every owner's). Two such querysets of equal shape compile
+    to the same SQL and parameters (the engine caches its chunk statement's SQL by
+    it); None for any other queryset."""
+    return getattr(scope, _SCOPE_SHAPE, None)
 
 
 def sessions_for_user(*, user: AbstractBaseUser) -> QuerySet[Session]:

@@ -4,7 +4,7 @@ then each worker count's fleet end to end; its targets and its text."""
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from benchmarks.small_ops.end_to_end import (
     E2E_PHASES,
     Client,
     Fleet,
+    listening,
     measure_latency,
     measure_throughput,
 )
@@ -31,6 +32,8 @@ class SmallOpsOptions:
     operations: int = 200
     latency_runs: int = 50
     concurrency: int = 4
+    #: ``serve`` processes the concurrent clients are spread over (round-robin).
+    servers: int = 1
     #: One-session operations run in process for the breakdown.
     in_process_runs: int = 100
 
@@ -46,7 +49,8 @@ class SmallOpsBench:
 
         self.options = options
         self.step = step
-        per_cell = (options.latency_runs + options.operations + self.WARMUP) * max(options.sizes)
+        warmup = self.WARMUP * options.servers
+        per_cell = (options.latency_runs + options.operations + warmup) * max(options.sizes)
         self.data = BenchData(sessions=max(per_cell, options.in_process_runs))
 
     def steps(self) -> int:
@@ -65,35 +69,26 @@ class SmallOpsBench:
         return [ids[i : i + size] for i in range(0, len(ids), size)]
 
     async def _cells(self, fleet: Fleet, token: str) -> list[dict[str, Any]]:
-        from websockets.asyncio.client import connect
-
-        client = Client(fleet.base, token)
-        cells = []
-        ws_url = fleet.base.replace("http", "ws", 1) + "/ws/bulk/"
-        async with connect(ws_url, origin=fleet.base) as ws:
-            await ws.send(json.dumps({"type": "auth", "token": token}))
-            while json.loads(await ws.recv()).get("type") != "authenticated":
-                pass
-            listener = asyncio.create_task(client.listen(ws))
-            try:
+        async with contextlib.AsyncExitStack() as stack:
+            # One client per server, each listening on its own server's WebSocket (an
+            # operation's events reach that server's connections without Redis too).
+            clients = [await stack.enter_async_context(listening(b, token)) for b in fleet.bases]
+            for client in clients:
                 for batch in await asyncio.to_thread(self._batches, 1, self.WARMUP):
                     await client.one(batch)
-                self.step(f"{fleet.workers} worker(s): ready")
-                for size in self.options.sizes:
-                    cells.append(await self._cell(client, fleet.workers, size))
-            finally:
-                listener.cancel()
-        return cells
+            self.step(f"{fleet.workers} worker(s): ready")
+            return [await self._cell(clients, fleet.workers, size) for size in self.options.sizes]
 
-    async def _cell(self, client: Client, workers: int, size: int) -> dict[str, Any]:
+    async def _cell(self, clients: list[Client], workers: int, size: int) -> dict[str, Any]:
         opts = self.options
         batches = await asyncio.to_thread(self._batches, size, opts.latency_runs)
-        latency = await measure_latency(client, batches)
+        latency = await measure_latency(clients[0], batches)
         self.step(f"{workers} worker(s) × {size}: latency")
         batches = await asyncio.to_thread(self._batches, size, opts.operations)
-        throughput = await measure_throughput(client, batches, opts.concurrency)
+        throughput = await measure_throughput(clients, batches, opts.concurrency)
         self.step(f"{workers} worker(s) × {size}: throughput")
-        return {"workers": workers, "sessions": size, "latency": latency, **throughput}
+        cell = {"workers": workers, "servers": len(clients), "sessions": size}
+        return {**cell, "latency": latency, **throughput}
 
     def run(self) -> dict[str, Any]:
         from rest_framework.authtoken.models import Token
@@ -109,7 +104,7 @@ class SmallOpsBench:
             connections.close_all()
             cells = []
             for workers in self.options.workers:
-                fleet = Fleet(workers)
+                fleet = Fleet(workers, servers=self.options.servers)
                 try:
                     fleet.start()
                     cells += asyncio.run(self._cells(fleet, token))
@@ -139,19 +134,20 @@ def render_small_ops(section: dict[str, Any]) -> str:
     for name, phase in ip["phases"].items():
         lines.append(f"  {name:<14} {phase['ms']:>7.2f} ms  {phase['queries']:>5} statements")
     lines.append(
-        f"\nEnd to end (serve --no-worker + db_worker × N, channel layer "
+        f"\nEnd to end (serve --no-worker × servers + db_worker × N, channel layer "
         f"{section['channel_layer']}): ops/s with {section['options']['concurrency']} "
-        "clients; latency one at a time"
+        "clients spread over the servers; latency one at a time (the first server)"
     )
     lines.append(
-        "workers  sessions   ops/s  sessions/s  p50 ms  p99 ms  | phases p50 ms: "
+        "servers  workers  sessions   ops/s  sessions/s  p50 ms  p99 ms  | phases p50 ms: "
         + " / ".join(E2E_PHASES)
     )
     for c in section["end_to_end"]:
         lat = c["latency"]
         phases = " / ".join(str(lat["phases_p50_ms"][k]) for k in E2E_PHASES)
         lines.append(
-            f"{c['workers']:>7}  {c['sessions']:>8}  {c['operations_per_second']:>6}  "
+            f"{c.get('servers', 1):>7}  {c['workers']:>7}  {c['sessions']:>8}  "
+            f"{c['operations_per_second']:>6}  "
             f"{c['sessions_per_second']:>10}  {lat['p50_ms']:>6}  {lat['p99_ms']:>6}  | {phases}"
         )
     return "\n".join(lines) + "\n" + target_lines(section.get("targets", []))

@@ -7,10 +7,12 @@ the rows' own timestamps) and throughput with a few clients in a closed loop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +39,28 @@ E2E_PHASES = (
 
 
 class Fleet:
-    """``serve --no-worker`` and ``workers`` × ``db_worker`` as subprocesses on the
-    bench's own database (:mod:`benchmarks.processes`)."""
+    """``servers`` × ``serve --no-worker`` (each on a port of its own, the same
+    settings: production runs several behind a proxy) and ``workers`` × ``db_worker``
+    as subprocesses on the bench's own database (:mod:`benchmarks.processes`)."""
 
     RATE_LIMIT = "1000000/m"
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, *, servers: int = 1) -> None:
         self.workers = workers
+        self.servers = servers
         self.workdir = Path(tempfile.mkdtemp(prefix="bulkops-small-ops-"))
         self.procs = Processes(self.workdir, current_env(BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT))
-        self.base = ""
+        self.bases: list[str] = []
+
+    @property
+    def base(self) -> str:
+        """The first server's URL (the latency runs': one at a time)."""
+        return self.bases[0]
 
     def start(self) -> None:
-        self.base = self.procs.server("serve", embedded=True, worker=False, ready=healthy)
+        for n in range(self.servers):
+            name = "serve" if n == 0 else f"serve-{n}"
+            self.bases.append(self.procs.server(name, embedded=True, worker=False, ready=healthy))
         for n in range(self.workers):
             self.procs.worker(f"small-ops-{n}", interval=None)
 
@@ -108,6 +119,23 @@ class Client:
         return sent, op_id, self.arrivals.pop(op_id)
 
 
+@contextlib.asynccontextmanager
+async def listening(base: str, token: str) -> AsyncIterator[Client]:
+    """A ``Client`` of the server at ``base``, its WebSocket authenticated and heard."""
+    from websockets.asyncio.client import connect
+
+    client = Client(base, token)
+    async with connect(base.replace("http", "ws", 1) + "/ws/bulk/", origin=base) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": token}))
+        while json.loads(await ws.recv()).get("type") != "authenticated":
+            pass
+        listener = asyncio.create_task(client.listen(ws))
+        try:
+            yield client
+        finally:
+            listener.cancel()
+
+
 def _stamps(op_id: str, sent: float, arrived: float) -> list[float | None]:
     """The moments of E2E_PHASES' boundaries; the queue's two are None for an operation
     that never went through the queue (run inside its request)."""
@@ -157,17 +185,21 @@ async def measure_latency(client: Client, batches: list[list[str]]) -> dict[str,
     }
 
 
-async def measure_throughput(client: Client, batches: list[list[str]], concurrency: int) -> dict:
+async def measure_throughput(
+    clients: list[Client], batches: list[list[str]], concurrency: int
+) -> dict:
+    """``concurrency`` closed-loop clients, the i-th POSTing through ``clients[i % n]``
+    (one per server: round-robin, as a proxy spreads them)."""
     queue = list(reversed(batches))
     latencies: list[float] = []
 
-    async def worker() -> None:
+    async def worker(client: Client) -> None:
         while queue:
             sent, _, arrived = await client.one(queue.pop())
             latencies.append((arrived - sent) * 1000)
 
     started = time.time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(concurrency)))
     seconds = time.time() - started
     return {
         "operations": len(batches),

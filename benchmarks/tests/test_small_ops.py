@@ -1,10 +1,17 @@
 """bulkops_bench --small-ops: the in-process breakdown counts every statement of an
-operation in exactly one phase and leaves the engine as it found it (the end-to-end
-part starts server and worker processes: it is the benchmark's, not a test's)."""
+operation in exactly one phase and leaves the engine as it found it; the end-to-end
+part's closed-loop clients are spread over ``--small-ops-servers`` servers (its
+processes themselves are the benchmark's, not a test's)."""
+
+import asyncio
 
 import pytest
+from django.core.management import call_command
 
+from benchmarks.management.commands import bulkops_bench
+from benchmarks.processes import Processes
 from benchmarks.small_ops import IN_PROCESS_PHASES, in_process_breakdown
+from benchmarks.small_ops.end_to_end import Fleet, measure_throughput
 from bulkops.engine import executor, operations
 from bulkops.models import BulkOperation, Session
 
@@ -31,3 +38,62 @@ def test_the_breakdown_runs_real_operations_and_attributes_every_statement(owner
     )
     # The wrappers are gone again.
     assert (operations.enqueue_operation, executor._start, executor._chunk) == originals
+
+
+class _FakeClient:
+    """Answers each POST at once; records the batches it was given."""
+
+    def __init__(self) -> None:
+        self.posted: list[list[str]] = []
+
+    async def one(self, ids):
+        self.posted.append(ids)
+        await asyncio.sleep(0)
+        return 0.0, f"op-{ids[0]}", 0.001
+
+
+def test_the_concurrent_clients_are_spread_over_the_servers_round_robin():
+    servers = [_FakeClient(), _FakeClient()]
+    batches = [[f"s-{n}"] for n in range(40)]
+
+    result = asyncio.run(measure_throughput(servers, batches, 4))
+
+    assert result["operations"] == 40
+    assert sorted(b for s in servers for b in s.posted) == sorted(batches)
+    # Four closed loops over two servers: two loops each, half the operations each.
+    assert [len(s.posted) for s in servers] == [20, 20]
+
+
+def test_small_ops_servers_reaches_the_bench(monkeypatch):
+    seen = []
+
+    class Bench:
+        def __init__(self, options, *, step):
+            seen.append(options)
+            raise SystemExit(0)
+
+    monkeypatch.setattr(bulkops_bench, "SmallOpsBench", Bench)
+    with pytest.raises(SystemExit):
+        call_command("bulkops_bench", "--small-ops", "--small-ops-servers", "2")
+    with pytest.raises(SystemExit):
+        call_command("bulkops_bench", "--small-ops")
+    assert [o.servers for o in seen] == [2, 1]
+
+
+def test_the_fleet_starts_each_server_on_its_own_port_and_the_first_takes_latency(monkeypatch):
+    started = []
+
+    def server(self, name, **kwargs):
+        started.append(name)
+        return f"http://127.0.0.1:{8000 + len(started)}"
+
+    monkeypatch.setattr(Processes, "server", server)
+    monkeypatch.setattr(Processes, "worker", lambda self, name, **kwargs: None)
+    fleet = Fleet(1, servers=3)
+    try:
+        fleet.start()
+    finally:
+        fleet.stop()
+    assert started == ["serve", "serve-1", "serve-2"]
+    assert fleet.bases == [f"http://127.0.0.1:{p}" for p in (8001, 8002, 8003)]
+    assert fleet.base == fleet.bases[0]

@@ -50,3 +50,5 @@ def test_small_operation_targets_read_the_one_worker_one_session_cell():
     assert (rate["value"], rate["met"]) == (90.0, False)
     assert (p50["value"], p50["met"]) == (25, True)
     assert small_ops_targets({"end_to_end": cells[:1]}) == []
+    two = small_ops_targets({"end_to_end": [{**cells[1], "servers": 2}]})[0]
+    assert two["target"] == "one-session operations per second, 1 worker, 2 servers"

@@ -42,13 +42,23 @@ def any_of(column: str, ids: list[str]) -> tuple[str, list]:
     if not ids:
         return "1 = 0", []
     if connection.vendor == "postgresql":
-        if all(_PLAIN_ID.fullmatch(i) for i in ids):
+        if plain_ids(ids):
             # Ids of the session-id alphabet need no quoting inside an array
             # literal: one text parameter instead of one adapted value per id
             # (psycopg quotes each list element in Python; ~5 ms per 5,000).
-            return f"{column} = ANY(%s::varchar[])", ["{" + ",".join(ids) + "}"]
+            return f"{column} = ANY(%s::varchar[])", [any_of_param(ids)]
         return f"{column} = ANY(%s)", [ids]
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def plain_ids(ids: list[str]) -> bool:
+    """Whether every id is of the session-id alphabet (``any_of``'s array literal)."""
+    return all(_PLAIN_ID.fullmatch(i) for i in ids)
+
+
+def any_of_param(ids: list[str]) -> Any:
+    """The one parameter ``any_of`` gives ``ids`` on PostgreSQL (non-empty ``ids``)."""
+    return "{" + ",".join(ids) + "}" if plain_ids(ids) else ids
 
 
 def plain_update(model: type[Model], values: dict[str, Any], where: str, params: list) -> int:

@@ -34,8 +34,9 @@ from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
-from bulkops.actions.sql import AnyOf, is_postgresql
+from bulkops.actions.sql import AnyOf, any_of_param, is_postgresql, plain_ids
 from bulkops.models import Session
+from bulkops.selectors import scope_shape
 
 #: The final SELECT: one row per previous status of the applied rows (their ids as an
 #: array), then one row per locked row that was not applied. Neither joins ``locked``
@@ -59,6 +60,63 @@ def sql_plan(action: BulkAction, now) -> SqlApply | None:
     return action.sql_apply(now=now)
 
 
+def _lock_query(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> QuerySet:
+    """The chunk's rows of ``scope``, locked in id order, with their ctid."""
+    table = connection.ops.quote_name(Session._meta.db_table)
+    # The UPDATE finds each locked row by its ctid (a TID scan), not through the
+    # primary key's index again: a locked row cannot move until this transaction ends.
+    return (
+        scope.filter(AnyOf("pk", ids))
+        .annotate(tid=RawSQL(f"{table}.ctid", ()))
+        .order_by("pk")
+        .select_for_update(skip_locked=skip_locked, of=("self",))
+        .values_list(*ROW_FIELDS, "tid")
+    )
+
+
+#: Compiled lock queries by shape (``_lock_key``): (SQL, parameters, the index of the
+#: chunk's ids among them). Building the query through the ORM was most of a small
+#: chunk's CPU; its SQL only changes with what the key holds.
+_compiled: dict[tuple, tuple[str, tuple, int]] = {}
+#: Shapes kept at most (one per action, parameters and owner: forgotten all at once).
+MAX_COMPILED = 1024
+#: The ids a lock query is compiled with to find where the chunk's ids go: one of the
+#: session-id alphabet (an array literal parameter) and one outside it (a list).
+_PLACEHOLDER_IDS = {True: ["bulkops-compiled-ids"], False: ["bulkops compiled ids"]}
+
+
+def _lock_key(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> tuple | None:
+    """What the lock query's SQL depends on, or None when it is not cached: a scope
+    that is not ``sessions_in_scope_by_id``'s, no ids, or not PostgreSQL (the one
+    database whose ids are one parameter, and the only one running this statement)."""
+    shape = scope_shape(scope)
+    if shape is None or not ids or not is_postgresql():
+        return None
+    return (shape, skip_locked, connection.vendor, connection.alias, plain_ids(ids))
+
+
+def lock_sql(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> tuple[str, list]:
+    """The lock query's SQL and parameters: compiled once per shape (``_lock_key``)
+    and reused with the chunk's ids in place of the ones it was compiled with."""
+    key = _lock_key(scope, ids, skip_locked)
+    if key is None:
+        return _lock_query(scope, ids, skip_locked).query.sql_with_params()
+    compiled = _compiled.get(key)
+    if compiled is None:
+        placeholder = _PLACEHOLDER_IDS[key[-1]]
+        sql, params = _lock_query(scope, placeholder, skip_locked).query.sql_with_params()
+        slots = [i for i, p in enumerate(params) if p == any_of_param(placeholder)]
+        if len(slots) != 1:  # cannot tell where the ids go: compile every time
+            return _lock_query(scope, ids, skip_locked).query.sql_with_params()
+        if len(_compiled) >= MAX_COMPILED:
+            _compiled.clear()
+        compiled = _compiled[key] = (sql, tuple(params), slots[0])
+    sql, params, slot = compiled
+    filled = list(params)
+    filled[slot] = any_of_param(ids)
+    return sql, filled
+
+
 def _statement(
     plan: SqlApply,
     scope: QuerySet[Session],
@@ -66,18 +124,9 @@ def _statement(
     skip_locked: bool,
 ) -> tuple[str, list]:
     table = connection.ops.quote_name(Session._meta.db_table)
-    # The UPDATE finds each locked row by its ctid (a TID scan), not through the
-    # primary key's index again: a locked row cannot move until this transaction ends.
-    lock = (
-        scope.filter(AnyOf("pk", ids))
-        .annotate(tid=RawSQL(f"{table}.ctid", ()))
-        .order_by("pk")
-        .select_for_update(skip_locked=skip_locked, of=("self",))
-        .values_list(*ROW_FIELDS, "tid")
-    )
-    lock_sql, lock_params = lock.query.sql_with_params()
+    lock_sql_, lock_params = lock_sql(scope, ids, skip_locked)
     sql = (
-        f"WITH locked AS ({lock_sql}), "
+        f"WITH locked AS ({lock_sql_}), "
         f"upd AS (UPDATE {table} AS s SET {plan.assignments} FROM locked "
         f"WHERE s.ctid = locked.tid AND ({plan.eligible}) "
         "RETURNING s.id, locked.status AS previous) "

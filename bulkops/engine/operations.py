@@ -10,6 +10,7 @@ limit counts the request. Every interface makes that one call and gets a ``Start
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ from bulkops.models import (
     OperationSource,
     OperationStatus,
 )
-from bulkops.ratelimits import RETRY, rate_limit_check, rate_limit_count
+from bulkops.ratelimits import RETRY, rate_limit_taken
 from bulkops.selectors import active_operations_count
 
 if TYPE_CHECKING:
@@ -183,18 +184,15 @@ def _create_or_replay(request: _Request) -> Started:
         _lock_user(op.user)
         if replay := replayed(op.user, op.idempotency_key, op.request_fingerprint):
             return replay
-        if scope:
-            rate_limit_check(user=op.user, scope=scope)
-        target = selection_target(user=op.user, action=act, selection=request.selection)
-        if isinstance(target, LargeSelection):
-            op.total = _large_total(request, target)
-        else:
-            target = _checked_selection(request, target)
-            op.total = len(target)
-        _check_active_cap(op.user)
-        op = _insert(op, target, act)
-        if scope:
-            rate_limit_count(user=op.user, scope=scope)
+        with rate_limit_taken(user=op.user, scope=scope) if scope else nullcontext():
+            target = selection_target(user=op.user, action=act, selection=request.selection)
+            if isinstance(target, LargeSelection):
+                op.total = _large_total(request, target)
+            else:
+                target = _checked_selection(request, target)
+                op.total = len(target)
+            _check_active_cap(op.user)
+            op = _insert(op, target, act)
     return Started(op, replayed=False)
 
 

@@ -181,7 +181,7 @@ def test_ruff_is_clean_with_the_complexity_limit():
 #: The engine's services that start an operation.
 STARTERS = {"operation_create", "operation_retry", "operation_undo"}
 #: What only the engine does on the way: replays, rate-limit checks and counts.
-START_PARTS = {"operation_replay", "rate_limit_check", "rate_limit_count"}
+START_PARTS = {"operation_replay", "rate_limit_check", "rate_limit_count", "rate_limit_taken"}
 
 
 def called_name(node: ast.Call) -> str | None:

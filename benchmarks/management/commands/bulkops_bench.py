@@ -154,6 +154,13 @@ class Command(BaseCommand):
         small.add_argument(
             "--small-ops-latency-runs", type=int, default=50, help="Sequential runs per cell."
         )
+        small.add_argument(
+            "--small-ops-servers",
+            type=int,
+            default=1,
+            help="serve processes (each on its own port, the same settings) the concurrent "
+            "clients are spread over, round-robin, as a proxy in front of several would.",
+        )
 
     def add_load_arguments(self, parser):
         group = parser.add_argument_group("load (--load)")
@@ -279,6 +286,7 @@ class Command(BaseCommand):
             workers=_csv_ints(opts["small_ops_workers"]),
             operations=max(1, opts["small_ops_operations"]),
             latency_runs=max(1, opts["small_ops_latency_runs"]),
+            servers=max(1, opts["small_ops_servers"]),
         )
         bench = SmallOpsBench(options, step=lambda label: None)
         total, done = bench.steps(), [0]
