@@ -19,6 +19,10 @@ import datetime
 import gzip
 import io
 import os
+import queue
+import threading
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
@@ -29,7 +33,13 @@ from bulkops.actions.base import BulkAction
 from bulkops.actions.export import FORMULA_PREFIXES
 from bulkops.actions.sql import AnyOf
 from bulkops.engine.eligibility import Partition
-from bulkops.engine.large.run import SliceChunks, hold
+from bulkops.engine.large.run import (
+    Batch,
+    FilterSource,
+    SliceChunks,
+    hold,
+    insert_sorted_chunk,
+)
 from bulkops.exceptions import ExportFileError
 from bulkops.exports.storage import export_dir, export_path
 from bulkops.models import BulkOperation, ExportFormat, OperationSlice, Session
@@ -102,6 +112,61 @@ def copy_sql(act: BulkAction, ids: list[str], *, after: str) -> tuple[str, list[
     return f"COPY ({select}) TO STDOUT {AS_IS}", params
 
 
+#: Bytes of ``COPY`` output handed to the compressing thread at a time.
+COMPRESS_BLOCK = 1 << 20
+
+
+class GzipMember:
+    """One gzip member compressed on a thread of its own while the caller feeds it:
+    ``zlib`` releases the GIL while it compresses, so the records of a chunk are
+    compressed while the database still streams the next ones (not after them)."""
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self._zip = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self._blocks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._out: list[bytes] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="export-gzip", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.append(self._zip.compress(block))
+                except BaseException as exc:  # handed to the caller by ``close``
+                    self._error = exc
+
+    def feed(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def stop(self) -> None:
+        """End the thread (the member is given up)."""
+        self._blocks.put(None)
+        self._thread.join()
+
+    def close(self) -> bytes:
+        """The whole member (header, compressed data, trailer), once all is compressed."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        return b"".join(self._out) + self._zip.flush()
+
+
+def stream_copy(sql: str, params: list[Any], feed: Callable[[bytes], None]) -> None:
+    """Run ``COPY … TO STDOUT`` and hand its output to ``feed`` in blocks of about
+    ``COMPRESS_BLOCK`` bytes, as they arrive."""
+    out = bytearray()
+    with connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
+        for row in copy:
+            out += row
+            if len(out) >= COMPRESS_BLOCK:
+                feed(bytes(out))
+                out.clear()
+    if out:
+        feed(bytes(out))
+
+
 class GzipExport:
     """The export action of a large operation: the same action (every other attribute
     is its own), with the file written by ``COPY`` into gzip members."""
@@ -115,10 +180,11 @@ class GzipExport:
     def _part(self, op: BulkOperation):
         return export_path(op.export_file + ".part")
 
-    def _append(self, op: BulkOperation, data: bytes) -> None:
+    def _append(self, op: BulkOperation, member: bytes) -> None:
+        """Append ``member`` (compressed) to the file, durably."""
         try:
             with open(self._part(op), "ab") as raw:
-                raw.write(gzip.compress(data, compresslevel=GZIP_LEVEL))
+                raw.write(member)
                 raw.flush()
                 os.fsync(raw.fileno())
         except OSError as exc:
@@ -138,19 +204,20 @@ class GzipExport:
         if self.act.params["format"] == ExportFormat.CSV:
             header = io.StringIO()
             csv.writer(header, lineterminator="\n").writerow(self.act.fields)
-            self._append(op, header.getvalue().encode())
+            self._append(op, gzip.compress(header.getvalue().encode(), GZIP_LEVEL))
 
     def write(self, op: BulkOperation, ids: list[str], *, after: str) -> None:
         """Append the records of ``ids`` (in id order, all past ``after``)."""
         if not ids:
             return
         sql, params = copy_sql(self.act, ids, after=after)
-        out = bytearray()
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(sql, params) as copy:
-                for block in copy:
-                    out += block
-        self._append(op, bytes(out))
+        member = GzipMember()
+        try:
+            stream_copy(sql, params, member.feed)
+        except BaseException:
+            member.stop()
+            raise
+        self._append(op, member.close())
 
     def finish(self, op: BulkOperation) -> None:
         os.replace(self._part(op), export_path(op.export_file))
@@ -172,30 +239,53 @@ def large_file_action(op: BulkOperation, act: BulkAction) -> BulkAction:
 EXPORT_CHUNK_ROWS = 50_000
 
 
+#: What a chunk reads of each session with its id (``FilterSource.next_batch``).
+ROW_COLUMNS = ("status", "deleted_at")
+
+
 class ExportChunks(SliceChunks):
     """A large export's chunks: the next ``EXPORT_CHUNK_ROWS`` matching sessions of the
-    slice, read (not locked: an export changes nothing), their records streamed by
-    ``COPY`` into the file, their items, counters and the slice's cursor written in the
-    chunk's transaction. A soft-deleted one (a ``deleted=true`` filter) fails
-    ``deleted``, as in a small export."""
+    slice, read (not locked: an export changes nothing) with their status in the
+    keyset read itself, their records streamed by ``COPY`` into the file, their
+    chunk row (ids and statuses in the read's order: no sort), counters and the
+    slice's cursor written in the chunk's transaction. A soft-deleted one (a
+    ``deleted=true`` filter) fails ``deleted``, as in a small export."""
+
+    def _read(self, *, after: str, size: int) -> tuple[Batch, list[tuple]]:
+        """The next sessions, and ``(id, status, deleted_at)`` of each in id order."""
+        through = self.slice.through
+        if isinstance(self.source, FilterSource):
+            batch = self.source.next_batch(
+                after=after, through=through, size=size, columns=ROW_COLUMNS
+            )
+            return batch, list(zip(batch.ids, *batch.columns, strict=True))
+        # An earlier operation's items: their sessions as they are now.
+        batch = self.source.next_batch(after=after, through=through, size=size)
+        rows = key_range(self.source.lock_scope, batch.ids, after=after).order_by("pk")
+        return batch, list(rows.values_list("pk", *ROW_COLUMNS))
 
     def __call__(
         self, *, size: int, after: str, now: datetime.datetime, skip_locked: bool
     ) -> Partition:
         hold(self.slice, worker=self.worker)
-        batch = self.source.next_batch(
-            after=after, through=self.slice.through, size=max(size, EXPORT_CHUNK_ROWS)
-        )
+        batch, rows = self._read(after=after, size=max(size, EXPORT_CHUNK_ROWS))
         part = Partition()
-        rows = key_range(self.source.lock_scope, batch.ids, after=after).order_by("pk")
-        for sid, status, deleted in rows.values_list("pk", "status", "deleted_at"):
-            if deleted is not None:
-                part.failed[reasons.DELETED].append(sid)
-            else:
-                part.eligible.append(sid)
-                part.eligible_by_status[status].append(sid)
+        self.previous: list[str] = []
+        if all(deleted is None for _, _, deleted in rows):
+            part.eligible = [sid for sid, _, _ in rows]
+            self.previous = [status for _, status, _ in rows]
+        else:
+            for sid, status, deleted in rows:
+                if deleted is not None:
+                    part.failed[reasons.DELETED].append(sid)
+                else:
+                    part.eligible.append(sid)
+                    self.previous.append(status)
         self.act.write(self.op, part.eligible, after=after)
         return self.record(part, batch, now)
+
+    def insert_chunk(self, part: Partition, *, first: str, last: str) -> None:
+        insert_sorted_chunk(self.op, part, previous=self.previous, first=first, last=last)
 
 
 def chunks_for(
