@@ -66,8 +66,6 @@ class Batch:
     ids: list[str]
     cursor: str
     last: bool
-    #: The other columns the read was asked for, each a list parallel to ``ids``.
-    columns: tuple[list, ...] = ()
 
 
 def _keys(qs: QuerySet, key: str, size: int, *, skip: int = 0) -> list[str]:
@@ -77,25 +75,23 @@ def _keys(qs: QuerySet, key: str, size: int, *, skip: int = 0) -> list[str]:
         return list(qs.values_list(key, flat=True)[skip : skip + size])
 
 
-def _key_columns(qs: QuerySet, key: str, size: int, columns: tuple[str, ...]) -> list[list]:
-    """``_keys`` with ``columns`` of the same rows: one list per column, ``key``'s
-    first, in key order. Read as one row of arrays: psycopg parses an array in C, and
-    a Python row per session costs more than the read itself."""
-    sql, params = qs.values_list(key, *columns)[:size].query.sql_with_params()
-    names = [f"c{n}" for n in range(len(columns) + 1)]
-    arrays = ", ".join(f"array_agg({name})" for name in names)
-    with in_key_order(), connection.cursor() as cursor:
-        # A plain aggregate over the ordered subquery keeps its order.
-        cursor.execute(f"SELECT {arrays} FROM ({sql}) AS r({', '.join(names)})", params)
-        return [list(values or ()) for values in cursor.fetchone()]
-
-
 def _past(qs: QuerySet, key: str, *, after: str, through: str) -> QuerySet:
     if after:
         qs = qs.filter(**{f"{key}__gt": after})
     if through:
         qs = qs.filter(**{f"{key}__lte": through})
     return qs.order_by(key)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A filter's matching sessions past ``after`` up to ``end`` (None: up to the
+    slice's end), ``width`` primary-key entries wide; ``rows`` in key order."""
+
+    rows: QuerySet
+    after: str
+    end: str | None
+    width: int
 
 
 class FilterSource:
@@ -117,24 +113,25 @@ class FilterSource:
         ids = _past(Session.objects.all(), "pk", after=after, through=through)
         return next(iter(_keys(ids, "pk", 1, skip=width - 1)), None)
 
-    def next_batch(
-        self, *, after: str, through: str, size: int, columns: tuple[str, ...] = ()
-    ) -> Batch:
-        """The next ``size`` matching sessions past ``after``; with ``columns``, those
-        fields of the same rows read with them (``Batch.columns``)."""
+    def window(self, *, after: str, through: str, size: int) -> Window:
+        """Where the next ``size`` matching sessions past ``after`` are looked for."""
         width = min(max(int(size / self.ratio), size), max(MAX_WINDOW, size))
         end = self._window_end(after=after, through=through, width=width)
         rows = _past(self.lock_scope, "pk", after=after, through=end or through)
-        if columns:
-            ids, *values = _key_columns(rows, "pk", size, columns)
-        else:
-            ids, values = _keys(rows, "pk", size), []
+        return Window(rows, after, end, width)
+
+    def batch(self, window: Window, ids: list[str], *, size: int) -> Batch:
+        """The batch of ``ids``: the first ``size`` (or fewer) of ``window.rows``."""
         if len(ids) == size:
-            return Batch(ids, ids[-1], last=False, columns=tuple(values))
-        if end is not None:
-            self.ratio = max(len(ids), 1) / width / 2  # none found: twice as wide
-            return Batch(ids, end, last=False, columns=tuple(values))
-        return Batch(ids, ids[-1] if ids else after, last=True, columns=tuple(values))
+            return Batch(ids, ids[-1], last=False)
+        if window.end is not None:
+            self.ratio = max(len(ids), 1) / window.width / 2  # none found: twice as wide
+            return Batch(ids, window.end, last=False)
+        return Batch(ids, ids[-1] if ids else window.after, last=True)
+
+    def next_batch(self, *, after: str, through: str, size: int) -> Batch:
+        window = self.window(after=after, through=through, size=size)
+        return self.batch(window, _keys(window.rows, "pk", size), size=size)
 
 
 class ItemsSource:

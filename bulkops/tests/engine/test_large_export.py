@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bulkops.engine import Selection, operation_create
-from bulkops.engine.large.export import GzipMember
+from bulkops.engine.large.export import GzipMember, copy_sql
 from bulkops.exports.storage import export_path
 from bulkops.itemstore import FIELDS, item_rows
 from bulkops.models import Session
@@ -159,24 +159,35 @@ def test_each_chunk_is_one_gzip_member_after_the_header(staff):
     assert op.chunks.count() == 5
 
 
-def test_a_chunk_reads_its_sessions_once_and_keeps_them_in_id_order_with_their_status(staff):
+def test_a_chunk_reads_its_sessions_by_the_copy_and_keeps_them_in_id_order_with_their_status(
+    staff, monkeypatch
+):
     statements: list[str] = []
 
     def record(execute, sql, params, many, context):
         statements.append(sql)
         return execute(sql, params, many, context)
 
+    copies: list[str] = []
+
+    def recorded_copy(*args, **kwargs):
+        sql, params = copy_sql(*args, **kwargs)
+        copies.append(sql)
+        return sql, params
+
+    monkeypatch.setattr("bulkops.engine.large.export.copy_sql", recorded_copy)
     op = operation_create(
         user=staff, action="export", selection=Selection(filter={}), params={"format": "csv"}
     ).operation
     with connection.execute_wrapper(record):
         run_worker()
     op.refresh_from_db()
-    # Per chunk: the window's end (ids only) and one read of the sessions with their
-    # status; the records come by COPY (not through the wrapper). No read by id list.
+    # Per chunk: the window's end (ids only, from the index), then one COPY of the
+    # next 700 matching sessions that is the read (no list of ids sent back).
     reads = [sql for sql in statements if 'FROM "bulkops_session"' in sql]
-    assert len(reads) == 2 * 5
-    assert sum('"bulkops_session"."status"' in sql for sql in reads) == 5
+    assert len(reads) == 5 and all("LIMIT 1 OFFSET" in sql for sql in reads)
+    assert len(copies) == 5
+    assert all("LIMIT 700" in sql and "ANY(" not in sql for sql in copies)
     inserts = [sql for sql in statements if 'INSERT INTO "bulkops_operationchunk"' in sql]
     assert len(inserts) == 5 and not any("ORDER BY" in sql for sql in inserts)
     # The chunk rows hold every session once, in the database's id order, each with the
@@ -210,3 +221,28 @@ def test_a_gzip_member_is_compressed_as_fed_and_its_thread_errors_reach_the_call
     broken.feed("not bytes")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         broken.close()
+
+
+ODD_IDS = ('odd,"quoted" id', "odd\nline\x01\x02id")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_an_id_that_copy_quotes_is_exported_and_recorded_as_it_is(staff, fmt):
+    # Ids the keyset alphabet never makes: COPY quotes them in the row's leading cell.
+    with connection.cursor() as cursor:
+        for n, odd in enumerate(ODD_IDS):
+            cursor.execute(
+                "UPDATE bulkops_session SET id = %s WHERE id = %s", [odd, f"large-000001{n}"]
+            )
+    op = export(staff, fmt)
+    assert (op.status, op.succeeded) == ("completed", SIZE)
+    with gzip.open(export_path(op.export_file), "rt", newline="", encoding="utf-8") as fh:
+        if fmt == "csv":
+            exported = [row[0] for row in list(csv.reader(fh))[1:]]
+        else:
+            exported = [json.loads(line)["id"] for line in fh]
+    recorded = [sid for sids in op.chunks.values_list("session_ids", flat=True) for sid in sids]
+    assert (
+        sorted(exported) == sorted(recorded) == sorted(Session.objects.values_list("pk", flat=True))
+    )
+    assert set(ODD_IDS) <= set(recorded)
