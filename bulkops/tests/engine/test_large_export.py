@@ -15,11 +15,17 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from bulkops.engine import Selection, operation_create
+from bulkops.engine import (
+    Selection,
+    operation_create,
+    operation_execute,
+    operation_pause,
+    operation_resume,
+)
 from bulkops.engine.large.export import GzipMember, copy_sql
 from bulkops.exports.storage import export_path
 from bulkops.itemstore import FIELDS, item_rows
-from bulkops.models import Session
+from bulkops.models import BulkOperation, Session
 from bulkops.tests.support.api import token_client
 from bulkops.tests.support.helpers import run_worker
 from bulkops.tests.support.large import LARGE_PERMS, seed_sessions
@@ -246,3 +252,29 @@ def test_an_id_that_copy_quotes_is_exported_and_recorded_as_it_is(staff, fmt):
         sorted(exported) == sorted(recorded) == sorted(Session.objects.values_list("pk", flat=True))
     )
     assert set(ODD_IDS) <= set(recorded)
+
+
+def test_a_paused_export_drops_its_part_file_and_its_resume_writes_every_session_once(staff):
+    op = operation_create(
+        user=staff, action="export", selection=Selection(filter={}), params={"format": "csv"}
+    ).operation
+
+    def pause_once() -> bool:
+        fresh = BulkOperation.objects.get(pk=op.pk)
+        if fresh.processed >= 1400 and not fresh.pause_requested and fresh.status == "running":
+            operation_pause(operation=fresh)
+        return False
+
+    paused = operation_execute(operation_id=op.pk, should_stop=pause_once)
+    paused.refresh_from_db()
+    assert paused.status == "paused" and 1400 <= paused.processed < SIZE
+    assert not export_path(op.export_file + ".part").exists()
+    assert not export_path(op.export_file).exists()
+    operation_resume(operation=paused)
+    run_worker()
+    op.refresh_from_db()
+    assert (op.status, op.processed, op.succeeded) == ("completed", SIZE, SIZE)
+    with gzip.open(export_path(op.export_file), "rt", newline="", encoding="utf-8") as fh:
+        ids = [row[0] for row in list(csv.reader(fh))[1:]]
+    assert sorted(ids) == sorted(Session.objects.values_list("pk", flat=True))
+    assert len(ids) == SIZE
