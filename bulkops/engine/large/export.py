@@ -314,8 +314,8 @@ def large_file_action(op: BulkOperation, act: BulkAction) -> BulkAction:
 
 
 #: Sessions a large export's chunk streams: big enough that the per-chunk work (the
-#: keyset read, the items' ``INSERT``, the counters) is small beside the ``COPY``, small
-#: enough that a pause or cancel is seen within a second or so.
+#: window's end, the chunk row's ``INSERT``, the counters) is small beside the
+#: ``COPY``, small enough that a pause or cancel is seen within a second or so.
 EXPORT_CHUNK_ROWS = 50_000
 
 
