@@ -188,9 +188,10 @@ class ExportAction(BulkAction):
         into Python objects only to print them again was most of an export's CPU."""
         return list(self.records(Session.objects.filter(AnyOf("pk", ids))))
 
-    def records(self, sessions: QuerySet[Session]) -> QuerySet:
+    def records(self, sessions: QuerySet[Session], *, leading: tuple = ()) -> QuerySet:
         """``sessions`` in id order as ``_tuples``' rows (a ``values_list``): what a
-        large export streams from the database with ``COPY``."""
+        large export streams from the database with ``COPY``, each row then led by the
+        ``leading`` expressions."""
         details = bool(self.params.get("include_details"))
         qs = sessions.order_by("id")
         columns = {
@@ -211,7 +212,7 @@ class ExportAction(BulkAction):
                 "ar": IsoText("archived_at"),
                 "de": IsoText("deleted_at"),
             }
-        return qs.values_list(*columns.values())
+        return qs.values_list(*leading, *columns.values())
 
     @writes_file
     def apply(self, *, ids, operation, now) -> None:

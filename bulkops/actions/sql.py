@@ -17,8 +17,6 @@ from typing import Any
 from django.db import connection
 from django.db.models import BooleanField, F, Func, Model
 
-_PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
 
 class AnyOf(Func):
     """Filter expression: ``field`` is one of ``ids`` — ``queryset.filter(AnyOf("pk", ids))``."""
@@ -36,29 +34,44 @@ class AnyOf(Func):
         return sql, [*params, *ids]
 
 
+#: Values of the session-id alphabet joined by commas (``plain_array``).
+_PLAIN_LIST = re.compile(r"[A-Za-z0-9_-]{1,64}(?:,[A-Za-z0-9_-]{1,64})*")
+
+
+def plain_array(values: list[str]) -> str | None:
+    """``values`` as a PostgreSQL array literal (``{a,b}``) when each is of the
+    session-id alphabet (no quoting needed inside the literal); else None. One text
+    parameter instead of one adapted value per element (psycopg quotes each list
+    element in Python; ~5 ms per 5,000), checked by one scan of the joined text: no
+    value holds a comma when the commas are one fewer than the values."""
+    joined = ",".join(values)
+    if values and joined.count(",") == len(values) - 1 and _PLAIN_LIST.fullmatch(joined):
+        return "{" + joined + "}"
+    return None
+
+
 def any_of(column: str, ids: list[str]) -> tuple[str, list]:
     """``column`` (quoted SQL) is one of ``ids``, as SQL and its parameters: one array
     parameter on PostgreSQL, ``IN (…)`` elsewhere (``AnyOf`` in a queryset)."""
     if not ids:
         return "1 = 0", []
     if connection.vendor == "postgresql":
-        if plain_ids(ids):
-            # Ids of the session-id alphabet need no quoting inside an array
-            # literal: one text parameter instead of one adapted value per id
-            # (psycopg quotes each list element in Python; ~5 ms per 5,000).
-            return f"{column} = ANY(%s::varchar[])", [any_of_param(ids)]
+        literal = plain_array(ids)
+        if literal is not None:
+            return f"{column} = ANY(%s::varchar[])", [literal]
         return f"{column} = ANY(%s)", [ids]
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
 def plain_ids(ids: list[str]) -> bool:
     """Whether every id is of the session-id alphabet (``any_of``'s array literal)."""
-    return all(_PLAIN_ID.fullmatch(i) for i in ids)
+    return plain_array(ids) is not None
 
 
 def any_of_param(ids: list[str]) -> Any:
     """The one parameter ``any_of`` gives ``ids`` on PostgreSQL (non-empty ``ids``)."""
-    return "{" + ",".join(ids) + "}" if plain_ids(ids) else ids
+    literal = plain_array(ids)
+    return literal if literal is not None else ids
 
 
 def plain_update(model: type[Model], values: dict[str, Any], where: str, params: list) -> int:

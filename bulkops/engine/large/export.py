@@ -3,10 +3,13 @@
 A large operation's export runs in one slice of chunks as any large operation does
 (claims, progress, pause, cancel, items), with two differences. Its chunks are large
 (``EXPORT_CHUNK_ROWS``) and lock nothing: an export changes no session. And each
-chunk's rows come out of PostgreSQL as text with one ``COPY (SELECT …) TO STDOUT`` —
-the database formats every cell, nothing is parsed into Python objects — and are
-appended to ``<name>.part`` as one more gzip member (a file of several members is one
-valid gzip stream), which is renamed into place when the run completes. CSV
+chunk's sessions are read by the one ``COPY (SELECT …) TO STDOUT`` that writes their
+records — the next matching sessions of the slice, as a keyset read takes them; the
+database formats every cell, nothing is parsed into Python objects but each row's
+leading id and status, which the chunk row keeps — compressed on a thread while the
+rows stream, and appended to ``<name>.part`` as one more gzip member (a file of
+several members is one valid gzip stream), which is renamed into place when the run
+completes. CSV
 (``.csv.gz``) neutralises formula cells in the ``SELECT`` as the small export does in
 Python; JSON is JSON Lines (``.jsonl.gz``), one object per line built by
 ``json_build_object`` (whose text escapes every control character, so a line is
@@ -19,17 +22,28 @@ import datetime
 import gzip
 import io
 import os
+import queue
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction
 from bulkops.actions.export import FORMULA_PREFIXES
-from bulkops.actions.sql import AnyOf
+from bulkops.actions.sql import AnyOf, in_key_order
 from bulkops.engine.eligibility import Partition
-from bulkops.engine.large.run import SliceChunks, hold
+from bulkops.engine.large.run import (
+    Batch,
+    FilterSource,
+    SliceChunks,
+    hold,
+    insert_sorted_chunk,
+)
 from bulkops.exceptions import ExportFileError
 from bulkops.exports.storage import export_dir, export_path
 from bulkops.models import BulkOperation, ExportFormat, OperationSlice, Session
@@ -83,23 +97,148 @@ def key_range(sessions: QuerySet[Session], ids: list[str], *, after: str) -> Que
     return in_range.filter(InRange("pk", ids))
 
 
-def copy_sql(act: BulkAction, ids: list[str], *, after: str) -> tuple[str, list[Any]]:
-    """The ``COPY … TO STDOUT`` statement (and its parameters) that writes the export
-    records of ``ids`` (in id order, all past ``after``) as the file's lines."""
+#: What leads each row ``COPY`` writes, before the record: the session's id and status
+#: and whether it is deleted — what the chunk records, from the same statement (the
+#: same snapshot) as the records themselves.
+LEADING = (
+    F("id"),
+    F("status"),
+    ExpressionWrapper(Q(deleted_at__isnull=False), output_field=BooleanField()),
+)
+
+
+def copy_sql(
+    act: BulkAction, sessions: QuerySet[Session], *, limit: int | None = None
+) -> tuple[str, list[Any]]:
+    """The ``COPY … TO STDOUT`` statement (and its parameters) that writes, for the
+    first ``limit`` of ``sessions`` in id order, one row each: its ``LEADING`` cells,
+    then its record as the file's line."""
     fields = act.fields
-    sessions = key_range(Session.objects.all(), ids, after=after)
-    inner, params = act.records(sessions).query.sql_with_params()
+    records = act.records(sessions, leading=LEADING)
+    inner, params = (records[:limit] if limit else records).query.sql_with_params()
+    lead = [f"l{i}" for i in range(len(LEADING))]
     names = [f"c{i}" for i in range(len(fields))]
-    source = f"({inner}) AS r({', '.join(names)})"
+    source = f"({inner}) AS r({', '.join(lead + names)})"
     if act.params["format"] == ExportFormat.CSV:
         cells = [_formula_safe(n) if i in FREE_TEXT else n for i, n in enumerate(names)]
-        return f"COPY (SELECT {', '.join(cells)} FROM {source}) TO STDOUT (FORMAT csv)", params
+        select = f"SELECT {', '.join(lead + cells)} FROM {source}"
+        return f"COPY ({select}) TO STDOUT (FORMAT csv)", params
     pairs = []
-    for name, field in zip(names, fields, strict=True):
-        value = f"{name}::json" if field == "metadata" else name
-        pairs.append(f"'{field}', {value}")
-    select = f"SELECT json_build_object({', '.join(pairs)})::text FROM {source}"
+    for name, key in zip(names, fields, strict=True):
+        value = f"{name}::json" if key == "metadata" else name
+        pairs.append(f"'{key}', {value}")
+    select = f"SELECT {', '.join(lead)}, json_build_object({', '.join(pairs)})::text FROM {source}"
     return f"COPY ({select}) TO STDOUT {AS_IS}", params
+
+
+#: Bytes of ``COPY`` output handed to the compressing thread at a time.
+COMPRESS_BLOCK = 1 << 20
+
+
+class GzipMember:
+    """One gzip member compressed on a thread of its own while the caller feeds it:
+    ``zlib`` releases the GIL while it compresses, so the records of a chunk are
+    compressed while the database still streams the next ones (not after them)."""
+
+    def __init__(self, level: int = GZIP_LEVEL) -> None:
+        self._zip = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        self._blocks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._out: list[bytes] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="export-gzip", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.append(self._zip.compress(block))
+                except BaseException as exc:  # handed to the caller by ``close``
+                    self._error = exc
+
+    def feed(self, block: bytes) -> None:
+        self._blocks.put(block)
+
+    def stop(self) -> None:
+        """End the thread (the member is given up)."""
+        self._blocks.put(None)
+        self._thread.join()
+
+    def close(self) -> bytes:
+        """The whole member (header, compressed data, trailer), once all is compressed."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+        return b"".join(self._out) + self._zip.flush()
+
+
+def _quoted_first(row: bytes, quote: bytes) -> tuple[bytes, bytes]:
+    """A row whose first cell ``COPY`` quoted: that cell unquoted, and the rest of the
+    row after its delimiter (a doubled quote is a quote in the cell)."""
+    at = 1
+    while True:
+        end = row.index(quote, at)
+        if row[end + 1 : end + 2] != quote:
+            return row[1:end].replace(quote + quote, quote), row[end + 2 :]
+        at = end + 2
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What one ``COPY`` of a chunk read: every session, in the database's id order;
+    the ones it left out of the file (deleted); the status of each one it wrote."""
+
+    read: list[str]
+    deleted: list[str]
+    statuses: list[str]
+
+    @property
+    def written(self) -> list[str]:
+        """The sessions whose records are in the file, in id order."""
+        if not self.deleted:
+            return self.read
+        gone = set(self.deleted)
+        return [sid for sid in self.read if sid not in gone]
+
+
+def stream_copy(
+    sql: str, params: list[Any], feed: Callable[[bytes], None], *, csv_format: bool
+) -> Streamed:
+    """Run ``copy_sql``'s ``COPY … TO STDOUT``: hand each record (its row without
+    the ``LEADING`` cells) to ``feed`` in blocks of about ``COMPRESS_BLOCK`` bytes as
+    they arrive, but a deleted session's; return what it read. ``COPY`` sends one
+    message per row; the leading cells are plain (an id that needs quoting aside)."""
+    sep, quote = (b",", b'"') if csv_format else (b"\x02", b"\x01")
+    read: list[bytes] = []
+    statuses: list[bytes] = []
+    deleted: list[bytes] = []
+    out = bytearray()
+    # In key order, as the keyset reads (``in_key_order``): the records are the read.
+    with in_key_order(), connection.cursor() as cursor, cursor.cursor.copy(sql, params) as copy:
+        for block in copy:
+            row = bytes(block)
+            if row[:1] == quote:
+                sid, row = _quoted_first(row, quote)
+                status, gone, line = row.split(sep, 2)
+            else:
+                sid, status, gone, line = row.split(sep, 3)
+            read.append(sid)
+            if gone == b"t":
+                deleted.append(sid)
+                continue
+            statuses.append(status)
+            out += line
+            if len(out) >= COMPRESS_BLOCK:
+                feed(bytes(out))
+                out.clear()
+    if out:
+        feed(bytes(out))
+    return Streamed(_texts(read), _texts(deleted), _texts(statuses))
+
+
+def _texts(values: list[bytes]) -> list[str]:
+    """UTF-8 ``values`` as text, decoded at once (no text holds a NUL)."""
+    return b"\0".join(values).decode().split("\0") if values else []
 
 
 class GzipExport:
@@ -115,10 +254,11 @@ class GzipExport:
     def _part(self, op: BulkOperation):
         return export_path(op.export_file + ".part")
 
-    def _append(self, op: BulkOperation, data: bytes) -> None:
+    def _append(self, op: BulkOperation, member: bytes) -> None:
+        """Append ``member`` (compressed) to the file, durably."""
         try:
             with open(self._part(op), "ab") as raw:
-                raw.write(gzip.compress(data, compresslevel=GZIP_LEVEL))
+                raw.write(member)
                 raw.flush()
                 os.fsync(raw.fileno())
         except OSError as exc:
@@ -138,19 +278,26 @@ class GzipExport:
         if self.act.params["format"] == ExportFormat.CSV:
             header = io.StringIO()
             csv.writer(header, lineterminator="\n").writerow(self.act.fields)
-            self._append(op, header.getvalue().encode())
+            self._append(op, gzip.compress(header.getvalue().encode(), GZIP_LEVEL))
 
-    def write(self, op: BulkOperation, ids: list[str], *, after: str) -> None:
-        """Append the records of ``ids`` (in id order, all past ``after``)."""
-        if not ids:
-            return
-        sql, params = copy_sql(self.act, ids, after=after)
-        out = bytearray()
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(sql, params) as copy:
-                for block in copy:
-                    out += block
-        self._append(op, bytes(out))
+    def write(
+        self, op: BulkOperation, sessions: QuerySet[Session], *, limit: int | None = None
+    ) -> Streamed:
+        """Append the records of the first ``limit`` of ``sessions`` (in id order) but
+        the deleted ones', as one gzip member; return what was read."""
+        sql, params = copy_sql(self.act, sessions, limit=limit)
+        member = GzipMember()
+        try:
+            csv_format = self.act.params["format"] == ExportFormat.CSV
+            streamed = stream_copy(sql, params, member.feed, csv_format=csv_format)
+        except BaseException:
+            member.stop()
+            raise
+        if len(streamed.read) > len(streamed.deleted):
+            self._append(op, member.close())
+        else:
+            member.stop()
+        return streamed
 
     def finish(self, op: BulkOperation) -> None:
         os.replace(self._part(op), export_path(op.export_file))
@@ -167,35 +314,45 @@ def large_file_action(op: BulkOperation, act: BulkAction) -> BulkAction:
 
 
 #: Sessions a large export's chunk streams: big enough that the per-chunk work (the
-#: keyset read, the items' ``INSERT``, the counters) is small beside the ``COPY``, small
-#: enough that a pause or cancel is seen within a second or so.
+#: window's end, the chunk row's ``INSERT``, the counters) is small beside the
+#: ``COPY``, small enough that a pause or cancel is seen within a second or so.
 EXPORT_CHUNK_ROWS = 50_000
 
 
 class ExportChunks(SliceChunks):
     """A large export's chunks: the next ``EXPORT_CHUNK_ROWS`` matching sessions of the
-    slice, read (not locked: an export changes nothing), their records streamed by
-    ``COPY`` into the file, their items, counters and the slice's cursor written in the
-    chunk's transaction. A soft-deleted one (a ``deleted=true`` filter) fails
-    ``deleted``, as in a small export."""
+    slice, read (not locked: an export changes nothing) by the ``COPY`` that streams
+    their records into the file — each row led by the session's id and status, which
+    the chunk row keeps (in id order as read: no sort) — then the counters and the
+    slice's cursor, in the chunk's transaction. A soft-deleted one (a ``deleted=true``
+    filter) fails ``deleted``, as in a small export, and is not in the file."""
+
+    def _stream(self, *, after: str, size: int) -> tuple[Batch, Streamed]:
+        through = self.slice.through
+        if isinstance(self.source, FilterSource):
+            window = self.source.window(after=after, through=through, size=size)
+            streamed = self.act.write(self.op, window.rows, limit=size)
+            return self.source.batch(window, streamed.read, size=size), streamed
+        # An earlier operation's items: those of their sessions in the selection now.
+        batch = self.source.next_batch(after=after, through=through, size=size)
+        if not batch.ids:
+            return batch, Streamed([], [], [])
+        rows = key_range(self.source.lock_scope, batch.ids, after=after)
+        return batch, self.act.write(self.op, rows)
 
     def __call__(
         self, *, size: int, after: str, now: datetime.datetime, skip_locked: bool
     ) -> Partition:
         hold(self.slice, worker=self.worker)
-        batch = self.source.next_batch(
-            after=after, through=self.slice.through, size=max(size, EXPORT_CHUNK_ROWS)
-        )
-        part = Partition()
-        rows = key_range(self.source.lock_scope, batch.ids, after=after).order_by("pk")
-        for sid, status, deleted in rows.values_list("pk", "status", "deleted_at"):
-            if deleted is not None:
-                part.failed[reasons.DELETED].append(sid)
-            else:
-                part.eligible.append(sid)
-                part.eligible_by_status[status].append(sid)
-        self.act.write(self.op, part.eligible, after=after)
+        batch, streamed = self._stream(after=after, size=max(size, EXPORT_CHUNK_ROWS))
+        part = Partition(eligible=streamed.written)
+        if streamed.deleted:
+            part.failed[reasons.DELETED] = streamed.deleted
+        self.previous = streamed.statuses
         return self.record(part, batch, now)
+
+    def insert_chunk(self, part: Partition, *, first: str, last: str) -> None:
+        insert_sorted_chunk(self.op, part, previous=self.previous, first=first, last=last)
 
 
 def chunks_for(
