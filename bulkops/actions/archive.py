@@ -3,6 +3,7 @@
 Lossless: ``decompress_content(session.archive_blob)`` gives back the exact text.
 """
 
+import datetime
 from collections.abc import Iterable
 
 import zstandard
@@ -28,8 +29,8 @@ def decompress_content(blob: bytes | memoryview) -> str:
     return zstandard.ZstdDecompressor().decompress(bytes(blob)).decode("utf-8")
 
 
-#: The SET clause of archive's one UPDATE per chunk, joined to ``v(id, blob, osize,
-#: csize)``; parameters: status, archived_at, updated_at.
+#: The SET clause of archive's one UPDATE per chunk, joined to ``v(<ctid or id>, blob,
+#: osize, csize)``; parameters: status, archived_at, updated_at.
 ARCHIVE_SET_SQL = (
     "content = '', status = %s, archived_at = %s, updated_at = %s, "
     "archive_blob = v.blob, archive_original_size = v.osize, "
@@ -109,7 +110,12 @@ def archive_update_sql(*, by_tid: bool) -> str:
     )
 
 
-def write_archived(compressed, *, tids: list[str] | None, now) -> None:
+def write_archived(
+    compressed: tuple[list[str], list[bytes], list[int], list[int]],
+    *,
+    tids: list[str] | None,
+    now: datetime.datetime,
+) -> None:
     """Write ``compress_rows``' output back in one statement per chunk (Django's
     bulk_update builds a CASE per column instead): by the rows' ``tids`` when given
     (PostgreSQL, rows this transaction locked), else by id."""
