@@ -3,6 +3,7 @@
 Lossless: ``decompress_content(session.archive_blob)`` gives back the exact text.
 """
 
+import datetime
 from collections.abc import Iterable
 
 import zstandard
@@ -28,8 +29,8 @@ def decompress_content(blob: bytes | memoryview) -> str:
     return zstandard.ZstdDecompressor().decompress(bytes(blob)).decode("utf-8")
 
 
-#: The SET clause of archive's one UPDATE per chunk, joined to ``v(id, blob, osize,
-#: csize)``; parameters: status, archived_at, updated_at.
+#: The SET clause of archive's one UPDATE per chunk, joined to ``v(<ctid or id>, blob,
+#: osize, csize)``; parameters: status, archived_at, updated_at.
 ARCHIVE_SET_SQL = (
     "content = '', status = %s, archived_at = %s, updated_at = %s, "
     "archive_blob = v.blob, archive_original_size = v.osize, "
@@ -78,37 +79,69 @@ class ArchiveAction(BulkAction):
             return reasons.ALREADY_ARCHIVED
         return None
 
+    #: The content is read by the chunk's locking read (``apply_rows``).
+    apply_columns = ("content",)
+
     def apply(self, *, ids, operation, now) -> None:
         if not ids:
             return
-        sids, blobs, osizes, csizes = compress_rows(
-            Session.objects.filter(AnyOf("pk", ids)).order_by().values_list("id", "content")
-        )
-        # One statement per chunk: every row gets its own blob (Django's bulk_update
-        # builds a CASE per column instead).
-        sets = ARCHIVE_SET_SQL
-        table = Session._meta.db_table
-        if is_postgresql():
-            # Four array parameters, bound server-side with the blobs in binary: Django's
-            # client-side binding would send each blob as hex text inside the SQL
-            # (twice the bytes, and ~40% of this chunk's CPU; docs/benchmarks.md).
-            import psycopg
+        rows = Session.objects.filter(AnyOf("pk", ids)).order_by().values_list("id", "content")
+        write_archived(compress_rows(rows), tids=None, now=now)
 
-            connection.ensure_connection()
-            with psycopg.Cursor(connection.connection) as cursor:
-                cursor.execute(
-                    f'UPDATE "{table}" AS s SET {sets} FROM unnest(%s::text[], %b::bytea[], '
-                    "%s::bigint[], %s::bigint[]) AS v(id, blob, osize, csize) "
-                    "WHERE s.id = v.id",
-                    [SessionStatus.ARCHIVED, now, now, sids, blobs, osizes, csizes],
-                )
+    def apply_rows(self, *, rows, operation, now) -> None:
+        """The eligible rows as the chunk locked them, their content with them: each one
+        compressed and written back by its ctid (no second read, no index lookup)."""
+        if not rows:
             return
-        rows_sql = ", ".join(["(%s, %s, %s, %s)"] * len(sids))
-        params: list = [v for row in zip(sids, blobs, osizes, csizes, strict=True) for v in row]
-        stamp = connection.ops.adapt_datetimefield_value(now)
-        with connection.cursor() as cursor:
+        compressed = compress_rows((row.id, row.extra[0]) for row in rows)
+        tids = [row.tid for row in rows]
+        write_archived(compressed, tids=tids if None not in tids else None, now=now)
+
+
+def archive_update_sql(*, by_tid: bool) -> str:
+    """PostgreSQL's one ``UPDATE`` per chunk: every row its own blob, from four arrays
+    (the rows' ctids, or ids; blobs; original and compressed sizes). By ctid, each row
+    is found by a TID scan of the version the chunk locked; by id, through the key."""
+    key, cast = ("ctid", "tid") if by_tid else ("id", "text")
+    return (
+        f'UPDATE "{Session._meta.db_table}" AS s SET {ARCHIVE_SET_SQL} FROM '
+        f"unnest(%s::{cast}[], %b::bytea[], %s::bigint[], %s::bigint[]) "
+        f"AS v(key, blob, osize, csize) WHERE s.{key} = v.key"
+    )
+
+
+def write_archived(
+    compressed: tuple[list[str], list[bytes], list[int], list[int]],
+    *,
+    tids: list[str] | None,
+    now: datetime.datetime,
+) -> None:
+    """Write ``compress_rows``' output back in one statement per chunk (Django's
+    bulk_update builds a CASE per column instead): by the rows' ``tids`` when given
+    (PostgreSQL, rows this transaction locked), else by id."""
+    sids, blobs, osizes, csizes = compressed
+    if not sids:
+        return
+    table = Session._meta.db_table
+    if is_postgresql():
+        # Four array parameters, bound server-side with the blobs in binary: Django's
+        # client-side binding would send each blob as hex text inside the SQL
+        # (twice the bytes, and ~40% of this chunk's CPU; docs/benchmarks.md).
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(
-                f'WITH v(id, blob, osize, csize) AS (VALUES {rows_sql}) UPDATE "{table}" '
-                f'SET {sets} FROM v WHERE "{table}".id = v.id',
-                [*params, SessionStatus.ARCHIVED, stamp, stamp],
+                archive_update_sql(by_tid=tids is not None),
+                [SessionStatus.ARCHIVED, now, now, tids or sids, blobs, osizes, csizes],
             )
+        return
+    rows_sql = ", ".join(["(%s, %s, %s, %s)"] * len(sids))
+    params: list = [v for row in zip(sids, blobs, osizes, csizes, strict=True) for v in row]
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'WITH v(id, blob, osize, csize) AS (VALUES {rows_sql}) UPDATE "{table}" '
+            f'SET {ARCHIVE_SET_SQL} FROM v WHERE "{table}".id = v.id',
+            [*params, SessionStatus.ARCHIVED, stamp, stamp],
+        )

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from bulkops.actions import get_action, reasons
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow
@@ -65,11 +67,19 @@ def session_rows(
 ) -> dict[str, SessionRow]:
     """The rows ``check`` decides on, by id; locked in primary-key order when ``lock``
     (so overlapping operations cannot deadlock) unless the action is read-only. With
-    ``skip_locked``, rows another transaction holds are left out."""
+    ``skip_locked``, rows another transaction holds are left out. Locked, each row also
+    holds the action's ``apply_columns`` (``SessionRow.extra``) and on PostgreSQL its
+    ctid (``SessionRow.tid``): ``apply_rows`` needs no second read."""
     qs = scope.filter(AnyOf("pk", ids)).order_by("pk")
+    extra: tuple[str, ...] = ()
     if lock and not action.read_only:
         # Only the sessions' rows: a filter's scope may join the users (``owner``).
         qs = qs.select_for_update(skip_locked=skip_locked, of=("self",))
+        extra = action.apply_columns
+    if extra and connection.vendor == "postgresql":
+        table = connection.ops.quote_name(Session._meta.db_table)
+        qs = qs.annotate(_tid=RawSQL(f"{table}.ctid::text", ()))
+        extra = (*extra, "_tid")
     with_exports: set[str] = set()
     if action.needs_exports:
         with_exports = set(
@@ -77,9 +87,21 @@ def session_rows(
             .values_list("session_id", flat=True)
             .distinct()
         )
+    if not extra:
+        return {
+            row[0]: SessionRow(*row, has_exports=row[0] in with_exports)
+            for row in qs.values_list(*ROW_FIELDS)
+        }
+    width = len(ROW_FIELDS)
+    tid = extra[-1] == "_tid"
     return {
-        row[0]: SessionRow(*row, has_exports=row[0] in with_exports)
-        for row in qs.values_list(*ROW_FIELDS)
+        row[0]: SessionRow(
+            *row[:width],
+            has_exports=row[0] in with_exports,
+            extra=row[width : len(row) - tid],
+            tid=row[-1] if tid else None,
+        )
+        for row in qs.values_list(*ROW_FIELDS, *extra)
     }
 
 

@@ -1,6 +1,8 @@
 """archive: lossless zstandard compression of content, and eligibility."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from bulkops.actions.archive import compress_content, decompress_content
 from bulkops.models import Session
@@ -69,3 +71,22 @@ def test_archive_eligibility(owner, stranger, make_session):
     assert op.status == "partial"
     assert Session.objects.get(pk=busy.pk).content == "hello"
     assert Session.objects.get(pk=theirs.pk).status == "active"
+
+
+def test_a_chunk_reads_the_sessions_once_their_content_with_their_locks(owner, make_session):
+    """The chunk's locking read carries the content that archive compresses: the
+    session table is read once per chunk (not locked, then read again for the
+    content), and every eligible session gets its own content back."""
+    texts = [f"notes {n} " * (n + 1) for n in range(6)]
+    sessions = [make_session(owner, content=text) for text in texts]
+    done = make_session(owner, status="archived", content="")
+    with CaptureQueriesContext(connection) as queries:
+        op = execute(owner, "archive", [s.pk for s in [*sessions, done]])
+    table = f'FROM "{Session._meta.db_table}"'
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    assert len([sql for sql in reads if table in sql]) == 1
+    assert (op.succeeded, op.skipped) == (6, 1)
+    for session, text in zip(sessions, texts, strict=True):
+        session.refresh_from_db()
+        assert (session.status, session.content) == ("archived", "")
+        assert decompress_content(session.archive_blob) == text

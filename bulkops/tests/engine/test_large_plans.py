@@ -12,6 +12,7 @@ from django.db import connection, transaction
 
 from bulkops import itemstore
 from bulkops.actions import get_action
+from bulkops.actions.archive import archive_update_sql, compress_rows
 from bulkops.engine import Selection, executor, operation_create, operation_undo
 from bulkops.engine.large.run import SliceChunks, source_for
 from bulkops.engine.large.workers import claim
@@ -21,6 +22,7 @@ from bulkops.tests.engine.test_chunk_plans import (
     _explained,
     production_statistics,  # noqa: F401  (a fixture)
     quadratic_loops,
+    sessions_not_found_by_key,
 )
 from bulkops.tests.support.large import LARGE_PERMS
 from bulkops.tests.support.processes import using_postgres
@@ -104,6 +106,55 @@ def test_a_filter_chunk_reads_in_key_order(staff, owner):
         user=staff, action="close", selection=Selection(filter={"status": "active"})
     ).operation
     assert_linear(first_chunk_plans(op))
+
+
+@pytest.mark.usefixtures("production_statistics")
+def test_a_large_archive_chunk_reads_in_key_order_and_each_session_once(staff, owner):
+    Session.objects.bulk_create(
+        Session(owner=owner, id=f"a-{n:05d}", title="t", content=f"notes {n}") for n in range(SIZE)
+    )
+    op = operation_create(
+        user=staff, action="archive", selection=Selection(filter={"status": "active"})
+    ).operation
+    statements = first_chunk_plans(op)
+    assert_linear(statements)
+    # The locking read carries the content: no second read of the chunk's sessions.
+    table = f'"{Session._meta.db_table}"'
+    reads = [sql for sql, _ in statements if sql.startswith("SELECT") and f"FROM {table}" in sql]
+    assert [sql for sql in reads if '"content"' in sql] == [
+        sql for sql in reads if "FOR UPDATE" in sql
+    ]
+    assert len([sql for sql in reads if "FOR UPDATE" in sql]) == 1
+
+
+@pytest.mark.usefixtures("production_statistics")
+def test_the_archive_update_finds_each_locked_row_by_its_tid(owner):
+    """The blobs go back in one ``UPDATE … FROM unnest(tids, blobs, …)`` per chunk: each
+    row found by a TID scan (or, in a small table, one pass), never a loop over pairs.
+    (It is bound server-side, outside Django's cursor: explained here on its own.)"""
+    import psycopg
+    from django.utils import timezone
+
+    Session.objects.bulk_create(
+        Session(owner=owner, id=f"t-{n:05d}", title="t", content=f"notes {n}") for n in range(SIZE)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT ctid::text, id, content FROM "{Session._meta.db_table}" '
+            "WHERE owner_id = %s ORDER BY id FOR UPDATE",
+            [owner.pk],
+        )
+        rows = cursor.fetchall()
+    _, blobs, osizes, csizes = compress_rows((sid, content) for _, sid, content in rows)
+    now = timezone.now()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            f"EXPLAIN (FORMAT JSON) {archive_update_sql(by_tid=True)}",
+            ["archived", now, now, [tid for tid, _, _ in rows], blobs, osizes, csizes],
+        )
+        plan = cursor.fetchone()[0][0]["Plan"]
+    assert quadratic_loops(plan) == []
+    assert sessions_not_found_by_key(plan) == []
 
 
 @pytest.mark.usefixtures("production_statistics")
