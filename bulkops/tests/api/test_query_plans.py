@@ -195,3 +195,17 @@ def test_validate_over_the_cap_counts_a_bounded_number_of_rows(make_user, table,
     response = post_json(staff, "/api/bulk/sessions/validate", body)
     assert response.status_code == 400
     assert "matches more than 1000 sessions" in json.dumps(response.json())
+
+
+def test_no_session_or_operation_index_serves_only_prefix_searches():
+    """Every index on the session table is written with each session changed: none may
+    exist that no query reads. The ``varchar_pattern_ops`` copy Django adds to a text
+    primary key serves only ``id LIKE 'abc%'``, which nothing runs (id searches are
+    ``icontains``, answered by the trigram indexes above)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexname FROM pg_indexes WHERE tablename = ANY(%s) "
+            "AND indexdef LIKE %s",
+            [["bulkops_session", "bulkops_bulkoperation"], "%varchar_pattern_ops%"],
+        )
+        assert cursor.fetchall() == []
