@@ -17,14 +17,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
 def test_a_count_is_one_round_trip_and_counts_as_django_ratelimit_does(owner, monkeypatch):
     assert rate_limit_left(user=owner, scope="close")["used"] == 0  # the connection made
-    sent: list[bytes] = []
-    original = AbstractConnection.send_packed_command
-
-    def counted(self, command, check_health=True):
-        sent.append(command)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    sent = _counting_commands(monkeypatch)
     for _ in range(3):
         rate_limit_count(user=owner, scope="close")
 
