@@ -74,9 +74,9 @@ def test_small_ops_servers_reaches_the_bench(monkeypatch):
 
     monkeypatch.setattr(bulkops_bench, "SmallOpsBench", Bench)
     with pytest.raises(SystemExit):
-        call_command("bulkops_bench", "--small-ops", "--small-ops-servers", "2")
+        call_command(bulkops_bench.Command(), "--small-ops", "--small-ops-servers", "2")
     with pytest.raises(SystemExit):
-        call_command("bulkops_bench", "--small-ops")
+        call_command(bulkops_bench.Command(), "--small-ops")
     assert [o.servers for o in seen] == [2, 1]
 
 
