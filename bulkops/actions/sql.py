@@ -56,22 +56,17 @@ def any_of(column: str, ids: list[str]) -> tuple[str, list]:
     if not ids:
         return "1 = 0", []
     if connection.vendor == "postgresql":
-        literal = plain_array(ids)
-        if literal is not None:
-            return f"{column} = ANY(%s::varchar[])", [literal]
-        return f"{column} = ANY(%s)", [ids]
+        param = array_param(ids)
+        cast = "::varchar[]" if isinstance(param, str) else ""
+        return f"{column} = ANY(%s{cast})", [param]
     return f"{column} IN ({', '.join(['%s'] * len(ids))})", list(ids)
 
 
-def plain_ids(ids: list[str]) -> bool:
-    """Whether every id is of the session-id alphabet (``any_of``'s array literal)."""
-    return plain_array(ids) is not None
-
-
-def any_of_param(ids: list[str]) -> Any:
-    """The one parameter ``any_of`` gives ``ids`` on PostgreSQL (non-empty ``ids``)."""
-    literal = plain_array(ids)
-    return literal if literal is not None else ids
+def array_param(values: list[str]) -> str | list[str]:
+    """``values`` as one PostgreSQL array parameter: the text literal ``plain_array``
+    makes when it can (cast it to an array in the SQL), else the list itself."""
+    literal = plain_array(values)
+    return values if literal is None else literal
 
 
 def plain_update(model: type[Model], values: dict[str, Any], where: str, params: list) -> int:

@@ -29,12 +29,14 @@ chunk with every updated row: a million comparisons per 1,000-row chunk
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 
 from bulkops.actions.base import ROW_FIELDS, BulkAction, SessionRow, SqlApply
-from bulkops.actions.sql import AnyOf, any_of_param, is_postgresql, plain_ids
+from bulkops.actions.sql import AnyOf, array_param, is_postgresql
 from bulkops.models import Session
 from bulkops.selectors import scope_shape
 
@@ -85,27 +87,29 @@ MAX_COMPILED = 1024
 _PLACEHOLDER_IDS = {True: ["bulkops-compiled-ids"], False: ["bulkops compiled ids"]}
 
 
-def _lock_key(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> tuple | None:
-    """What the lock query's SQL depends on, or None when it is not cached: a scope
-    that is not ``sessions_in_scope_by_id``'s, no ids, or not PostgreSQL (the one
-    database whose ids are one parameter, and the only one running this statement)."""
+def _lock_key(scope: QuerySet[Session], param: Any, skip_locked: bool) -> tuple | None:
+    """What the lock query's SQL depends on (``param``: the ids' ``array_param``), or
+    None when it is not cached: a scope that is not ``sessions_in_scope_by_id``'s, no
+    ids, or not PostgreSQL (the one database whose ids are one parameter, and the only
+    one running this statement)."""
     shape = scope_shape(scope)
-    if shape is None or not ids or not is_postgresql():
+    if shape is None or not param or not is_postgresql():
         return None
-    return (shape, skip_locked, connection.vendor, connection.alias, plain_ids(ids))
+    return (shape, skip_locked, connection.vendor, connection.alias, isinstance(param, str))
 
 
 def lock_sql(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> tuple[str, list]:
     """The lock query's SQL and parameters: compiled once per shape (``_lock_key``)
     and reused with the chunk's ids in place of the ones it was compiled with."""
-    key = _lock_key(scope, ids, skip_locked)
+    param = array_param(ids)
+    key = _lock_key(scope, param, skip_locked)
     if key is None:
         return _lock_query(scope, ids, skip_locked).query.sql_with_params()
     compiled = _compiled.get(key)
     if compiled is None:
         placeholder = _PLACEHOLDER_IDS[key[-1]]
         sql, params = _lock_query(scope, placeholder, skip_locked).query.sql_with_params()
-        slots = [i for i, p in enumerate(params) if p == any_of_param(placeholder)]
+        slots = [i for i, p in enumerate(params) if p == array_param(placeholder)]
         if len(slots) != 1:  # cannot tell where the ids go: compile every time
             return _lock_query(scope, ids, skip_locked).query.sql_with_params()
         if len(_compiled) >= MAX_COMPILED:
@@ -113,7 +117,7 @@ def lock_sql(scope: QuerySet[Session], ids: list[str], skip_locked: bool) -> tup
         compiled = _compiled[key] = (sql, tuple(params), slots[0])
     sql, params, slot = compiled
     filled = list(params)
-    filled[slot] = any_of_param(ids)
+    filled[slot] = param
     return sql, filled
 
 

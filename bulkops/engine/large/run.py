@@ -38,7 +38,7 @@ from django.utils.dateparse import parse_datetime
 from bulkops import itemstore
 from bulkops.actions import reasons
 from bulkops.actions.base import BulkAction
-from bulkops.actions.sql import in_key_order, plain_array
+from bulkops.actions.sql import array_param, in_key_order
 from bulkops.engine.chunks import apply_chunk
 from bulkops.engine.eligibility import Partition
 from bulkops.engine.outcomes import update_and_reload
@@ -196,6 +196,13 @@ _SORTED_PAIRS = (
 )
 
 
+#: The columns a chunk row is written with.
+_CHUNK_COLUMNS = (
+    "(operation_id, first_id, last_id, session_ids, previous_statuses, skipped_ids, "
+    "skipped_reasons, succeeded, skipped, failed)"
+)
+
+
 def insert_chunk(op: BulkOperation, part: Partition, *, first: str, last: str) -> None:
     """What the chunk over ``first`` … ``last`` did, as one ``OperationChunk`` row: the
     sessions it acted on with their previous statuses, the ones it skipped with their
@@ -207,19 +214,13 @@ def insert_chunk(op: BulkOperation, part: Partition, *, first: str, last: str) -
     table = connection.ops.quote_name(OperationChunk._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (operation_id, first_id, last_id, session_ids, "
-            "previous_statuses, skipped_ids, skipped_reasons, succeeded, skipped, failed) "
+            f"INSERT INTO {table} {_CHUNK_COLUMNS} "
             f"SELECT %s, %s, %s, {_SORTED_PAIRS}, {_SORTED_PAIRS}, %s, %s, %s",
             [
                 op.pk, first, last, done, done, previous, skipped, skipped, why,
                 len(done), len(skipped), part.failed_count,
             ],
         )  # fmt: skip
-
-
-def _array_param(values: list[str]) -> str | list[str]:
-    literal = plain_array(values)
-    return values if literal is None else literal
 
 
 def insert_sorted_chunk(
@@ -234,11 +235,10 @@ def insert_sorted_chunk(
     table = connection.ops.quote_name(OperationChunk._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (operation_id, first_id, last_id, session_ids, "
-            "previous_statuses, skipped_ids, skipped_reasons, succeeded, skipped, failed) "
+            f"INSERT INTO {table} {_CHUNK_COLUMNS} "
             "VALUES (%s, %s, %s, %s::text[], %s::text[], '{}', '{}', %s, 0, %s)",
             [
-                op.pk, first, last, _array_param(done), _array_param(previous), len(done),
+                op.pk, first, last, array_param(done), array_param(previous), len(done),
                 part.failed_count,
             ],
         )  # fmt: skip
