@@ -181,10 +181,7 @@ def _apply_in_python(op, act, scope, ids, skip_locked, now) -> Partition:
     _lock_timeout(None)
     held = _held_by_others(scope, ids, rows) if skip_locked else set()
     part = partition(action=act, ids=ids, rows=rows, held=held)
-    if act.apply_columns:
-        act.apply_rows(rows=[rows[sid] for sid in part.eligible], operation=op, now=now)
-    else:
-        act.apply(ids=part.eligible, operation=op, now=now)
+    act.apply_rows(rows=[rows[sid] for sid in part.eligible], operation=op, now=now)
     return part
 
 
