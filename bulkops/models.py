@@ -182,7 +182,10 @@ class OperationSource(models.TextChoices):
 class BulkOperation(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_operation_id, editable=False)
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="bulk_operations"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="bulk_operations",
+        db_index=False,  # operation_user_created leads with it
     )
     action = models.CharField(max_length=16)
     params = models.JSONField(default=dict, blank=True)
@@ -230,6 +233,14 @@ class BulkOperation(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["user", "-created_at"], name="operation_user_created"),
+            # A user's unfinished operations (the active cap, counted on every start):
+            # only those are in it, so the count reads what it counts, however many
+            # operations the user has finished.
+            models.Index(
+                fields=["user"],
+                condition=Q(status__in=ACTIVE_OPERATION_STATUSES),
+                name="operation_user_active",
+            ),
             # Everyone's operations newest first (a superuser's admin list, cleanup).
             models.Index(fields=["-created_at", "-id"], name="operation_created"),
             models.Index(fields=["status", "heartbeat_at"], name="operation_status_heartbeat"),

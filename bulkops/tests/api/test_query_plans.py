@@ -209,3 +209,32 @@ def test_no_session_or_operation_index_serves_only_prefix_searches():
             [["bulkops_session", "bulkops_bulkoperation"], "%varchar_pattern_ops%"],
         )
         assert cursor.fetchall() == []
+
+
+def _plan_nodes(node: dict) -> list[dict]:
+    return [node, *(n for child in node.get("Plans", []) for n in _plan_nodes(child))]
+
+
+def test_the_active_cap_reads_only_a_users_unfinished_operations(make_user):
+    """Every start counts the user's unfinished operations: the count may not read the
+    operations the user finished, however many (it once filtered them all by status)."""
+    from bulkops.models import BulkOperation, OperationStatus
+    from bulkops.selectors import active_operations_count
+
+    user = make_user("busy")
+    finished = [OperationStatus.COMPLETED, OperationStatus.PARTIAL, OperationStatus.FAILED]
+    BulkOperation.objects.bulk_create(
+        BulkOperation(user=user, action="close", status=finished[n % 3]) for n in range(1500)
+    )
+    for status in (OperationStatus.PENDING, OperationStatus.RUNNING, OperationStatus.PAUSED):
+        BulkOperation.objects.create(user=user, action="close", status=status)
+    with CaptureQueriesContext(connection) as captured:
+        assert active_operations_count(user=user) == 3
+    (sql,) = [q["sql"] for q in captured.captured_queries]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        found = cursor.fetchone()[0]
+    nodes = _plan_nodes((found if not isinstance(found, str) else json.loads(found))[0]["Plan"])
+    assert [n.get("Index Name") for n in nodes if "Index Name" in n] == ["operation_user_active"]
+    assert sum(n.get("Rows Removed by Filter", 0) for n in nodes) == 0
+    assert not any(n["Node Type"] == "Seq Scan" for n in nodes)
