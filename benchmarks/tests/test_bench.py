@@ -6,9 +6,11 @@ import numbers
 
 import pytest
 from django.core.management import CommandError
+from django.db import connection
 
-from benchmarks.scenarios import SCENARIOS
-from bulkops.models import BulkOperation, Session
+from benchmarks.scenarios import SCENARIOS, BenchData
+from bulkops.models import BulkOperation, BulkOperationItem, Session
+from bulkops.tests.support.processes import using_postgres
 
 # The worker runs on a thread of its own: it must see committed rows.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,3 +104,31 @@ def test_production_statistics_write_small_operations_first_and_never_analyse_af
 def test_bench_refuses_a_history_of_nothing(bench):
     with pytest.raises(CommandError, match="--history-operations"):
         bench(statistics="production", history_operations=0, skip_latency=True)
+
+
+def _pg_stat(sql: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(not using_postgres(), reason="CHECKPOINT and VACUUM are PostgreSQL's")
+def test_every_timed_run_starts_after_a_checkpoint_and_cleanup_vacuums_the_history():
+    """Each run's fresh rows are followed by a CHECKPOINT (the engine and its references
+    start from the same buffer state), and the cleanup vacuums what the bench's own
+    operations left (the next call does not start among their dead rows)."""
+    checkpoints = "SELECT checkpoints_req FROM pg_stat_bgwriter"
+    vacuums = (
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = "
+        f"'{BulkOperationItem._meta.db_table}'"
+    )
+    data = BenchData(sessions=20)
+    data.seed()
+    before = _pg_stat(checkpoints)
+    ids = data.fresh(SCENARIOS["close"], 10)
+    assert len(ids) == 10 and _pg_stat(checkpoints) == before + 1
+
+    vacuumed = _pg_stat(vacuums)
+    data.cleanup()
+    assert _pg_stat(vacuums) == vacuumed + 1
+    assert not Session.objects.filter(pk__in=ids).exists()
