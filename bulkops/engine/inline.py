@@ -43,7 +43,7 @@ from bulkops.actions.sql import plain_update
 from bulkops.conf import bulkops_settings
 from bulkops.engine.chunks import ChunkSizer, apply_chunk
 from bulkops.engine.executor import FINAL_EVENTS, Publisher, operation_execute
-from bulkops.engine.outcomes import final_status, record_items
+from bulkops.engine.outcomes import create_items, create_items_with_outcomes, final_status
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.stopping import Stop, conclude, over_threshold
 from bulkops.models import BulkOperation, OperationStatus
@@ -58,10 +58,11 @@ def runs_inline(op: BulkOperation, act) -> bool:
 
 
 def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) -> BulkOperation:
-    """Run ``operation`` (just created with one pending item per id of
-    ``session_ids``, in the caller's transaction) to its end in that transaction, its
+    """Run ``operation`` (just created, in the caller's transaction, without items: one
+    per id of ``session_ids`` is written here) to its end in that transaction, its
     events held until the transaction commits; return it finished. On a database
-    error the run is rolled back (a savepoint) and the operation queued."""
+    error the run is rolled back (a savepoint) and the operation queued, with one
+    pending item per id, as a queued operation is created."""
     try:
         if not operation.params.get("atomic"):
             try:
@@ -75,12 +76,14 @@ def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) ->
                 logger.info("operation %s: the inline run raised; ending it as a worker does",
                             operation.pk, exc_info=True)  # fmt: skip
         with events.after_commit(), transaction.atomic():
+            create_items(operation, session_ids)
             done = operation_execute(operation_id=operation.pk)
             _durable_commit()
             return done
     except DatabaseError:
         logger.warning("operation %s: the inline run failed; queued instead", operation.pk,
                        exc_info=True)  # fmt: skip
+        create_items(operation, session_ids)
         enqueue_operation(operation.pk)
         operation.refresh_from_db()  # as it was created: pending
         return operation
@@ -88,8 +91,9 @@ def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) ->
 
 def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
     """The run of a plain (not atomic) operation nobody else sees yet: its chunks over
-    ``ids`` (in id order, as a worker takes them), the items' outcomes written per
-    chunk, the counters kept on ``op`` and written with the final status."""
+    ``ids`` (in id order, as a worker takes them), each chunk's items written after
+    it with their outcomes (never pending first), the counters kept on ``op`` and
+    written with the final status."""
     act = get_action(op.action)(user=op.user, params=op.params)
     scope = sessions_in_scope_by_id(user=op.user, action=act)
     now = timezone.now()
@@ -104,11 +108,13 @@ def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
         chunk, ids = ids[: sizer.size], ids[sizer.size :]
         part = apply_chunk(op, act, scope, ids=chunk, now=now, checkpoint=False)
         part.last, part.last_id = not ids, chunk[-1]
-        record_items(op, part)
+        create_items_with_outcomes(op, part)
         _count(op, part, now)
         publisher.chunk(part)
         if over_threshold(op, op.failed):
-            # A rare ending: the row takes what ``op`` holds, then ends as a worker's.
+            # A rare ending: the row takes what ``op`` holds and the ids not reached
+            # get their (pending) items, then it ends as a worker's would.
+            create_items(op, ids)
             _write(op)
             conclude(op, act, Stop.FAILURE_THRESHOLD)
             break

@@ -33,7 +33,7 @@ from bulkops.engine.inline import operation_run_inline, runs_inline
 from bulkops.engine.inputs import clean_max_failures
 from bulkops.engine.large.scope import LargeSelection
 from bulkops.engine.large.start import large_insert, large_total
-from bulkops.engine.outcomes import close_remaining, finalise
+from bulkops.engine.outcomes import close_remaining, create_items, finalise
 from bulkops.engine.pausing import paused_time
 from bulkops.engine.queue import enqueue_operation
 from bulkops.engine.selection import ItemsOf, Selection, selection_target
@@ -41,7 +41,6 @@ from bulkops.exceptions import OperationConflict, TooManyActiveOperations
 from bulkops.models import (
     MAX_REASON_LENGTH,
     BulkOperation,
-    BulkOperationItem,
     ItemOutcome,
     OperationSource,
     OperationStatus,
@@ -80,25 +79,6 @@ def _check_active_cap(user: AbstractBaseUser) -> None:
             f"You already have {limit} operations pending or running; "
             "wait for one to finish or cancel one.",
             retry_after=5,
-        )
-
-
-def _create_items(op: BulkOperation, ids: list[str]) -> None:
-    """One pending item per id: on PostgreSQL one ``INSERT … SELECT unnest(%s)`` with
-    the ids as one array (one statement, nothing returned); elsewhere ``bulk_create``."""
-    if connection.vendor != "postgresql":
-        BulkOperationItem.objects.bulk_create(
-            (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
-        )
-        return
-    if not ids:
-        return
-    table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
-            "previous_status) SELECT %s, sid, %s, '', '', '' FROM unnest(%s::text[]) AS sid",
-            [op.pk, ItemOutcome.PENDING, ids],
         )
 
 
@@ -266,9 +246,9 @@ def _insert(
         enqueue_operation(op.id, tasks=large_insert(op, target, action=act))
         return op
     op.save(force_insert=True)
-    _create_items(op, target)
-    if runs_inline(op, act):
+    if runs_inline(op, act):  # it writes the items, with their outcomes
         return operation_run_inline(operation=op, session_ids=target)
+    create_items(op, target)
     enqueue_operation(op.id)
     return op
 

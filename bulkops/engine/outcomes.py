@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from django.db import connections
+from django.db import connection, connections
 from django.db.models import Case, F, Value, When
 from django.db.models.functions import Coalesce
 from django.db.models.sql import UpdateQuery
@@ -145,6 +145,51 @@ def _set_items(op: BulkOperation, ids: list[str], **values: str) -> None:
     """One plain ``UPDATE`` of ``op``'s items of ``ids`` (``plain_update``)."""
     match, params = any_of('"session_id"', ids)
     plain_update(BulkOperationItem, values, f'"operation_id" = %s AND {match}', [op.pk, *params])
+
+
+def create_items(op: BulkOperation, ids: list[str]) -> None:
+    """One pending item per id: on PostgreSQL one ``INSERT … SELECT unnest(%s)`` with
+    the ids as one array (one statement, nothing returned); elsewhere ``bulk_create``."""
+    if connection.vendor != "postgresql":
+        BulkOperationItem.objects.bulk_create(
+            (BulkOperationItem(operation=op, session_id=sid) for sid in ids), batch_size=1000
+        )
+        return
+    if ids:
+        _insert_items("SELECT %s, sid, %s, '', '', '' FROM unnest(%s::text[]) AS sid",
+                      [op.pk, ItemOutcome.PENDING, ids])  # fmt: skip
+
+
+def create_items_with_outcomes(op: BulkOperation, part: Partition) -> None:
+    """One item per id of a chunk that ran before its items were written (an inline
+    run's), each with the outcome ``part`` gives it: one ``INSERT`` of every outcome
+    group at once, where a pending item written first and then its outcome cost two
+    statements and a dead row per item."""
+    rows = [(sid, ItemOutcome.SUCCEEDED, "", "", previous)
+            for previous, ids in part.eligible_by_status.items() for sid in ids]  # fmt: skip
+    for outcome, groups in ((ItemOutcome.SKIPPED, part.skipped), (ItemOutcome.FAILED, part.failed)):
+        for reason, ids in groups.items():
+            rows += [(sid, outcome, reason, reasons.message_for(reason), "") for sid in ids]
+    if connection.vendor != "postgresql":
+        fields = ("session_id", "outcome", "reason", "message", "previous_status")
+        BulkOperationItem.objects.bulk_create(
+            BulkOperationItem(operation=op, **dict(zip(fields, row, strict=True))) for row in rows
+        )
+        return
+    if rows:
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        unnest = ", ".join(["%s::text[]"] * len(columns))
+        _insert_items(f"SELECT %s, * FROM unnest({unnest})", [op.pk, *columns])
+
+
+def _insert_items(select: str, params: list) -> None:
+    table = connection.ops.quote_name(BulkOperationItem._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (operation_id, session_id, outcome, reason, message, "
+            f"previous_status) {select}",
+            params,
+        )
 
 
 def record_counters(

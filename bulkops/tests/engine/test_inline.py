@@ -209,6 +209,30 @@ def test_the_failure_threshold_ends_an_inline_run_as_it_ends_a_workers(
     assert_counters_add_up(row)
 
 
+def test_a_threshold_reached_before_the_last_chunk_still_gives_every_session_its_item(
+    owner, make_session, settings
+):
+    """An inline run writes each chunk's items after it, with their outcomes: when the
+    failure threshold stops it after its first chunk, the sessions it never reached
+    still get their item (ended as a worker's run ends them) and none is changed."""
+    settings.BULKOPS_INLINE_MAX_SESSIONS = 30
+    missing = "0-missing"  # sorts first: the first chunk meets it
+    ids = [missing] + sorted(make_session(owner).pk for _ in range(24))
+    op = operation_create(
+        user=owner, action="close", selection=Selection(session_ids=ids), max_failures=0
+    ).operation
+    row = BulkOperation.objects.get(pk=op.pk)
+    assert row.status == "failed" and row.error.startswith("Stopped at the failure threshold")
+    assert sorted(row.items.values_list("session_id", flat=True)) == sorted(ids)
+    found = outcomes(row)
+    assert found[missing] == ("failed", "not_found")
+    unreached = ids[FIRST_CHUNK:]
+    assert {found[sid] for sid in unreached} == {("cancelled", "failure_threshold")}
+    assert Session.objects.filter(pk__in=unreached, status="closed").count() == 0
+    assert not row.items.filter(outcome="pending").exists()
+    assert_counters_add_up(row)
+
+
 def test_an_inline_run_of_several_chunks_sends_the_events_a_workers_run_sends(
     owner, make_session, monkeypatch, settings, django_capture_on_commit_callbacks
 ):
