@@ -12,9 +12,12 @@ completed) go out once the request's transaction has committed, never before.
 The run is short because nobody else can see the operation until that commit: no
 worker can claim it, no cancel or pause can reach it, so the claim (the row's lock
 and ``running`` update), the re-reads of its status between chunks and each chunk's
-savepoint are left out. Its counters and status are kept in memory and written once,
-at the end, with its final status (about half the round trips of a worker's run of
-the same operation: ``tests/engine/test_inline_statements.py`` counts them).
+savepoint are left out; and nothing needs to be written before it is known. Each
+chunk's items are inserted after the chunk with their outcomes, and the operation's
+row once, at the end, finished (its counters and status kept in memory until then):
+no pending row is written to be updated a moment later (about a third of the round
+trips of a worker's run of the same operation: ``tests/engine/test_inline_statements.py``
+counts them).
 
 What runs inline, and what does not:
 
@@ -39,7 +42,6 @@ from django.utils import timezone
 
 from bulkops import events
 from bulkops.actions import get_action
-from bulkops.actions.sql import plain_update
 from bulkops.conf import bulkops_settings
 from bulkops.engine.chunks import ChunkSizer, apply_chunk
 from bulkops.engine.executor import FINAL_EVENTS, Publisher, operation_execute
@@ -58,11 +60,14 @@ def runs_inline(op: BulkOperation, act) -> bool:
 
 
 def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) -> BulkOperation:
-    """Run ``operation`` (just created, in the caller's transaction, without items: one
-    per id of ``session_ids`` is written here) to its end in that transaction, its
-    events held until the transaction commits; return it finished. On a database
-    error the run is rolled back (a savepoint) and the operation queued, with one
-    pending item per id, as a queued operation is created."""
+    """Run ``operation`` (created but not yet written: its row and one item per id of
+    ``session_ids`` are written here, as they end) to its end in the caller's
+    transaction, its events held until that transaction commits; return it finished.
+    On a database error the run is rolled back (a savepoint) and the operation is
+    written as a queued one is (pending, one pending item per id) and queued."""
+    created = {
+        f.attname: getattr(operation, f.attname) for f in BulkOperation._meta.concrete_fields
+    }
     try:
         if not operation.params.get("atomic"):
             try:
@@ -76,17 +81,24 @@ def operation_run_inline(*, operation: BulkOperation, session_ids: list[str]) ->
                 logger.info("operation %s: the inline run raised; ending it as a worker does",
                             operation.pk, exc_info=True)  # fmt: skip
         with events.after_commit(), transaction.atomic():
-            create_items(operation, session_ids)
+            _write_created(operation, created, session_ids)
             done = operation_execute(operation_id=operation.pk)
             _durable_commit()
             return done
     except DatabaseError:
         logger.warning("operation %s: the inline run failed; queued instead", operation.pk,
                        exc_info=True)  # fmt: skip
-        create_items(operation, session_ids)
+        _write_created(operation, created, session_ids)
         enqueue_operation(operation.pk)
-        operation.refresh_from_db()  # as it was created: pending
         return operation
+
+
+def _write_created(op: BulkOperation, created: dict, ids: list[str]) -> None:
+    """Write ``op`` as it was created (``created``: its fields then, whatever a run
+    rolled back left on it) with one pending item per id: what a queued operation is."""
+    vars(op).update(created)
+    op.save(force_insert=True)
+    create_items(op, ids)
 
 
 def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
@@ -97,7 +109,7 @@ def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
     act = get_action(op.action)(user=op.user, params=op.params)
     scope = sessions_in_scope_by_id(user=op.user, action=act)
     now = timezone.now()
-    # What a worker's claim writes, kept on ``op`` until the one write at the end.
+    # What a worker's claim writes, kept on ``op`` until its row is written, at the end.
     vars(op).update(status=OperationStatus.RUNNING, attempts=1, started_at=now,
                     heartbeat_at=now, version=op.version + 1)  # fmt: skip
     events.publish_operation(op, "bulk_operation_started")
@@ -112,18 +124,21 @@ def _run(op: BulkOperation, ids: list[str]) -> BulkOperation:
         _count(op, part, now)
         publisher.chunk(part)
         if over_threshold(op, op.failed):
-            # A rare ending: the row takes what ``op`` holds and the ids not reached
-            # get their (pending) items, then it ends as a worker's would.
+            # A rare ending: the row is written as ``op`` holds it and the ids not
+            # reached get their (pending) items, then it ends as a worker's would.
+            op.save(force_insert=True)
             create_items(op, ids)
-            _write(op)
             conclude(op, act, Stop.FAILURE_THRESHOLD)
             break
         sizer.measured(items=part.processed, seconds=time.monotonic() - started)
     else:
         act.finish(op)
         now = timezone.now()
-        _write(op, status=final_status(op), finished_at=now, heartbeat_at=now,
-               version=op.version + 1)  # fmt: skip
+        vars(op).update(status=final_status(op), finished_at=now, heartbeat_at=now,
+                        version=op.version + 1)  # fmt: skip
+        # Nobody else could have written the row before the request commits (nobody
+        # sees it yet): it is written once, finished, and not read back.
+        op.save(force_insert=True)
     events.publish_operation(op, FINAL_EVENTS[op.status])
     return op
 
@@ -137,21 +152,6 @@ def _count(op: BulkOperation, part, now) -> None:
     op.failed += part.failed_count
     op.version += 1
     op.heartbeat_at = now
-
-
-#: What the inline run keeps on the operation until it writes the row.
-_KEPT = ("status", "attempts", "started_at", "heartbeat_at", "version",
-         "processed", "succeeded", "skipped", "failed")  # fmt: skip
-
-
-def _write(op: BulkOperation, **values) -> None:
-    """Write what the run kept on ``op`` (and ``values``) to its row in one ``UPDATE``.
-    Nobody else can write the row before the request commits (nobody sees it yet), so
-    the row is then what ``op`` holds: it is not read back (a ``RETURNING`` of every
-    column, turned into a model, was a tenth of a small request's CPU)."""
-    values = {**{name: getattr(op, name) for name in _KEPT}, **values}
-    plain_update(BulkOperation, values, '"id" = %s', [op.pk])
-    vars(op).update(values)
 
 
 def _durable_commit() -> None:

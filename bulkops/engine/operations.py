@@ -245,9 +245,9 @@ def _insert(
     if isinstance(target, LargeSelection):
         enqueue_operation(op.id, tasks=large_insert(op, target, action=act))
         return op
-    op.save(force_insert=True)
-    if runs_inline(op, act):  # it writes the items, with their outcomes
+    if runs_inline(op, act):  # it writes the operation and its items as they end
         return operation_run_inline(operation=op, session_ids=target)
+    op.save(force_insert=True)
     create_items(op, target)
     enqueue_operation(op.id)
     return op

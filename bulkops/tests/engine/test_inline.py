@@ -217,7 +217,7 @@ def test_a_threshold_reached_before_the_last_chunk_still_gives_every_session_its
     still get their item (ended as a worker's run ends them) and none is changed."""
     settings.BULKOPS_INLINE_MAX_SESSIONS = 30
     missing = "0-missing"  # sorts first: the first chunk meets it
-    ids = [missing] + sorted(make_session(owner).pk for _ in range(24))
+    ids = [missing, *sorted(make_session(owner).pk for _ in range(24))]
     op = operation_create(
         user=owner, action="close", selection=Selection(session_ids=ids), max_failures=0
     ).operation

@@ -3,10 +3,10 @@ trip to the database is a share of the request's time, so the count is pinned he
 and cannot grow back unnoticed.
 
 Starting a one-session close and running it in the request is, besides the request's
-own transaction: the user's lock, the active-operation count, the operation's insert;
-then, under one savepoint (the fall-back to the queue on a database error), the lock
-timeout, the chunk's one statement, the items' insert with their outcomes (never a
-pending item first and its outcome after) and the operation's one final write. Run through the worker's path in the same transaction,
+own transaction: the user's lock and the active-operation count; then, under one
+savepoint (the fall-back to the queue on a database error), the lock timeout, the
+chunk's one statement, the items' insert with their outcomes and the operation's
+insert, finished (never a pending row written first and updated after). Run through the worker's path in the same transaction,
 as it was before, the same operation took 25: its claim (lock and ``running``
 update), a status re-read per chunk and at the end, a savepoint per step, a counters
 write and the commit mode set and reset."""
@@ -33,12 +33,11 @@ ONE_SESSION_CLOSE = [
     "SAVEPOINT",  # the start's transaction (the request's BEGIN outside a test)
     "UPDATE auth_user",  # the user's lock
     "SELECT COUNT",  # the active-operation cap
-    "INSERT bulkops_bulkoperation",
     "SAVEPOINT",  # the inline run: rolled back to and queued on a database error
     "SELECT set_config",  # lock_timeout
     "WITH",  # the chunk: lock, check, apply
     "INSERT bulkops_bulkoperationitem",  # the items, each with its outcome
-    "UPDATE bulkops_bulkoperation",  # counters and final status (not read back)
+    "INSERT bulkops_bulkoperation",  # counters and final status (not read back)
     "RELEASE",
     "RELEASE",  # the request's COMMIT outside a test
 ]
@@ -59,7 +58,7 @@ def inline_on(settings):
     settings.BULKOPS_INLINE_MAX_SESSIONS = 20
 
 
-def test_a_one_session_close_is_started_and_run_in_eleven_statements(owner, make_session):
+def test_a_one_session_close_is_started_and_run_in_ten_statements(owner, make_session):
     sid = make_session(owner).pk
     selection = Selection(session_ids=[sid])
     with CaptureQueriesContext(connection) as queries:
