@@ -227,11 +227,9 @@ class BenchData:
             cursor.execute(f"{command} {SESSION_TABLE}, {EXPORT_TABLE}")
 
     def checkpoint(self) -> None:
-        """Write every dirty page out (PostgreSQL, untimed): each timed run then starts
-        from the same buffer state, not from the dirty pages of the reset and of the
-        run before it, which the timed statement's backend would otherwise write out
-        itself (a raw 10,000-row ``UPDATE``: 0.22 s after a checkpoint, 0.28 s right
-        after an engine run). The engine and its references start alike."""
+        """Write every dirty page out (PostgreSQL, untimed): each timed run starts from
+        the same buffer state, not with the dirty pages of the runs before it to write
+        (a raw 10,000-row ``UPDATE``: 0.22 s after a checkpoint, 0.28 s after a run)."""
         if self.vendor != "postgresql" or connection.in_atomic_block:
             return
         with connection.cursor() as cursor:
@@ -251,10 +249,9 @@ class BenchData:
         self._vacuum_history()
 
     def _vacuum_history(self) -> None:
-        """``VACUUM`` (no ``ANALYZE``) the tables the bench's own history and runs
-        filled: the next call on this database otherwise starts among their dead rows
-        (about 490,000 item rows after a production-statistics call), which made the
-        first small-operations call after one 2–3× slower until autovacuum came by."""
+        """``VACUUM`` (no ``ANALYZE``) the tables the bench's operations filled: the next
+        call otherwise starts among their dead rows (490,000 item rows after a
+        production-statistics call made the next small-operations call 2–3× slower)."""
         if self.vendor != "postgresql" or connection.in_atomic_block:
             return
         tables = (BulkOperation, BulkOperationItem, OperationChunk)
