@@ -48,17 +48,8 @@ SESSION_TABLE = Session._meta.db_table
 EXPORT_TABLE = SessionExport._meta.db_table
 #: Rows inserted per statement batch while seeding.
 SEED_BATCH = 5000
-SESSION_COLUMNS = (
-    "id",
-    "owner_id",
-    "title",
-    "status",
-    "content",
-    "metadata",
-    "created_at",
-    "updated_at",
-    "deleted_at",
-)
+SESSION_COLUMNS = ("id", "owner_id", "title", "status", "content", "metadata",
+                   "created_at", "updated_at", "deleted_at")  # fmt: skip
 
 
 @dataclass(frozen=True)
