@@ -10,12 +10,14 @@ PostgreSQL restarts and Redis outages use instances of the test's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -30,6 +32,7 @@ from bulkops.tests.support.faults import (
 )
 from bulkops.tests.support.processes import (
     WAIT,
+    LiveEventsUnavailable,
     Processes,
     Watcher,
     content_for,
@@ -428,6 +431,31 @@ async def while_redis_is_down(base: str, token: str, db, busy: str, ids: list[st
     }
 
 
+#: How long a new client keeps reconnecting after Redis is back, as told to (1013).
+RECONNECT_WITHIN = 15.0
+
+
+@contextlib.asynccontextmanager
+async def reconnecting_watcher(base: str, token: str) -> AsyncIterator[Watcher]:
+    """A new WebSocket client once Redis is back, doing what ``unavailable`` asks of a
+    client: reconnect a moment later (the server's channel layer may still hold a
+    connection the outage broke). Past ``RECONNECT_WITHIN`` it fails as it would."""
+    deadline = time.monotonic() + RECONNECT_WITHIN
+    while True:
+        watcher = Watcher(base, token)
+        try:
+            await watcher.__aenter__()
+            break
+        except LiveEventsUnavailable:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+    try:
+        yield watcher
+    finally:
+        await watcher.__aexit__(None, None, None)
+
+
 # No ``redis`` marker: the test brings a redis-server of its own (not the pass's), so
 # it runs in both passes, on either database.
 @pytest.mark.timeout(150)
@@ -458,7 +486,7 @@ async def test_redis_outage_keeps_api_and_operations_working_and_events_resume(w
         await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))
         await asyncio.to_thread(own_redis.start)
         down_for = time.monotonic() - down_at
-        async with Watcher(base, token) as late:
+        async with reconnecting_watcher(base, token) as late:
             snapshot = await subscribed_snapshot(late, busy)
             after = json_of(
                 await post(base, token, "/api/bulk/sessions/close", {"session_ids": ids[2500:]})

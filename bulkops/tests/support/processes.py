@@ -200,6 +200,10 @@ def http(base: str, method: str, path: str, token: str, body: Any = None) -> tup
         return exc.code, json.loads(exc.read() or b"null")
 
 
+class LiveEventsUnavailable(AssertionError):
+    """The server answered ``unavailable``: its channel layer cannot be reached now."""
+
+
 class Watcher:
     """A ``websockets`` client authenticated by token, recording every message."""
 
@@ -216,6 +220,9 @@ class Watcher:
         self.connection = await connect(self.url, origin=self.origin, open_timeout=30)
         await self.connection.send(json.dumps({"type": "auth", "token": self.token}))
         reply = json.loads(await asyncio.wait_for(self.connection.recv(), 30))
+        if reply.get("code") == "unavailable":  # "reconnect later" (close 1013)
+            await self.connection.close()
+            raise LiveEventsUnavailable(reply)
         assert reply["type"] == "authenticated", reply
         self.reader = asyncio.ensure_future(self._read())
         return self
