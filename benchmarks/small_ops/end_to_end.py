@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections
 
 from benchmarks.latency import CLOSE_URL
-from benchmarks.processes import Processes, current_env, healthy
+from benchmarks.processes import Processes, current_env, healthy, production_env
 from benchmarks.report import percentile, rounded
 from bulkops.models import BulkOperation
 
@@ -49,7 +49,8 @@ class Fleet:
         self.workers = workers
         self.servers = servers
         self.workdir = Path(tempfile.mkdtemp(prefix="bulkops-small-ops-"))
-        self.procs = Processes(self.workdir, current_env(BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT))
+        env = current_env(**production_env(self.workdir), BULKOPS_RATE_LIMIT_CLOSE=self.RATE_LIMIT)
+        self.procs = Processes(self.workdir, env)
         self.bases: list[str] = []
 
     @property
