@@ -10,16 +10,49 @@ large share of a small request's CPU. Here the event loop hands the whole reques
 once (``get_response``, the chain WSGI runs), and reading the body, sending the
 response and the request signals stay Django's, as does everything the middleware
 does: the same middleware, in the same order, on the same request.
+
+Each request's thread is a kept one. Django's handler gives every request a new
+thread (a ``ThreadSensitiveContext`` with an executor of its own, shut down after the
+response): a thread started and joined, and a new database wrapper built in it, per
+request. Here a request takes an idle single-thread executor (asgiref's
+``ThreadSensitiveContext(executor=…)``), or a new one when all are busy, and gives it
+back after the response, as a threaded WSGI server keeps its threads: the request still
+runs alone on its thread, from ``request_started`` to ``request_finished``, which
+returns its database connection to the pool as before.
 """
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from concurrent.futures import ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase
 
+#: Idle request threads a server keeps; more run while more requests do, and end after.
+MAX_IDLE_THREADS = 16
+
 
 class SyncChainASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if self._idle:
+            executor = self._idle.pop()
+        else:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        try:
+            # Django's own (plain) context inside leaves this one in place.
+            async with ThreadSensitiveContext(executor=executor):
+                await super().__call__(scope, receive, send)
+        finally:
+            if len(self._idle) < MAX_IDLE_THREADS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
 

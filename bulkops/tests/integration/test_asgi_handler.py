@@ -4,7 +4,9 @@ middleware still applied."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 from asgiref import sync
@@ -15,9 +17,28 @@ from rest_framework.authtoken.models import Token
 
 from bulkops.models import BulkOperation, Session
 from project.asgi import application
+from project.handlers import SyncChainASGIHandler
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CLOSE = "/api/bulk/sessions/close"
+
+
+def get(path: str) -> HttpCommunicator:
+    return HttpCommunicator(application, "GET", path, headers=[(b"host", b"testserver")])
+
+
+@pytest.fixture
+def request_threads(monkeypatch) -> list[int]:
+    """The thread each request's middleware chain and view ran on, in order."""
+    seen: list[int] = []
+    original = SyncChainASGIHandler.get_response
+
+    def recorded(self, request):
+        seen.append(threading.get_ident())
+        return original(self, request)
+
+    monkeypatch.setattr(SyncChainASGIHandler, "get_response", recorded)
+    return seen
 
 
 def post(body: dict, headers: list[tuple[bytes, bytes]]) -> HttpCommunicator:
@@ -86,3 +107,34 @@ async def test_a_cookie_post_without_its_csrf_token_is_refused_and_changes_nothi
     assert b"CSRF" in response["body"]
     assert not await database_sync_to_async(BulkOperation.objects.exists)()
     assert (await database_sync_to_async(Session.objects.get)(pk=sid)).status == "active"
+
+
+async def test_requests_one_after_another_run_on_one_kept_thread(request_threads):
+    for _ in range(3):
+        response = await get("/healthz").get_response()
+        assert response["status"] == 200, response["body"]
+
+    assert len(request_threads) == 3
+    assert len(set(request_threads)) == 1
+    assert threading.get_ident() not in request_threads  # never the event loop's
+
+
+async def test_requests_at_the_same_time_each_run_on_a_thread_of_their_own(
+    request_threads, monkeypatch
+):
+    # Each request's chain waits for the other's: on one shared thread they never meet.
+    both_in = threading.Barrier(2, timeout=10)
+    original = SyncChainASGIHandler.get_response
+
+    def meeting(self, request):
+        both_in.wait()
+        return original(self, request)
+
+    monkeypatch.setattr(SyncChainASGIHandler, "get_response", meeting)
+    responses = await asyncio.gather(
+        get("/healthz").get_response(timeout=15), get("/healthz").get_response(timeout=15)
+    )
+
+    assert [r["status"] for r in responses] == [200, 200]
+    assert not both_in.broken
+    assert len(set(request_threads)) == 2
