@@ -85,6 +85,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The user and system CPU seconds process ``pid`` has used so far (Linux's
+    ``/proc/<pid>/stat``), None where that cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def healthy(base: str) -> bool:
     """``GET /healthz`` answers 200."""
     try:

@@ -77,18 +77,23 @@ class SmallOpsBench:
                 for batch in await asyncio.to_thread(self._batches, 1, self.WARMUP):
                     await client.one(batch)
             self.step(f"{fleet.workers} worker(s): ready")
-            return [await self._cell(clients, fleet.workers, size) for size in self.options.sizes]
+            return [await self._cell(clients, fleet, size) for size in self.options.sizes]
 
-    async def _cell(self, clients: list[Client], workers: int, size: int) -> dict[str, Any]:
-        opts = self.options
+    async def _cell(self, clients: list[Client], fleet: Fleet, size: int) -> dict[str, Any]:
+        opts, workers = self.options, fleet.workers
         batches = await asyncio.to_thread(self._batches, size, opts.latency_runs)
         latency = await measure_latency(clients[0], batches)
         self.step(f"{workers} worker(s) × {size}: latency")
         batches = await asyncio.to_thread(self._batches, size, opts.operations)
+        before = fleet.server_cpu_seconds()
         throughput = await measure_throughput(clients, batches, opts.concurrency)
+        after = fleet.server_cpu_seconds()
         self.step(f"{workers} worker(s) × {size}: throughput")
+        cpu_ms = None
+        if before is not None and after is not None:
+            cpu_ms = round((after - before) * 1000 / len(batches), 2)
         cell = {"workers": workers, "servers": len(clients), "sessions": size}
-        return {**cell, "latency": latency, **throughput}
+        return {**cell, "latency": latency, **throughput, "server_cpu_ms_per_operation": cpu_ms}
 
     def run(self) -> dict[str, Any]:
         from rest_framework.authtoken.models import Token
@@ -139,8 +144,8 @@ def render_small_ops(section: dict[str, Any]) -> str:
         "clients spread over the servers; latency one at a time (the first server)"
     )
     lines.append(
-        "servers  workers  sessions   ops/s  sessions/s  p50 ms  p99 ms  | phases p50 ms: "
-        + " / ".join(E2E_PHASES)
+        "servers  workers  sessions   ops/s  sessions/s  p50 ms  p99 ms  server CPU ms/op  "
+        "| phases p50 ms: " + " / ".join(E2E_PHASES)
     )
     for c in section["end_to_end"]:
         lat = c["latency"]
@@ -148,6 +153,7 @@ def render_small_ops(section: dict[str, Any]) -> str:
         lines.append(
             f"{c.get('servers', 1):>7}  {c['workers']:>7}  {c['sessions']:>8}  "
             f"{c['operations_per_second']:>6}  "
-            f"{c['sessions_per_second']:>10}  {lat['p50_ms']:>6}  {lat['p99_ms']:>6}  | {phases}"
+            f"{c['sessions_per_second']:>10}  {lat['p50_ms']:>6}  {lat['p99_ms']:>6}  "
+            f"{c.get('server_cpu_ms_per_operation')!s:>16}  | {phases}"
         )
     return "\n".join(lines) + "\n" + target_lines(section.get("targets", []))

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connections
 
 from benchmarks.latency import CLOSE_URL
-from benchmarks.processes import Processes, current_env, healthy, production_env
+from benchmarks.processes import Processes, cpu_seconds, current_env, healthy, production_env
 from benchmarks.report import percentile, rounded
 from bulkops.models import BulkOperation
 
@@ -64,6 +64,13 @@ class Fleet:
             self.bases.append(self.procs.server(name, embedded=True, worker=False, ready=healthy))
         for n in range(self.workers):
             self.procs.worker(f"small-ops-{n}", interval=None)
+
+    def server_cpu_seconds(self) -> float | None:
+        """CPU seconds the servers have used so far (None where ``/proc`` cannot tell):
+        taken around a phase, what one operation costs the servers, a steadier figure
+        than operations/s on a shared machine."""
+        used = [cpu_seconds(p.pid) for name, p in self.procs.running if name.startswith("serve")]
+        return None if not used or None in used else sum(used)
 
     def died(self) -> str | None:
         return self.procs.first_death()

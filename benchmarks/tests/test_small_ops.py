@@ -4,12 +4,17 @@ part's closed-loop clients are spread over ``--small-ops-servers`` servers (its
 processes themselves are the benchmark's, not a test's)."""
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 from django.core.management import call_command
 
 from benchmarks.management.commands import bulkops_bench
-from benchmarks.processes import Processes
+from benchmarks.processes import Processes, cpu_seconds
 from benchmarks.small_ops import IN_PROCESS_PHASES, in_process_breakdown
 from benchmarks.small_ops.end_to_end import Fleet, measure_throughput
 from bulkops.engine import executor, operations
@@ -97,3 +102,39 @@ def test_the_fleet_starts_each_server_on_its_own_port_and_the_first_takes_latenc
     assert started == ["serve", "serve-1", "serve-2"]
     assert fleet.bases == [f"http://127.0.0.1:{p}" for p in (8001, 8002, 8003)]
     assert fleet.base == fleet.bases[0]
+
+
+def test_the_fleet_runs_its_servers_and_workers_on_the_production_settings():
+    fleet = Fleet(1)
+    try:
+        env = fleet.procs.env
+        assert env["DEBUG"] == "0"
+        assert len(env["SECRET_KEY"]) >= 40
+        assert env["BULKOPS_RATE_LIMIT_CLOSE"] == Fleet.RATE_LIMIT
+        assert "BULKOPS_BENCHMARKS" not in env  # the product alone
+    finally:
+        fleet.stop()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads Linux's /proc")
+def test_the_servers_cpu_seconds_are_what_their_processes_used():
+    # A stand-in server: 0.3 s of CPU, then it waits (for its stdin to close).
+    code = "import sys, time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nsys.stdin.read()"
+    busy = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    fleet = Fleet(1)
+    try:
+        fleet.procs.running.append(("serve", busy))
+        deadline = time.monotonic() + 30
+        while (cpu_seconds(busy.pid) or 0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        used = cpu_seconds(busy.pid)
+        assert used >= 0.3
+        assert fleet.server_cpu_seconds() == used
+        fleet.procs.running.append(("serve-1", busy))  # two servers: the sum of both
+        assert fleet.server_cpu_seconds() == 2 * used
+        fleet.procs.running.append(("small-ops-0", busy))  # a worker: not a server
+        assert fleet.server_cpu_seconds() == 2 * used
+    finally:
+        busy.communicate(b"")
+        shutil.rmtree(fleet.workdir, ignore_errors=True)
+    assert cpu_seconds(busy.pid) is None  # gone: nothing to read
