@@ -23,7 +23,7 @@ returns its database connection to the pool as before.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
@@ -33,25 +33,43 @@ from django.http import HttpRequest, HttpResponseBase
 MAX_IDLE_THREADS = 16
 
 
+class RequestThread(ThreadPoolExecutor):
+    """One request's thread, which knows whether a call it was given still runs."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="request")
+        self._unfinished: set[Future] = set()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = super().submit(fn, *args, **kwargs)
+        self._unfinished.add(future)
+        future.add_done_callback(self._unfinished.discard)
+        return future
+
+    @property
+    def idle(self) -> bool:
+        return not self._unfinished
+
+
 class SyncChainASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
-        self._idle: list[ThreadPoolExecutor] = []
+        self._idle: list[RequestThread] = []
 
     async def __call__(self, scope, receive, send) -> None:
-        if self._idle:
-            executor = self._idle.pop()
-        else:
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        thread = self._idle.pop() if self._idle else RequestThread()
         try:
             # Django's own (plain) context inside leaves this one in place.
-            async with ThreadSensitiveContext(executor=executor):
+            async with ThreadSensitiveContext(executor=thread):
                 await super().__call__(scope, receive, send)
         finally:
-            if len(self._idle) < MAX_IDLE_THREADS:
-                self._idle.append(executor)
+            # A request that ended early (the client went away: Django stops waiting
+            # for its view) can leave its view running: that thread ends after it,
+            # instead of making the next request wait for it.
+            if thread.idle and len(self._idle) < MAX_IDLE_THREADS:
+                self._idle.append(thread)
             else:
-                executor.shutdown(wait=False)
+                thread.shutdown(wait=False)
 
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from asgiref import sync
+from asgiref.testing import ApplicationCommunicator
 from channels.db import database_sync_to_async
 from channels.testing import HttpCommunicator
 from django.test import Client
@@ -138,3 +139,44 @@ async def test_requests_at_the_same_time_each_run_on_a_thread_of_their_own(
     assert [r["status"] for r in responses] == [200, 200]
     assert not both_in.broken
     assert len(set(request_threads)) == 2
+
+
+async def test_a_request_whose_client_went_away_mid_view_does_not_hold_up_the_next(
+    request_threads, monkeypatch
+):
+    # The first request's view blocks until released; its client disconnects meanwhile.
+    started, release = threading.Event(), threading.Event()
+    held: list[int] = []
+    original = SyncChainASGIHandler.get_response
+
+    def blocking_once(self, request):
+        if not started.is_set():
+            held.append(threading.get_ident())
+            started.set()
+            release.wait(20)
+        return original(self, request)
+
+    monkeypatch.setattr(SyncChainASGIHandler, "get_response", blocking_once)
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/healthz",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+    }
+    gone = ApplicationCommunicator(application, scope)
+    try:
+        await gone.send_input({"type": "http.request", "body": b"", "more_body": False})
+        assert await asyncio.to_thread(started.wait, 10)
+        await gone.send_input({"type": "http.disconnect"})
+        await gone.wait(timeout=10)  # Django stopped waiting; the view still runs
+
+        response = await get("/healthz").get_response(timeout=10)
+
+        assert response["status"] == 200
+        assert not release.is_set()  # answered while the first view was still held
+        assert len(request_threads) == 1  # the second request's; the first is held
+        assert request_threads[0] not in held
+    finally:
+        release.set()
